@@ -1,0 +1,97 @@
+"""SSL front-end + MHFA back-end (Peng et al., SLT 2022).
+
+MHFA, multi-head factorized attentive pooling, on stacked layers X [B, L+1, T, D]:
+  K = sum_l softmax(w_k)_l X_l,  V = sum_l softmax(w_v)_l X_l          [B, T, D]
+  K' = Linear_k(K), V' = Linear_v(V)                                    [B, T, c]
+  A = softmax_over_time(Linear_att(K'))                                 [B, T, H]
+  P_h = sum_t A[t, h] V'[t]                                             [B, H, c]
+  e = Linear_out(flatten(P))                                            [B, nOut]
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+
+from models.ssl_frontend import SSLFrontend, load_ssl_frontend
+
+logger = logging.getLogger(__name__)
+
+
+class MHFA(nn.Module):
+    """Multi-head factorized attentive pooling.
+
+    Args:
+        num_layers: L + 1, number of stacked hidden sequences (from the front-end;
+            the original hard-coded 13).
+        inputs_dim: D, hidden size of the front-end.
+        head_nb: H, number of attention heads (YAML ``head_nb``).
+        compression_dim: c (YAML ``compression_dim``).
+        outputs_dim: embedding size (YAML ``nOut``).
+    Parameter names follow the original (``weights_k``, ``cmp_linear_k``, ...).
+    """
+
+    def __init__(self, num_layers: int, inputs_dim: int, head_nb: int = 32, compression_dim: int = 128,
+                 outputs_dim: int = 256):
+        super().__init__()
+        self.weights_k = nn.Parameter(torch.ones(num_layers))
+        self.weights_v = nn.Parameter(torch.ones(num_layers))
+        self.cmp_linear_k = nn.Linear(inputs_dim, compression_dim)
+        self.cmp_linear_v = nn.Linear(inputs_dim, compression_dim)
+        self.att_head = nn.Linear(compression_dim, head_nb)
+        self.pooling_fc = nn.Linear(head_nb * compression_dim, outputs_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x [B, L+1, T, D]. Returns: embeddings [B, nOut]."""
+        k = torch.einsum("bltd,l->btd", x, self.weights_k.softmax(dim=0))  # [B, T, D]
+        v = torch.einsum("bltd,l->btd", x, self.weights_v.softmax(dim=0))  # [B, T, D]
+        k = self.cmp_linear_k(k)  # [B, T, c]
+        v = self.cmp_linear_v(v)  # [B, T, c]
+        att = self.att_head(k).softmax(dim=1)  # [B, T, H], normalised over time
+        pooled = torch.einsum("bth,btc->bhc", att, v)  # [B, H, c]
+        return self.pooling_fc(pooled.flatten(1))  # [B, nOut]
+
+
+class SpeakerEncoder(nn.Module):
+    """Waveform -> speaker embedding: ``frontend`` (SSL layers) then ``backend`` (MHFA)."""
+
+    def __init__(self, frontend: SSLFrontend, backend: MHFA):
+        super().__init__()
+        self.frontend = frontend
+        self.backend = backend
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Args: wav [B, N]. Returns: [B, nOut]."""
+        return self.backend(self.frontend(wav))
+
+    def parameter_groups(self, lr_backend: float, lr_transformer: float, llrd_factor: float,
+                         extra_backend: List[nn.Parameter] = ()) -> List[Dict[str, Any]]:
+        """Optimizer groups as the original: back-end (+ loss) at ``LR_MHFA``, transformer
+        block i (0-based) at ``LR_Transformer * LLRD_factor**i``. Input modules (CNN,
+        feature projection, positional conv) are in no group; they are frozen.
+        """
+        groups = [{"params": list(self.backend.parameters()) + list(extra_backend), "lr": lr_backend,
+                   "name": "MHFA"}]
+        for i, layer in enumerate(self.frontend.transformer_layers()):
+            groups.append({"params": list(layer.parameters()), "lr": lr_transformer * llrd_factor ** i,
+                           "name": f"transformer.{i}"})
+        return groups
+
+
+def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,
+              normalize_input: bool = False, trust_checkpoint: bool = False, **kwargs: Any) -> SpeakerEncoder:
+    """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
+
+    The front-end's input modules are frozen (the original never updates them).
+    """
+    frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input,
+                                 freeze_cnn=True, trust_checkpoint=trust_checkpoint)
+    for module in frontend.input_modules():
+        module.requires_grad_(False)
+    backend = MHFA(frontend.num_layers, frontend.hidden_size, head_nb=head_nb,
+                   compression_dim=compression_dim, outputs_dim=nOut)
+    logger.info("MHFA back-end: %d layer weights, %d heads, compression %d, embedding %d",
+                frontend.num_layers, head_nb, compression_dim, nOut)
+    return SpeakerEncoder(frontend, backend)

@@ -1,0 +1,286 @@
+"""Reading and writing SSL checkpoints in their official formats.
+
+Kept apart from the model code (`models/ssl_frontend.py`): this module only
+knows file layouts, configuration names and parameter names.
+
+Supported here: the official WavLM format (``{'cfg': {...}, 'model': state}``,
+as ``WavLM-Base+.pt`` / ``WavLM-Large.pt`` from microsoft/unilm).
+"""
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ConvLayers = List[Tuple[int, int, int]]
+
+ACCEPTED_FORMATS = (
+    "an official WavLM checkpoint: a torch file holding {'cfg': {...}, 'model': state_dict} "
+    "(e.g. WavLM-Base+.pt, WavLM-Large.pt from microsoft/unilm)"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not in a supported format."""
+
+
+def load_torch_file(path: str, trust_checkpoint: bool = False) -> Any:
+    """Load a torch file safely (``weights_only=True``) with errors that name the file.
+
+    Args:
+        path: file to read.
+        trust_checkpoint: allow arbitrary unpickling (only for files you trust;
+            fairseq files carry argparse/omegaconf objects).
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint '{path}' does not exist (or is not a file). "
+                              f"Check the path in your YAML/command line.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except Exception as err:  # torch raises many types here (pickle, zip, EOF, runtime)
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"Checkpoint '{path}' needs arbitrary unpickling ({msg}). A checkpoint is code: "
+                f"set `trust_checkpoint: true` only if you trust where this file came from.") from err
+        raise CheckpointError(
+            f"Could not read checkpoint '{path}': {msg}. The file may be truncated or not a torch "
+            f"checkpoint. Accepted: {ACCEPTED_FORMATS}.") from err
+
+
+# ----------------------------------------------------------------------------- conv layer spec
+
+def parse_conv_layers(spec: str) -> ConvLayers:
+    """Parse the official ``conv_feature_layers`` expression without ``eval``.
+
+    The official value is a Python expression such as
+    ``"[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"``. Only list/tuple
+    literals of ints, ``+`` (concatenation) and ``*`` (repetition) are allowed.
+
+    Returns:
+        list of (channels, kernel, stride).
+    """
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(n) for n in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"unsupported element {ast.dump(node)}")
+
+    try:
+        layers = value(ast.parse(spec, mode="eval").body)
+        if not (isinstance(layers, list) and layers and all(
+                isinstance(t, tuple) and len(t) == 3 and all(isinstance(i, int) for i in t) for t in layers)):
+            raise ValueError("expected a non-empty list of (channels, kernel, stride) tuples")
+    except (SyntaxError, ValueError, TypeError) as err:
+        raise CheckpointError(f"Cannot parse conv_feature_layers {spec!r}: {err}") from err
+    return [tuple(t) for t in layers]
+
+
+def format_conv_layers(layers: ConvLayers) -> str:
+    """Inverse of :func:`parse_conv_layers` (a plain list literal)."""
+    return "[" + ", ".join(f"({c}, {k}, {s})" for c, k, s in layers) + "]"
+
+
+# ----------------------------------------------------------------------------- WavLM config
+
+def wavlm_cfg_to_torchaudio(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Map an official WavLM ``cfg`` dict to ``torchaudio.models.wavlm_model`` arguments."""
+    def get(key: str, default: Any = None) -> Any:
+        if key in cfg:
+            return cfg[key]
+        if default is None:
+            raise CheckpointError(f"WavLM cfg lacks the key '{key}' (found keys: {sorted(cfg)})")
+        return default
+
+    mode = get("extractor_mode", "default")
+    if mode not in ("default", "layer_norm"):
+        raise CheckpointError(f"WavLM cfg extractor_mode={mode!r}; expected 'default' or 'layer_norm'")
+    if not get("relative_position_embedding", True) or not get("gru_rel_pos", True):
+        raise CheckpointError("Only WavLM with gated relative position embedding (relative_position_embedding"
+                              " and gru_rel_pos true) is supported, as in the released models")
+    return dict(
+        extractor_mode="group_norm" if mode == "default" else "layer_norm",
+        extractor_conv_layer_config=parse_conv_layers(get("conv_feature_layers")),
+        extractor_conv_bias=bool(get("conv_bias", False)),
+        encoder_embed_dim=int(get("encoder_embed_dim")),
+        encoder_projection_dropout=float(get("dropout_input", 0.0)),
+        encoder_pos_conv_kernel=int(get("conv_pos", 128)),
+        encoder_pos_conv_groups=int(get("conv_pos_groups", 16)),
+        encoder_num_layers=int(get("encoder_layers")),
+        encoder_num_heads=int(get("encoder_attention_heads")),
+        encoder_num_buckets=int(get("num_buckets", 320)),
+        encoder_max_distance=int(get("max_distance", 800)),
+        encoder_attention_dropout=float(get("attention_dropout", 0.1)),
+        encoder_ff_interm_features=int(get("encoder_ffn_embed_dim")),
+        encoder_ff_interm_dropout=float(get("activation_dropout", 0.0)),
+        encoder_dropout=float(get("dropout", 0.1)),
+        encoder_layer_norm_first=bool(get("layer_norm_first", False)),
+        encoder_layer_drop=float(get("encoder_layerdrop", 0.0)),
+    )
+
+
+def torchaudio_to_wavlm_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Inverse of :func:`wavlm_cfg_to_torchaudio`: official cfg names and values."""
+    return {
+        "extractor_mode": "default" if config["extractor_mode"] == "group_norm" else "layer_norm",
+        "conv_feature_layers": format_conv_layers(config["extractor_conv_layer_config"]),
+        "conv_bias": config["extractor_conv_bias"],
+        "encoder_embed_dim": config["encoder_embed_dim"],
+        "dropout_input": config["encoder_projection_dropout"],
+        "conv_pos": config["encoder_pos_conv_kernel"],
+        "conv_pos_groups": config["encoder_pos_conv_groups"],
+        "encoder_layers": config["encoder_num_layers"],
+        "encoder_attention_heads": config["encoder_num_heads"],
+        "num_buckets": config["encoder_num_buckets"],
+        "max_distance": config["encoder_max_distance"],
+        "attention_dropout": config["encoder_attention_dropout"],
+        "encoder_ffn_embed_dim": config["encoder_ff_interm_features"],
+        "activation_dropout": config["encoder_ff_interm_dropout"],
+        "dropout": config["encoder_dropout"],
+        "layer_norm_first": config["encoder_layer_norm_first"],
+        "encoder_layerdrop": config["encoder_layer_drop"],
+        "activation_fn": "gelu",
+        "relative_position_embedding": True,
+        "gru_rel_pos": True,
+        "normalize": config["encoder_layer_norm_first"],  # the released Large model was trained on normalised input
+        "feature_grad_mult": 1.0 if config["encoder_layer_norm_first"] else 0.1,
+    }
+
+
+# ----------------------------------------------------------------------------- WavLM parameter names
+
+# (official name, torchaudio name); {i} is a layer index, {p} is weight or bias.
+# Official names are those of microsoft/unilm WavLM.py.
+_WAVLM_KEYS = [
+    ("feature_extractor.conv_layers.{i}.0.{p}", "feature_extractor.conv_layers.{i}.conv.{p}"),
+    ("feature_extractor.conv_layers.{i}.2.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # group norm
+    ("feature_extractor.conv_layers.{i}.2.1.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # layer norm
+    ("layer_norm.{p}", "encoder.feature_projection.layer_norm.{p}"),
+    ("post_extract_proj.{p}", "encoder.feature_projection.projection.{p}"),
+    ("encoder.pos_conv.0.bias", "encoder.transformer.pos_conv_embed.conv.bias"),
+    ("encoder.pos_conv.0.weight_g", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0"),
+    ("encoder.pos_conv.0.weight_v", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1"),
+    ("encoder.layer_norm.{p}", "encoder.transformer.layer_norm.{p}"),
+    ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.transformer.layers.{i}.attention.attention.out_proj.{p}"),
+    ("encoder.layers.{i}.self_attn.relative_attention_bias.weight",
+     "encoder.transformer.layers.{i}.attention.rel_attn_embed.weight"),
+    ("encoder.layers.{i}.self_attn.grep_linear.{p}", "encoder.transformer.layers.{i}.attention.gru_rel_pos_linear.{p}"),
+    ("encoder.layers.{i}.self_attn.grep_a", "encoder.transformer.layers.{i}.attention.gru_rel_pos_const"),
+    ("encoder.layers.{i}.self_attn_layer_norm.{p}", "encoder.transformer.layers.{i}.layer_norm.{p}"),
+    ("encoder.layers.{i}.fc1.{p}", "encoder.transformer.layers.{i}.feed_forward.intermediate_dense.{p}"),
+    ("encoder.layers.{i}.fc2.{p}", "encoder.transformer.layers.{i}.feed_forward.output_dense.{p}"),
+    ("encoder.layers.{i}.final_layer_norm.{p}", "encoder.transformer.layers.{i}.final_layer_norm.{p}"),
+]
+_OFFICIAL_QKV = "encoder.layers.{i}.self_attn.{w}_proj.{p}"
+_TORCHAUDIO_QKV = "encoder.transformer.layers.{i}.attention.attention.in_proj_{p}"
+# Pre-training-only tensors: not part of the encoder, legitimately unused.
+_WAVLM_PRETRAIN_ONLY = re.compile(r"mask_emb|label_embs_concat|final_proj\..*")
+
+
+def _regex(template: str) -> "re.Pattern[str]":
+    """Compile a name template: {i} matches a layer index, {p} weight|bias, {w} q|k|v."""
+    pattern = re.escape(template)
+    for field, sub in (("i", r"\d+"), ("p", "weight|bias"), ("w", "q|k|v")):
+        pattern = pattern.replace(re.escape("{%s}" % field), f"(?P<{field}>{sub})")
+    return re.compile(pattern)
+
+
+def _rename(name: str, pairs: List[Tuple["re.Pattern[str]", str]]) -> Optional[str]:
+    for regex, template in pairs:
+        match = regex.fullmatch(name)
+        if match:
+            return template.format(**match.groupdict())
+    return None
+
+
+_TO_TORCHAUDIO = [(_regex(o), t) for o, t in _WAVLM_KEYS]
+_TO_OFFICIAL = [(_regex(t), o) for o, t in _WAVLM_KEYS if o != "feature_extractor.conv_layers.{i}.2.1.{p}"]
+_TO_OFFICIAL_LN = [(_regex(t), o) for o, t in _WAVLM_KEYS if o != "feature_extractor.conv_layers.{i}.2.{p}"]
+
+
+def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename an official WavLM state dict to torchaudio's names.
+
+    q/k/v projections are concatenated into ``in_proj_weight``/``in_proj_bias``
+    (order q, k, v) as ``torch.nn.MultiheadAttention`` expects.
+
+    Returns:
+        (converted state, names of official tensors that have no place in the encoder).
+    """
+    out: Dict[str, torch.Tensor] = {}
+    qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
+    unknown: List[str] = []
+    qkv_regex = _regex(_OFFICIAL_QKV)
+    for name, tensor in state.items():
+        match = qkv_regex.fullmatch(name)
+        if match:
+            qkv.setdefault((match["i"], match["p"]), {})[match["w"]] = tensor
+            continue
+        new = _rename(name, _TO_TORCHAUDIO)
+        if new is not None:
+            out[new] = tensor
+        elif not _WAVLM_PRETRAIN_ONLY.fullmatch(name):
+            unknown.append(name)
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            unknown.extend(_OFFICIAL_QKV.format(i=layer, w=w, p=kind) for w in parts)
+            continue
+        out[_TORCHAUDIO_QKV.format(i=layer, p=kind)] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out, unknown
+
+
+def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: str) -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`wavlm_state_to_torchaudio` (used to write official-format files).
+
+    Args:
+        extractor_mode: torchaudio's ``group_norm`` or ``layer_norm`` (the official
+            names of the CNN normalisation differ between the two).
+    """
+    pairs = _TO_OFFICIAL if extractor_mode == "group_norm" else _TO_OFFICIAL_LN
+    qkv_regex = _regex(_TORCHAUDIO_QKV)
+    out: Dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        match = qkv_regex.fullmatch(name)
+        if match:
+            for which, part in zip("qkv", tensor.chunk(3)):
+                out[_OFFICIAL_QKV.format(i=match["i"], w=which, p=match["p"])] = part.clone()
+            continue
+        new = _rename(name, pairs)
+        if new is None:
+            raise KeyError(f"no official WavLM name for torchaudio parameter '{name}'")
+        out[new] = tensor.clone()
+    return out
+
+
+def read_wavlm_checkpoint(path: str, trust_checkpoint: bool = False) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """Read an official WavLM file and return (official cfg dict, official state dict)."""
+    obj = load_torch_file(path, trust_checkpoint)
+    if not (isinstance(obj, dict) and "cfg" in obj and "model" in obj):
+        found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"'{path}' is not a supported SSL checkpoint (top-level content: {found}). "
+                              f"Accepted: {ACCEPTED_FORMATS}.")
+    cfg = obj["cfg"]
+    if not isinstance(cfg, dict):  # some exports keep a config object; its attributes are the cfg
+        cfg = dict(vars(cfg))
+    return cfg, obj["model"]
+
+
+def write_wavlm_checkpoint(path: str, torchaudio_config: Dict[str, Any], state: Dict[str, torch.Tensor],
+                           extra_cfg: Optional[Dict[str, Any]] = None) -> None:
+    """Write a torchaudio WavLM model as an official ``{'cfg', 'model'}`` file."""
+    cfg = torchaudio_to_wavlm_cfg(torchaudio_config)
+    cfg.update(extra_cfg or {})
+    model = torchaudio_state_to_wavlm(state, torchaudio_config["extractor_mode"])
+    model["mask_emb"] = torch.zeros(torchaudio_config["encoder_embed_dim"]).uniform_()
+    torch.save({"cfg": cfg, "model": model}, path)

@@ -1,0 +1,11 @@
+"""AdamW over the given parameter groups (torch defaults otherwise, as the original)."""
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def Optimizer(parameters, lr: float, **kwargs) -> torch.optim.Optimizer:
+    logger.info("Optimizer: AdamW")
+    return torch.optim.AdamW(parameters, lr=lr)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Train an SSL + MHFA speaker model (and evaluate it every test_interval epochs).
+
+Writes <save_path>/model/model%09d.model checkpoints, <save_path>/result/scores.txt
+(one line per epoch) and <save_path>/result/config.yaml (the resolved configuration).
+Re-running the same command resumes from the newest checkpoint in save_path.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
+from SpeakerNet import ModelTrainer, SpeakerNet, find_checkpoints, load_model_state, resolve_device
+from tools.config import PRECEDENCE, ConfigError, add_options, load_config, require_paths, save_config
+from tools.logs import EPOCH_LOGGER, setup_logging
+from trainSpeakerNet_Eval import add_eval_arguments, evaluate
+from tuneThreshold import format_result
+
+logger = logging.getLogger("trainSpeakerNet")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def make_loader(config: Dict[str, Any]) -> torch.utils.data.DataLoader:
+    dataset = TrainDataset(**config)
+    if len(dataset.speakers) != config["nClasses"]:
+        raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "
+                          f"{len(dataset.speakers)} speakers; set nClasses: {len(dataset.speakers)}.")
+    sampler = SpeakerBatchSampler(dataset.labels, **config)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
+        num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
+        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    logger.info("Data: %d files, %d speakers, %d batches of %d per epoch", len(dataset), len(dataset.speakers),
+                len(loader), config["batch_size"])
+    return loader
+
+
+def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str) -> int:
+    """Resume from the newest checkpoint in save_path, else start from initial_model (if any)."""
+    checkpoints = find_checkpoints(model_dir)
+    if checkpoints:
+        epoch = trainer.resume(checkpoints[-1][1])
+        logger.info("Resumed from %s (epoch %d)", checkpoints[-1][1], epoch)
+        return epoch + 1
+    if config["initial_model"]:
+        load_model_state(trainer.model, config["initial_model"])
+        logger.info("Initial model %s loaded (a new stage starts at epoch 1)", config["initial_model"])
+    return 1
+
+
+def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The whole training run; returns the last evaluation result (None if never evaluated)."""
+    require_paths(config, ["pretrained_model_path", "train_list", "train_path"]
+                  + (["musan_path", "rir_path"] if config["augment"] else []))
+    model_dir = os.path.join(config["save_path"], "model")
+    result_dir = os.path.join(config["save_path"], "result")
+    os.makedirs(model_dir, exist_ok=True)
+    setup_logging(os.path.join(result_dir, "scores.txt"))
+    save_config(config, os.path.join(result_dir, "config.yaml"))
+    device = resolve_device(config["device"])
+    logger.info("Config: %s", {k: v for k, v in config.items()})
+    logger.info("Device: %s; torch %s", device, torch.__version__)
+    seed_everything(config["seed"])
+
+    net = SpeakerNet(**config)
+    trainer = ModelTrainer(net, device, **config)
+    n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
+                n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
+    loader = make_loader(config)
+    first = start_epoch(trainer, config, model_dir)
+    epochs = logging.getLogger(EPOCH_LOGGER)
+    result = None
+    for epoch in range(first, config["max_epoch"] + 1):
+        loader.sampler.set_epoch(epoch)
+        lr = trainer.current_lr()
+        stats = trainer.train_epoch(loader, epoch)
+        line = (f"Epoch {epoch:d}, TAcc {stats['acc']:2.2f}, TLOSS {stats['loss']:f}, LR {lr:g}, "
+                f"margin {stats['margin']:.3f}, {stats['rate']:.1f} utt/s")
+        if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
+            trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
+            if config["test_list"]:
+                result = evaluate(config | {"embeddings": "", "save_embeddings": "", "score_file": ""}, device,
+                                  encoder=net.encoder)
+                line += f", {format_result(result)}" if result else ""
+        logger.info(line)
+        epochs.info(line)
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__ + "\n" + PRECEDENCE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser)
+    add_eval_arguments(parser)
+    try:
+        config = load_config(parser, argv)
+        if config["eval"]:
+            setup_logging()
+            result = evaluate(config)
+        else:
+            result = train(config)
+    except (ConfigError, ValueError, OSError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if result is not None:
+        print(format_result(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
