@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from models.checkpoints import CheckpointError, load_torch_file, wavlm_state_to_torchaudio
 from models.ssl_frontend import pretrained_state
+from tools.logs import progress_options
 from tools.plugins import get_plugin
 
 logger = logging.getLogger(__name__)
@@ -159,13 +160,13 @@ def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
 class ModelTrainer:
     """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
 
-    def __init__(self, model: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
+    def __init__(self, net: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
                  LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
                  margin_warmup_epochs: float = 0.0, mixedprec: bool = False, **config: Any):
-        self.model = model.to(device)
+        self.model = net.to(device)
         self.device = device
-        groups = model.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
-                                                extra_backend=list(model.loss_fn.parameters()))
+        groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
+                                              extra_backend=list(net.loss_fn.parameters()))
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
         self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
         self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(self.optimizer, **config)
@@ -184,7 +185,7 @@ class ModelTrainer:
         self.model.train()
         total_ce = total_acc = 0.0
         steps, samples, start = 0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, dynamic_ncols=True, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, **progress_options())
         for step, (wav, labels) in enumerate(bar):
             self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / max(1, len(loader)))
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -75,7 +75,7 @@ def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     seed_everything(config["seed"])
 
     net = SpeakerNet(**config)
-    trainer = ModelTrainer(net, device, **config)
+    trainer = ModelTrainer(net, **{**config, "device": device})
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])

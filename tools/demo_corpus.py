@@ -5,6 +5,8 @@ Layout written under ``out_dir`` (all wavs 16 kHz mono int16)::
     train/idXXXXX/<session>/<nnnnn>.wav   train_list.txt  ("speaker_id id/session/nnnnn.wav")
     test/idYYYYY/<session>/<nnnnn>.wav    trials.txt      ("label enroll.wav test.wav")
     musan/{noise/free-sound,music/fma,speech/librivox}/<category>-<subset>-XXXX.wav
+        (speech: one held-out synthetic talker per file; mix several files for babble,
+        as voxceleb_trainer-style augmentation does)
     rir/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav
 
 Voices come from ``tools.demo_voices``.  Every random draw uses a generator derived from
@@ -26,7 +28,8 @@ import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
 
-from tools.demo_voices import SAMPLE_RATE, coloured_noise, sample_channel, sample_voice, synth_utterance
+from tools.demo_voices import (SAMPLE_RATE, coloured_noise, sample_channel, sample_voice,
+                               synth_utterance)
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +39,14 @@ SESSION_CHARS = np.array(list(string.ascii_letters + string.digits))
 SESSION_ID_LEN = 11  # like a YouTube video id
 MUSAN_FILES_PER_CATEGORY = 10
 MUSAN_SECONDS = (3.0, 8.0)
-RIR_ROOM_TYPES = {"smallroom": (0.2, 0.4), "mediumroom": (0.35, 0.6), "largeroom": (0.5, 0.8)}  # RT60 s
+# room type -> RT60 range (s); every RIR's RT60 stays within RT60_LIMITS
+RIR_ROOM_TYPES = {"smallroom": (0.2, 0.4), "mediumroom": (0.35, 0.6), "largeroom": (0.5, 0.8)}
+RT60_LIMITS = (0.2, 0.8)
 ROOMS_PER_TYPE, RIRS_PER_ROOM = 3, 2
 INT16_SCALE = 32767
-STREAM_TRAIN, STREAM_TEST, STREAM_TRIALS, STREAM_NOISE, STREAM_MUSIC, STREAM_SPEECH, STREAM_RIR = range(7)
+# first key of each random stream (see child_rng)
+(STREAM_TRAIN, STREAM_TEST, STREAM_TRIALS,
+ STREAM_NOISE, STREAM_MUSIC, STREAM_SPEECH, STREAM_RIR) = range(7)
 
 
 def child_rng(seed: int, *key: int) -> np.random.Generator:
@@ -86,9 +93,10 @@ def _pick_pairs(rng: np.random.Generator, pools: list[np.ndarray], n: int) -> np
     for pool in pools:
         take = min(n - sum(len(c) for c in chosen), len(pool))
         chosen.append(pool[rng.choice(len(pool), take, replace=False)])
-    everything = np.concatenate(pools)
     missing = n - sum(len(c) for c in chosen)
-    chosen.append(everything[rng.choice(len(everything), missing)] if missing > 0 else everything[:0])
+    if missing > 0:
+        everything = np.concatenate(pools)
+        chosen.append(everything[rng.choice(len(everything), missing)])
     return np.concatenate(chosen)
 
 
@@ -140,11 +148,13 @@ def _music_clip(rng: np.random.Generator, n: int) -> np.ndarray:
             t = np.arange(length) / SAMPLE_RATE
             harmonics = np.arange(1, 9)[np.arange(1, 9) * freq < 0.45 * SAMPLE_RATE]
             tone = (np.sin(2 * np.pi * freq * np.outer(t, harmonics)) @ harmonics ** -rolloff)
-            x[pos:pos + length] += tone * np.exp(-t / rng.uniform(0.2, 1.0)) * np.minimum(t / 0.01, 1)
+            envelope = np.minimum(t / 0.01, 1.0) * np.exp(-t / rng.uniform(0.2, 1.0))
+            x[pos:pos + length] += tone * envelope
             pos += length
     hits = np.arange(0, n, int(beat * SAMPLE_RATE))
     t = np.arange(int(0.15 * SAMPLE_RATE)) / SAMPLE_RATE
-    kick = np.sin(2 * np.pi * (50 * t + 3.0 * (1 - np.exp(-t / 0.03)))) * np.exp(-t / 0.05)  # 150->50 Hz
+    # kick: frequency 50 + 100 exp(-t / 0.03) Hz, integrated to a phase in cycles
+    kick = np.sin(2 * np.pi * (50 * t + 3.0 * (1 - np.exp(-t / 0.03)))) * np.exp(-t / 0.05)
     hat = signal.sosfilt(signal.butter(2, 6000, "highpass", fs=SAMPLE_RATE, output="sos"),
                          rng.standard_normal(len(t))) * np.exp(-t / 0.02)
     for start in hits:
@@ -194,13 +204,15 @@ def synth_rir(rt60: float, rng: np.random.Generator) -> np.ndarray:
     h[direct:] = tail * 10 ** (-3 * t / rt60) * rng.uniform(0.1, 0.4)
     h[direct] = 1.0
     reflections = direct + (rng.uniform(0.002, 0.04, rng.integers(3, 9)) * SAMPLE_RATE).astype(int)
-    h[reflections] += rng.uniform(0.2, 0.6, len(reflections)) * rng.choice([-1, 1], len(reflections))
+    signs = rng.choice([-1.0, 1.0], len(reflections))
+    h[reflections] += rng.uniform(0.2, 0.6, len(reflections)) * signs
     return 0.9 * h / np.max(np.abs(h))
 
 
 def write_rirs(root: Path, seed: int) -> list[Path]:
     """ROOMS_PER_TYPE rooms per room type, RIRS_PER_ROOM responses each (RT60 +-10 % around
-    the room's value, which is uniform in the type's range); returns the written paths."""
+    the room's value, which is uniform in the type's range, clipped to RT60_LIMITS);
+    returns the written paths."""
     written = []
     for type_index, (room_type, rt60_range) in enumerate(RIR_ROOM_TYPES.items()):
         for room in range(1, ROOMS_PER_TYPE + 1):
@@ -208,7 +220,8 @@ def write_rirs(root: Path, seed: int) -> list[Path]:
             rt60 = rng.uniform(*rt60_range)
             for k in range(1, RIRS_PER_ROOM + 1):
                 path = root / room_type / f"Room{room:03d}" / f"Room{room:03d}-{k:05d}.wav"
-                write_wav(path, synth_rir(rt60 * rng.uniform(0.9, 1.1), rng))
+                rir_rt60 = float(np.clip(rt60 * rng.uniform(0.9, 1.1), *RT60_LIMITS))
+                write_wav(path, synth_rir(rir_rt60, rng))
                 written.append(path)
     return written
 
@@ -229,8 +242,9 @@ def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_
                 max_seconds: float = 6.0, n_trials: int = 4000) -> dict:
     """Write the whole corpus under ``out_dir`` (must be empty or absent); return paths and counts.
 
-    Train speakers are id10001.., test speakers id20001..; utterance durations are uniform in
-    [min_seconds, max_seconds] s; trials pair test files only (about half target).
+    Train speakers are id10001.., test speakers id20001..; each has
+    min(sessions_per_speaker, utts_per_speaker) sessions; utterance durations are uniform in
+    [min_seconds, max_seconds] s; trials pair test files only (n_trials // 2 targets).
     """
     _check_sizes(n_train_speakers, n_test_speakers, utts_per_speaker, sessions_per_speaker,
                  min_seconds, max_seconds, n_trials)
@@ -246,7 +260,9 @@ def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_
         files[split] += [(speaker, session, rel) for session, rel in written]
     train_list = out / "train_list.txt"
     train_list.write_text("".join(f"{spk} {rel}\n" for spk, _, rel in files["train"]))
-    trials = make_trials(*map(list, zip(*files["test"])), n_trials, child_rng(seed, STREAM_TRIALS))
+    test_speakers, test_sessions, test_paths = (list(col) for col in zip(*files["test"]))
+    trials = make_trials(test_speakers, test_sessions, test_paths, n_trials,
+                         child_rng(seed, STREAM_TRIALS))
     trials_path = out / "trials.txt"
     trials_path.write_text("".join(f"{label} {enroll} {test}\n" for label, enroll, test in trials))
     musan, rirs = write_musan(out / "musan", seed), write_rirs(out / "rir", seed)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal
+from scipy.fft import next_fast_len
+from scipy.ndimage import uniform_filter1d
 
 SAMPLE_RATE = 16000  # Hz, for every file of the demo corpus
 
@@ -22,6 +24,7 @@ VOWEL_FORMANTS = np.array([
     [660, 1720, 2410, 3400], [730, 1090, 2440, 3350], [570, 840, 2410, 3300],
     [440, 1020, 2240, 3300], [300, 870, 2240, 3350],
 ], dtype=float)
+N_VOWELS = len(VOWEL_FORMANTS)
 FORMANT_BANDWIDTHS = np.array([70.0, 100.0, 140.0, 200.0])
 # Fricative noise bands (low, high) in Hz for a vocal-tract factor of 1 (s, sh, f, x-like).
 FRICATIVE_BANDS = np.array([[3800, 7400], [2200, 4800], [1200, 7000], [1000, 3000]], dtype=float)
@@ -47,8 +50,8 @@ class Voice:
     fricative_prob: float  # probability that a syllable starts with a fricative
     pause_prob: float  # probability of a pause after a syllable
     fricative_level: float  # fricative rms relative to the voiced rms
-    formants: np.ndarray  # (8, 4) F1-F4 per vowel, already scaled by the vocal-tract factor
-    vowel_probs: np.ndarray  # (8,) speaker's vowel usage
+    formants: np.ndarray  # (N_VOWELS, 4) F1-F4 per vowel, scaled by the vocal-tract factor
+    vowel_probs: np.ndarray  # (N_VOWELS,) speaker's vowel usage
     fricative_bands: np.ndarray  # (4, 2) band edges
 
 
@@ -76,7 +79,7 @@ def sample_voice(rng: np.random.Generator) -> Voice:
         tilt=rng.uniform(0.75, 0.95), breath=rng.uniform(0.02, 0.4),
         syllable_s=rng.uniform(0.10, 0.22), fricative_prob=rng.uniform(0.2, 0.6),
         pause_prob=rng.uniform(0.05, 0.2), fricative_level=rng.uniform(0.1, 0.4),
-        formants=VOWEL_FORMANTS * vtl * offsets, vowel_probs=rng.dirichlet(np.full(8, 2.0)),
+        formants=VOWEL_FORMANTS * vtl * offsets, vowel_probs=rng.dirichlet(np.full(N_VOWELS, 2.0)),
         fricative_bands=FRICATIVE_BANDS * np.sqrt(vtl) * rng.uniform(0.9, 1.1),
     )
 
@@ -105,10 +108,11 @@ def sample_channel(rng: np.random.Generator) -> Channel:
 
 
 def coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-rms noise with power spectral density proportional to f ** -slope."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 20.0)
-    out = np.fft.irfft(spec * freqs ** (-slope / 2), n)
+    """Unit-rms noise with power spectral density proportional to f ** -slope (f >= 20 Hz)."""
+    n_fft = next_fast_len(n, real=True)
+    spec = np.fft.rfft(rng.standard_normal(n_fft))
+    freqs = np.maximum(np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE), 20.0)
+    out = np.fft.irfft(spec * freqs ** (-slope / 2), n_fft)[:n]
     return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
 
 
@@ -122,15 +126,18 @@ def _raised_cosine(n: int, fade: int) -> np.ndarray:
 
 
 def formant_sos(formants: np.ndarray) -> np.ndarray:
-    """Cascade of two-pole resonators with unit DC gain: r = exp(-pi B / fs), theta = 2 pi F / fs."""
+    """Second-order sections of cascaded two-pole resonators with unit DC gain:
+    1 / (1 - 2 r cos(theta) z^-1 + r^2 z^-2), r = exp(-pi B / fs), theta = 2 pi F / fs."""
     r = np.exp(-np.pi * FORMANT_BANDWIDTHS / SAMPLE_RATE)
     cos_theta = np.cos(2 * np.pi * formants / SAMPLE_RATE)
     a1, a2 = -2 * r * cos_theta, r ** 2
-    return np.stack([1 + a1 + a2, 0 * r, 0 * r, 1 + 0 * r, a1, a2], axis=1)
+    zeros, ones = np.zeros_like(a1), np.ones_like(a1)
+    return np.stack([1 + a1 + a2, zeros, zeros, ones, a1, a2], axis=1)
 
 
 def _plan_segments(voice: Voice, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Syllable plan as rows (kind, start, stop, symbol, accent); kind 0 vowel, 1 fricative, 2 pause."""
+    """Syllable plan, rows (kind, start, stop, symbol, accent) in samples; kind 0 = vowel,
+    1 = fricative, 2 = pause; symbol indexes VOWEL_FORMANTS or FRICATIVE_BANDS."""
     rows, pos = [], min(int(rng.uniform(0.05, 0.25) * SAMPLE_RATE), n // 4)
     while pos < n:
         accent = float(rng.random() < 0.3)
@@ -139,7 +146,7 @@ def _plan_segments(voice: Voice, n: int, rng: np.random.Generator) -> np.ndarray
             rows.append((1, pos, pos + length, rng.integers(len(FRICATIVE_BANDS)), 0.0))
             pos += length
         length = int(voice.syllable_s * rng.lognormal(0.0, 0.3) * (1 + 0.4 * accent) * SAMPLE_RATE)
-        rows.append((0, pos, pos + length, rng.choice(8, p=voice.vowel_probs), accent))
+        rows.append((0, pos, pos + length, rng.choice(N_VOWELS, p=voice.vowel_probs), accent))
         pos += length
         if rng.random() < voice.pause_prob:
             length = int(rng.uniform(0.08, 0.35) * SAMPLE_RATE)
@@ -157,17 +164,17 @@ def _f0_contour(voice: Voice, plan: np.ndarray, n: int, f0_shift: float,
                                 + 0.2 * rng.standard_normal(len(plan)))
     semis = np.repeat(targets, np.diff(np.append(starts, n)))
     semis = np.concatenate([np.full(starts[0], targets[0]), semis])
-    kernel = np.ones(int(F0_SMOOTH_S * SAMPLE_RATE)) / int(F0_SMOOTH_S * SAMPLE_RATE)
-    semis = np.convolve(semis, kernel, mode="same")
-    phrase_start = np.zeros(n, dtype=int)
-    phrase_start[np.minimum(plan[plan[:, 0] == 2, 2].astype(int), n - 1)] = 1
-    phrase_start = np.maximum.accumulate(np.where(phrase_start > 0, np.arange(n), 0))
+    semis = uniform_filter1d(semis, int(F0_SMOOTH_S * SAMPLE_RATE), mode="nearest")
+    restart = np.zeros(n, dtype=bool)
+    restart[np.minimum(plan[plan[:, 0] == 2, 2].astype(int), n - 1)] = True  # pause ends
+    phrase_start = np.maximum.accumulate(np.where(restart, np.arange(n), 0))
     semis += 1.0 - voice.declination * (np.arange(n) - phrase_start) / SAMPLE_RATE
     f0 = voice.f0_mean * f0_shift * 2 ** (semis / 12)
     return np.clip(f0, *F0_LIMITS)
 
 
-def _glottal_source(voice: Voice, f0: np.ndarray, tilt: float, rng: np.random.Generator) -> np.ndarray:
+def _glottal_source(voice: Voice, f0: np.ndarray, tilt: float,
+                    rng: np.random.Generator) -> np.ndarray:
     """Pulse train (one pulse per cycle of the jittered phase, linear fractional placement,
     shimmered amplitude) through (1 - a)^2 / (1 - a z^-1)^2 tilt and 1 - z^-1 lip radiation,
     plus white breath noise at ``voice.breath`` times the voiced rms."""

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from DatasetLoader import SAMPLE_RATE, EvalDataset
+from tools.logs import progress_options
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     dataset = EvalDataset(keys, test_path, eval_frames, num_eval, max_samples)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     whole, crops = [], []
-    for crop_wav, whole_wav, _ in tqdm(loader, desc="extracting", disable=not verbose, dynamic_ncols=True):
+    for crop_wav, whole_wav, _ in tqdm(loader, desc="extracting", disable=not verbose, **progress_options()):
         whole.append(encoder(whole_wav[None].to(device)).float().cpu())  # [1, D]
         if eval_frames > 0:
             crops.append(encoder(crop_wav.to(device)).float().cpu())  # [num_eval, D]

@@ -24,3 +24,9 @@ def setup_logging(scores_file: Optional[str] = None, level: int = logging.INFO) 
         handler = logging.FileHandler(scores_file, mode="a", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         epochs.addHandler(handler)
+
+
+def progress_options() -> dict:
+    """tqdm settings: live on a terminal; in a log file (stderr redirected) one update per 30 s."""
+    interactive = sys.stderr.isatty()
+    return {"dynamic_ncols": interactive, "mininterval": 0.1 if interactive else 30.0, "file": sys.stderr}

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from models.MHFA import MHFA, MainModel
+
+
+def reference_mhfa(x, m):
+    """Direct, loop-based re-computation of REFERENCE §1 on one batch."""
+    B, L1, T, D = x.shape
+    wk = [math.exp(w) for w in m.weights_k.tolist()]
+    wv = [math.exp(w) for w in m.weights_v.tolist()]
+    wk = [w / sum(wk) for w in wk]
+    wv = [w / sum(wv) for w in wv]
+    out = []
+    for b in range(B):
+        K = sum(wk[l] * x[b, l] for l in range(L1))  # [T, D]
+        V = sum(wv[l] * x[b, l] for l in range(L1))
+        Kc = K @ m.cmp_linear_k.weight.T + m.cmp_linear_k.bias
+        Vc = V @ m.cmp_linear_v.weight.T + m.cmp_linear_v.bias
+        logits = Kc @ m.att_head.weight.T + m.att_head.bias  # [T, H]
+        heads = []
+        for h in range(logits.shape[1]):
+            e = [math.exp(logits[t, h].item()) for t in range(T)]
+            a = [v / sum(e) for v in e]
+            heads.append(sum(a[t] * Vc[t] for t in range(T)))
+        flat = torch.cat(heads)
+        out.append(flat @ m.pooling_fc.weight.T + m.pooling_fc.bias)
+    return torch.stack(out)
+
+
+def test_mhfa_matches_formulas():
+    torch.manual_seed(0)
+    m = MHFA(num_layers=4, inputs_dim=6, head_nb=3, compression_dim=5, outputs_dim=7).double()
+    with torch.no_grad():  # non-uniform layer weights so the softmax matters
+        m.weights_k.copy_(torch.randn(4))
+        m.weights_v.copy_(torch.randn(4))
+    x = torch.randn(2, 4, 9, 6, dtype=torch.float64)
+    with torch.no_grad():
+        got = m(x)
+        want = reference_mhfa(x, m)
+    assert got.shape == (2, 7)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_attention_is_over_time_not_heads():
+    """Repeating every frame must not change the pooled embedding (softmax over time)."""
+    torch.manual_seed(1)
+    m = MHFA(3, 8, head_nb=4, compression_dim=5, outputs_dim=6)
+    x = torch.randn(1, 3, 10, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m(x.repeat_interleave(2, dim=2)), rtol=1e-5, atol=1e-5)
+
+
+def test_main_model_takes_layer_count_and_sizes_from_config(tiny_checkpoint, prenorm_checkpoint):
+    model = MainModel(tiny_checkpoint, nOut=24, head_nb=5, compression_dim=12)
+    assert model.backend.weights_k.shape == (3,)  # 2 blocks + input
+    assert model.backend.att_head.out_features == 5
+    assert model.backend.cmp_linear_v.out_features == 12
+    assert model(torch.randn(2, 8000)).shape == (2, 24)
+    large = MainModel(prenorm_checkpoint, nOut=16, head_nb=2, compression_dim=8)
+    assert large.backend.weights_v.shape == (4,)
+
+
+def test_parameter_groups_llrd_and_frozen_inputs(tiny_checkpoint):
+    model = MainModel(tiny_checkpoint, nOut=8, head_nb=2, compression_dim=4)
+    extra = [torch.nn.Parameter(torch.zeros(3))]
+    groups = model.parameter_groups(5e-3, 2e-5, 0.5, extra_backend=extra)
+    assert [g["lr"] for g in groups] == pytest.approx([5e-3, 2e-5, 1e-5])
+    assert any(p is extra[0] for p in groups[0]["params"])
+    grouped = {id(p) for g in groups for p in g["params"]}
+    for module in model.frontend.input_modules():
+        for p in module.parameters():
+            assert not p.requires_grad and id(p) not in grouped
+    # backward reaches the blocks and the back-end, never the frozen CNN
+    model(torch.randn(2, 8000)).sum().backward()
+    assert all(p.grad is None for p in model.frontend.model.feature_extractor.parameters())
+    assert all(p.grad is not None for p in model.frontend.transformer_layers()[0].parameters() if p.requires_grad)
