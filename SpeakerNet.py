@@ -203,7 +203,7 @@ class ModelTrainer:
             total_ce += ce.item()
             total_acc += acc.item()
             bar.set_postfix(loss=f"{total_ce / steps:.3f}", acc=f"{total_acc / steps:.1f}%",
-                            rate=f"{samples / (time.time() - start):.1f}/s")
+                            rate=f"{samples / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":
             self.scheduler.step()
         if steps == 0:

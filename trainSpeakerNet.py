@@ -95,8 +95,7 @@ def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                 result = evaluate(config | {"embeddings": "", "save_embeddings": "", "score_file": ""}, device,
                                   encoder=net.encoder)
                 line += f", {format_result(result)}" if result else ""
-        logger.info(line)
-        epochs.info(line)
+        epochs.info(line)  # console, and result/scores.txt
     return result
 
 
