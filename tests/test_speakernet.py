@@ -92,6 +92,7 @@ def test_margin_ramp_and_lr_decay(tiny_checkpoint):
     assert [trainer.margin_at(e) for e in (0, 1, 2, 4, 9)] == pytest.approx([0, 0.05, 0.1, 0.2, 0.2])
     assert make_trainer(make_net(tiny_checkpoint)).margin_at(0) == 0.2  # no warm-up: fixed margin
     lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    trainer.optimizer.step()  # (no gradients yet: parameters unchanged)
     trainer.scheduler.step()
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([lr * 0.5 for lr in lrs])
 
