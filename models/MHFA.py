@@ -69,27 +69,39 @@ class SpeakerEncoder(nn.Module):
     def parameter_groups(self, lr_backend: float, lr_transformer: float, llrd_factor: float,
                          extra_backend: List[nn.Parameter] = ()) -> List[Dict[str, Any]]:
         """Optimizer groups as the original: back-end (+ loss) at ``LR_MHFA``, transformer
-        block i (0-based) at ``LR_Transformer * LLRD_factor**i``. Input modules (CNN,
-        feature projection, positional conv) are in no group; they are frozen.
+        block i (0-based) at ``LR_Transformer * LLRD_factor**i``. Frozen parameters are in
+        no group: the input modules (CNN, feature projection, positional conv) unless
+        ``freeze_cnn`` is false (then they form the group ``frontend.input`` at
+        ``LR_Transformer``), and every front-end parameter under ``freeze_ssl``.
         """
         groups = [{"params": list(self.backend.parameters()) + list(extra_backend), "lr": lr_backend,
                    "name": "MHFA"}]
+        inputs = [p for m in self.frontend.input_modules() for p in m.parameters() if p.requires_grad]
+        if inputs:
+            groups.append({"params": inputs, "lr": lr_transformer, "name": "frontend.input"})
         for i, layer in enumerate(self.frontend.transformer_layers()):
-            groups.append({"params": list(layer.parameters()), "lr": lr_transformer * llrd_factor ** i,
-                           "name": f"transformer.{i}"})
+            params = [p for p in layer.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr_transformer * llrd_factor ** i,
+                               "name": f"transformer.{i}"})
         return groups
 
 
 def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,
-              normalize_input: bool = False, trust_checkpoint: bool = False, **kwargs: Any) -> SpeakerEncoder:
+              normalize_input: bool = False, trust_checkpoint: bool = False, freeze_ssl: bool = False,
+              freeze_cnn: bool = True, feature_grad_mult: float = 1.0, layer_drop: float = 0.0,
+              grad_checkpointing: bool = False, allow_partial_checkpoint: bool = False,
+              **kwargs: Any) -> SpeakerEncoder:
     """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
 
-    The front-end's input modules are frozen (the original never updates them).
+    Front-end options (YAML keys of the same names) are those of
+    :func:`models.ssl_frontend.load_ssl_frontend`; by default the input modules are
+    frozen (the original never updates them) and the transformer blocks are fine-tuned.
     """
-    frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input,
-                                 freeze_cnn=True, trust_checkpoint=trust_checkpoint)
-    for module in frontend.input_modules():
-        module.requires_grad_(False)
+    frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
+                                 trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
+                                 feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                                 allow_partial_checkpoint=allow_partial_checkpoint)
     backend = MHFA(frontend.num_layers, frontend.hidden_size, head_nb=head_nb,
                    compression_dim=compression_dim, outputs_dim=nOut)
     logger.info("MHFA back-end: %d layer weights, %d heads, compression %d, embedding %d",

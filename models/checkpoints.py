@@ -3,8 +3,12 @@
 Kept apart from the model code (`models/ssl_frontend.py`): this module only
 knows file layouts, configuration names and parameter names.
 
-Supported here: the official WavLM format (``{'cfg': {...}, 'model': state}``,
-as ``WavLM-Base+.pt`` / ``WavLM-Large.pt`` from microsoft/unilm).
+Here: safe reading of torch files, the official WavLM format
+(``{'cfg': {...}, 'model': state}``, as ``WavLM-Base+.pt`` / ``WavLM-Large.pt``
+from microsoft/unilm) and the parameter names it shares with fairseq.
+fairseq HuBERT / wav2vec 2.0 files: ``models/checkpoints_fairseq.py``;
+Hugging Face folders: ``models/checkpoints_hf.py``; telling them apart:
+``models/checkpoints_detect.py``.
 """
 from __future__ import annotations
 
@@ -21,8 +25,11 @@ logger = logging.getLogger(__name__)
 ConvLayers = List[Tuple[int, int, int]]
 
 ACCEPTED_FORMATS = (
-    "an official WavLM checkpoint: a torch file holding {'cfg': {...}, 'model': state_dict} "
-    "(e.g. WavLM-Base+.pt, WavLM-Large.pt from microsoft/unilm)"
+    "(a) an official WavLM checkpoint, a torch file holding {'cfg': {...}, 'model': state_dict} "
+    "(WavLM-Base+.pt, WavLM-Large.pt from microsoft/unilm); (b) a fairseq HuBERT or wav2vec 2.0 checkpoint, "
+    "{'cfg': {'model': {...}}, 'model': state_dict} or legacy {'args': Namespace, 'model': state_dict}, "
+    "pre-trained or fine-tuned (w2v_encoder.w2v_model.* keys); (c) a Hugging Face model folder "
+    "(config.json with model_type wavlm, hubert or wav2vec2, plus model.safetensors or pytorch_model.bin)"
 )
 
 
@@ -47,8 +54,9 @@ def load_torch_file(path: str, trust_checkpoint: bool = False) -> Any:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             raise CheckpointError(
-                f"Checkpoint '{path}' needs arbitrary unpickling ({msg}). A checkpoint is code: "
-                f"set `trust_checkpoint: true` only if you trust where this file came from.") from err
+                f"Checkpoint '{path}' needs arbitrary unpickling ({msg}); fairseq files carry argparse/omegaconf "
+                f"objects. A checkpoint is code: set `trust_checkpoint: true` only if you trust where this "
+                f"file came from.") from err
         raise CheckpointError(
             f"Could not read checkpoint '{path}': {msg}. The file may be truncated or not a torch "
             f"checkpoint. Accepted: {ACCEPTED_FORMATS}.") from err
@@ -92,23 +100,30 @@ def format_conv_layers(layers: ConvLayers) -> str:
     return "[" + ", ".join(f"({c}, {k}, {s})" for c, k, s in layers) + "]"
 
 
-# ----------------------------------------------------------------------------- WavLM config
+# ----------------------------------------------------------------------------- configs
 
-def wavlm_cfg_to_torchaudio(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Map an official WavLM ``cfg`` dict to ``torchaudio.models.wavlm_model`` arguments."""
+def fairseq_style_cfg_to_torchaudio(cfg: Dict[str, Any], source: str = "WavLM cfg") -> Dict[str, Any]:
+    """Map fairseq-style model options (shared by WavLM, wav2vec 2.0 and HuBERT) to
+    ``torchaudio.models.wav2vec2_model`` arguments (without ``aux_num_out``).
+
+    Architecture keys are required; dropout-like keys default to fairseq's defaults.
+    """
     def get(key: str, default: Any = None) -> Any:
-        if key in cfg:
+        if cfg.get(key) is not None:
             return cfg[key]
         if default is None:
-            raise CheckpointError(f"WavLM cfg lacks the key '{key}' (found keys: {sorted(cfg)})")
+            raise CheckpointError(f"{source} lacks the key '{key}' (found keys: {sorted(cfg)})")
         return default
 
     mode = get("extractor_mode", "default")
     if mode not in ("default", "layer_norm"):
-        raise CheckpointError(f"WavLM cfg extractor_mode={mode!r}; expected 'default' or 'layer_norm'")
-    if not get("relative_position_embedding", True) or not get("gru_rel_pos", True):
-        raise CheckpointError("Only WavLM with gated relative position embedding (relative_position_embedding"
-                              " and gru_rel_pos true) is supported, as in the released models")
+        raise CheckpointError(f"{source} extractor_mode={mode!r}; expected 'default' or 'layer_norm'")
+    if get("activation_fn", "gelu") != "gelu":
+        raise CheckpointError(f"{source} activation_fn={cfg['activation_fn']!r}; only 'gelu' is supported")
+    if get("layer_type", "transformer") != "transformer" or int(get("pos_conv_depth", 1)) != 1:
+        raise CheckpointError(f"{source} describes a conformer or multi-layer positional convolution "
+                              f"(layer_type={cfg.get('layer_type')!r}, pos_conv_depth={cfg.get('pos_conv_depth')!r}); "
+                              f"only the transformer with one positional convolution is supported")
     return dict(
         extractor_mode="group_norm" if mode == "default" else "layer_norm",
         extractor_conv_layer_config=parse_conv_layers(get("conv_feature_layers")),
@@ -119,8 +134,6 @@ def wavlm_cfg_to_torchaudio(cfg: Dict[str, Any]) -> Dict[str, Any]:
         encoder_pos_conv_groups=int(get("conv_pos_groups", 16)),
         encoder_num_layers=int(get("encoder_layers")),
         encoder_num_heads=int(get("encoder_attention_heads")),
-        encoder_num_buckets=int(get("num_buckets", 320)),
-        encoder_max_distance=int(get("max_distance", 800)),
         encoder_attention_dropout=float(get("attention_dropout", 0.1)),
         encoder_ff_interm_features=int(get("encoder_ffn_embed_dim")),
         encoder_ff_interm_dropout=float(get("activation_dropout", 0.0)),
@@ -130,8 +143,8 @@ def wavlm_cfg_to_torchaudio(cfg: Dict[str, Any]) -> Dict[str, Any]:
     )
 
 
-def torchaudio_to_wavlm_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Inverse of :func:`wavlm_cfg_to_torchaudio`: official cfg names and values."""
+def torchaudio_to_fairseq_style_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Inverse of :func:`fairseq_style_cfg_to_torchaudio`."""
     return {
         "extractor_mode": "default" if config["extractor_mode"] == "group_norm" else "layer_norm",
         "conv_feature_layers": format_conv_layers(config["extractor_conv_layer_config"]),
@@ -142,8 +155,6 @@ def torchaudio_to_wavlm_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
         "conv_pos_groups": config["encoder_pos_conv_groups"],
         "encoder_layers": config["encoder_num_layers"],
         "encoder_attention_heads": config["encoder_num_heads"],
-        "num_buckets": config["encoder_num_buckets"],
-        "max_distance": config["encoder_max_distance"],
         "attention_dropout": config["encoder_attention_dropout"],
         "encoder_ffn_embed_dim": config["encoder_ff_interm_features"],
         "activation_dropout": config["encoder_ff_interm_dropout"],
@@ -151,18 +162,35 @@ def torchaudio_to_wavlm_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
         "layer_norm_first": config["encoder_layer_norm_first"],
         "encoder_layerdrop": config["encoder_layer_drop"],
         "activation_fn": "gelu",
-        "relative_position_embedding": True,
-        "gru_rel_pos": True,
-        "normalize": config["encoder_layer_norm_first"],  # the released Large model was trained on normalised input
         "feature_grad_mult": 1.0 if config["encoder_layer_norm_first"] else 0.1,
     }
+
+
+def wavlm_cfg_to_torchaudio(cfg: Dict[str, Any], source: str = "WavLM cfg") -> Dict[str, Any]:
+    """Map an official WavLM ``cfg`` dict to ``torchaudio.models.wavlm_model`` arguments."""
+    if not cfg.get("relative_position_embedding", True) or not cfg.get("gru_rel_pos", True):
+        raise CheckpointError(f"{source}: only WavLM with gated relative position embedding "
+                              f"(relative_position_embedding and gru_rel_pos true) is supported, as released")
+    return dict(fairseq_style_cfg_to_torchaudio(cfg, source),
+                encoder_num_buckets=int(cfg.get("num_buckets", 320)),
+                encoder_max_distance=int(cfg.get("max_distance", 800)))
+
+
+def torchaudio_to_wavlm_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Inverse of :func:`wavlm_cfg_to_torchaudio`: official cfg names and values."""
+    return dict(torchaudio_to_fairseq_style_cfg(config),
+                num_buckets=config["encoder_num_buckets"], max_distance=config["encoder_max_distance"],
+                relative_position_embedding=True, gru_rel_pos=True,
+                # the released Large model was trained on normalised input
+                normalize=config["encoder_layer_norm_first"])
 
 
 # ----------------------------------------------------------------------------- WavLM parameter names
 
 # (official name, torchaudio name); {i} is a layer index, {p} is weight or bias.
-# Official names are those of microsoft/unilm WavLM.py.
-_WAVLM_KEYS = [
+# Official names are those of microsoft/unilm WavLM.py; fairseq's wav2vec 2.0 / HuBERT
+# use the same names for everything but the attention (see checkpoints_fairseq.py).
+FAIRSEQ_STYLE_KEYS = [
     ("feature_extractor.conv_layers.{i}.0.{p}", "feature_extractor.conv_layers.{i}.conv.{p}"),
     ("feature_extractor.conv_layers.{i}.2.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # group norm
     ("feature_extractor.conv_layers.{i}.2.1.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # layer norm
@@ -172,23 +200,27 @@ _WAVLM_KEYS = [
     ("encoder.pos_conv.0.weight_g", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0"),
     ("encoder.pos_conv.0.weight_v", "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1"),
     ("encoder.layer_norm.{p}", "encoder.transformer.layer_norm.{p}"),
-    ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.transformer.layers.{i}.attention.attention.out_proj.{p}"),
-    ("encoder.layers.{i}.self_attn.relative_attention_bias.weight",
-     "encoder.transformer.layers.{i}.attention.rel_attn_embed.weight"),
-    ("encoder.layers.{i}.self_attn.grep_linear.{p}", "encoder.transformer.layers.{i}.attention.gru_rel_pos_linear.{p}"),
-    ("encoder.layers.{i}.self_attn.grep_a", "encoder.transformer.layers.{i}.attention.gru_rel_pos_const"),
     ("encoder.layers.{i}.self_attn_layer_norm.{p}", "encoder.transformer.layers.{i}.layer_norm.{p}"),
     ("encoder.layers.{i}.fc1.{p}", "encoder.transformer.layers.{i}.feed_forward.intermediate_dense.{p}"),
     ("encoder.layers.{i}.fc2.{p}", "encoder.transformer.layers.{i}.feed_forward.output_dense.{p}"),
     ("encoder.layers.{i}.final_layer_norm.{p}", "encoder.transformer.layers.{i}.final_layer_norm.{p}"),
 ]
+CNN_GROUP_NORM, CNN_LAYER_NORM = FAIRSEQ_STYLE_KEYS[1][0], FAIRSEQ_STYLE_KEYS[2][0]
+_WAVLM_KEYS = FAIRSEQ_STYLE_KEYS + [
+    ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.transformer.layers.{i}.attention.attention.out_proj.{p}"),
+    ("encoder.layers.{i}.self_attn.relative_attention_bias.weight",
+     "encoder.transformer.layers.{i}.attention.rel_attn_embed.weight"),
+    ("encoder.layers.{i}.self_attn.grep_linear.{p}", "encoder.transformer.layers.{i}.attention.gru_rel_pos_linear.{p}"),
+    ("encoder.layers.{i}.self_attn.grep_a", "encoder.transformer.layers.{i}.attention.gru_rel_pos_const"),
+]
 _OFFICIAL_QKV = "encoder.layers.{i}.self_attn.{w}_proj.{p}"
 _TORCHAUDIO_QKV = "encoder.transformer.layers.{i}.attention.attention.in_proj_{p}"
-# Pre-training-only tensors: not part of the encoder, legitimately unused.
-_WAVLM_PRETRAIN_ONLY = re.compile(r"mask_emb|label_embs_concat|final_proj\..*")
+# Pre-training-only tensors (masking, HuBERT label embeddings and projection, wav2vec 2.0
+# quantizer): not part of the encoder, legitimately unused.
+PRETRAIN_ONLY = re.compile(r"mask_emb|label_embs_concat|(final_proj|project_q|quantizer|target_glu)\..*")
 
 
-def _regex(template: str) -> "re.Pattern[str]":
+def name_regex(template: str) -> "re.Pattern[str]":
     """Compile a name template: {i} matches a layer index, {p} weight|bias, {w} q|k|v."""
     pattern = re.escape(template)
     for field, sub in (("i", r"\d+"), ("p", "weight|bias"), ("w", "q|k|v")):
@@ -196,7 +228,8 @@ def _regex(template: str) -> "re.Pattern[str]":
     return re.compile(pattern)
 
 
-def _rename(name: str, pairs: List[Tuple["re.Pattern[str]", str]]) -> Optional[str]:
+def rename_key(name: str, pairs: List[Tuple["re.Pattern[str]", str]]) -> Optional[str]:
+    """The new name of ``name`` under the first matching (regex, template) pair, or None."""
     for regex, template in pairs:
         match = regex.fullmatch(name)
         if match:
@@ -204,9 +237,9 @@ def _rename(name: str, pairs: List[Tuple["re.Pattern[str]", str]]) -> Optional[s
     return None
 
 
-_TO_TORCHAUDIO = [(_regex(o), t) for o, t in _WAVLM_KEYS]
-_TO_OFFICIAL = [(_regex(t), o) for o, t in _WAVLM_KEYS if o != "feature_extractor.conv_layers.{i}.2.1.{p}"]
-_TO_OFFICIAL_LN = [(_regex(t), o) for o, t in _WAVLM_KEYS if o != "feature_extractor.conv_layers.{i}.2.{p}"]
+_TO_TORCHAUDIO = [(name_regex(o), t) for o, t in _WAVLM_KEYS]
+_TO_OFFICIAL = [(name_regex(t), o) for o, t in _WAVLM_KEYS if o != CNN_LAYER_NORM]
+_TO_OFFICIAL_LN = [(name_regex(t), o) for o, t in _WAVLM_KEYS if o != CNN_GROUP_NORM]
 
 
 def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -221,16 +254,16 @@ def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str,
     out: Dict[str, torch.Tensor] = {}
     qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
     unknown: List[str] = []
-    qkv_regex = _regex(_OFFICIAL_QKV)
+    qkv_regex = name_regex(_OFFICIAL_QKV)
     for name, tensor in state.items():
         match = qkv_regex.fullmatch(name)
         if match:
             qkv.setdefault((match["i"], match["p"]), {})[match["w"]] = tensor
             continue
-        new = _rename(name, _TO_TORCHAUDIO)
+        new = rename_key(name, _TO_TORCHAUDIO)
         if new is not None:
             out[new] = tensor
-        elif not _WAVLM_PRETRAIN_ONLY.fullmatch(name):
+        elif not PRETRAIN_ONLY.fullmatch(name):
             unknown.append(name)
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
@@ -248,7 +281,7 @@ def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: st
             names of the CNN normalisation differ between the two).
     """
     pairs = _TO_OFFICIAL if extractor_mode == "group_norm" else _TO_OFFICIAL_LN
-    qkv_regex = _regex(_TORCHAUDIO_QKV)
+    qkv_regex = name_regex(_TORCHAUDIO_QKV)
     out: Dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         match = qkv_regex.fullmatch(name)
@@ -256,7 +289,7 @@ def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: st
             for which, part in zip("qkv", tensor.chunk(3)):
                 out[_OFFICIAL_QKV.format(i=match["i"], w=which, p=match["p"])] = part.clone()
             continue
-        new = _rename(name, pairs)
+        new = rename_key(name, pairs)
         if new is None:
             raise KeyError(f"no official WavLM name for torchaudio parameter '{name}'")
         out[new] = tensor.clone()

@@ -1,15 +1,19 @@
 """SSL speech transformer front-end: waveform -> stacked hidden layers.
 
-``load_ssl_frontend(path)`` reads a pre-trained checkpoint, builds torchaudio's
-model from its configuration and returns an :class:`SSLFrontend` whose
-``forward(wav)`` maps ``wav`` [B, N] (16 kHz, float32) to ``[B, L+1, T, D]``.
+``load_ssl_frontend(path)`` reads a pre-trained checkpoint in any supported format
+(official WavLM, fairseq HuBERT / wav2vec 2.0, Hugging Face folder; detected from
+the content, see ``models/checkpoints_detect.py``), builds torchaudio's model from
+its configuration and returns an :class:`SSLFrontend` whose ``forward(wav)`` maps
+``wav`` [B, N] (16 kHz, float32) to ``[B, L+1, T, D]``.
 
 Layer order (as the official WavLM ``extract_features(..., ret_layer_results=True)``):
 index 0 is the transformer input (CNN features -> layer norm -> projection, plus
 the convolutional positional embedding, then the encoder layer norm for
 post-norm/Base models); index l = 1..L is the output of transformer block l.
 For pre-norm (Large) models the last entry is the raw output of the last block,
-*without* the encoder's final layer norm, as in the official layer results.
+*without* the encoder's final layer norm, as in the official layer results (and
+as ``hidden_states`` of transformers >= 5; transformers 4.x applied the norm to
+its last entry).
 """
 from __future__ import annotations
 
@@ -19,12 +23,24 @@ from typing import Dict, Iterator, List
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchaudio.models import wavlm_model
+from torch.utils.checkpoint import checkpoint
 
-from models.checkpoints import (CheckpointError, read_wavlm_checkpoint, wavlm_cfg_to_torchaudio,
-                                wavlm_state_to_torchaudio)
+from models.checkpoints_detect import build_encoder, read_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` (fairseq's ``feature_grad_mult``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad * ctx.scale, None
 
 
 class SSLFrontend(nn.Module):
@@ -35,17 +51,48 @@ class SSLFrontend(nn.Module):
         normalize_input: zero-mean/unit-variance normalise each waveform first
             (the released WavLM-Large was trained this way; the original MHFA
             recipe never does it, so it is off by default).
-        freeze_cnn: keep the CNN feature encoder fixed and skip its backward
-            (the original never updates it either, but wastes its gradients).
+        freeze_cnn: keep the input modules (CNN feature encoder, feature projection,
+            positional convolution) fixed and skip their backward. The original never
+            updates them either, but wastes their gradients.
+        freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
+            layer drop) under ``no_grad``, so nothing is kept for backward.
+        feature_grad_mult: scale of the gradient flowing into the CNN (fairseq option
+            of the same name; wespeaker joint fine-tuning uses 0.1). Needs a trainable CNN.
+        grad_checkpointing: recompute each block in backward instead of storing its
+            activations (joint fine-tuning of Large models on long crops).
+        family: 'wavlm', 'hubert' or 'wav2vec2' (for messages).
     """
 
-    def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True):
+    def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True,
+                 freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
+                 family: str = "wavlm"):
         super().__init__()
+        if feature_grad_mult < 0:
+            raise ValueError(f"feature_grad_mult must be >= 0, got {feature_grad_mult}")
+        if feature_grad_mult != 1.0 and (freeze_cnn or freeze_ssl):
+            raise ValueError(f"feature_grad_mult={feature_grad_mult} only scales the gradient of a trainable CNN, "
+                             f"but the CNN is frozen (freeze_cnn={freeze_cnn}, freeze_ssl={freeze_ssl}): set "
+                             f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
         self.model = model
+        self.family = family
         self.normalize_input = normalize_input
-        self.freeze_cnn = freeze_cnn
-        if freeze_cnn:
-            self.model.feature_extractor.requires_grad_(False)
+        self.freeze_ssl = freeze_ssl
+        self.freeze_cnn = freeze_cnn or freeze_ssl
+        self.feature_grad_mult = feature_grad_mult
+        self.grad_checkpointing = grad_checkpointing
+        if self.freeze_cnn:
+            for module in self.input_modules():
+                module.requires_grad_(False)
+        if freeze_ssl:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "SSLFrontend":
+        """A frozen front-end (``freeze_ssl``) stays in eval mode."""
+        super().train(mode)
+        if self.freeze_ssl:
+            self.model.eval()
+        return self
 
     @property
     def num_layers(self) -> int:
@@ -55,6 +102,11 @@ class SSLFrontend(nn.Module):
     @property
     def hidden_size(self) -> int:
         return self.model.encoder.feature_projection.projection.out_features
+
+    @property
+    def layer_drop(self) -> float:
+        """Probability of skipping a block in training (YAML ``layer_drop``)."""
+        return self.model.encoder.transformer.layer_drop
 
     def transformer_layers(self) -> List[nn.Module]:
         """The L transformer blocks, in order (for layer-wise learning rates)."""
@@ -69,65 +121,76 @@ class SSLFrontend(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """Args: wav [B, N] float32. Returns: [B, L+1, T, D]."""
-        if self.normalize_input:
-            wav = F.layer_norm(wav, wav.shape[-1:])
-        if self.freeze_cnn:
+        if self.freeze_ssl:
             with torch.no_grad():
-                features, _ = self.model.feature_extractor(wav, None)  # [B, T, C]
-        else:
-            features, _ = self.model.feature_extractor(wav, None)
+                return self._layers(wav)
+        return self._layers(wav)
+
+    def _input(self, wav: torch.Tensor) -> torch.Tensor:
+        """Layer 0, the transformer input: [B, N] -> [B, T, D]."""
+        features, _ = self.model.feature_extractor(wav, None)  # [B, T, C]
+        if self.feature_grad_mult != 1.0 and features.requires_grad:
+            features = _ScaleGrad.apply(features, self.feature_grad_mult)
         encoder = self.model.encoder
         x, _ = encoder._preprocess(features, None)  # projection: [B, T, D]
-        transformer = encoder.transformer
-        x = transformer._preprocess(x)  # + positional conv (and layer norm for post-norm models)
+        return encoder.transformer._preprocess(x)  # + positional conv (and layer norm for post-norm models)
+
+    def _layers(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            wav = F.layer_norm(wav, wav.shape[-1:])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
+            x = self._input(wav)  # [B, T, D]
+        training = self.model.training
+        recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
         layers = [x]
-        position_bias = None
-        for layer in transformer.layers:
-            if self.training and transformer.layer_drop > 0 and torch.rand(1).item() < transformer.layer_drop:
+        position_bias = None  # WavLM: computed by block 1, shared by the others
+        for layer in self.transformer_layers():
+            if training and self.layer_drop > 0 and torch.rand(1).item() < self.layer_drop:
                 layers.append(x)  # a dropped block passes its input through
                 continue
-            x, position_bias = layer(x, None, position_bias=position_bias)
+            if recompute:
+                x, position_bias = checkpoint(layer, x, None, position_bias, use_reentrant=False)
+            else:
+                x, position_bias = layer(x, None, position_bias=position_bias)
             layers.append(x)
         return torch.stack(layers, dim=1)  # [B, L+1, T, D]
 
 
-def _build_wavlm(path: str, trust_checkpoint: bool) -> nn.Module:
-    cfg, state = read_wavlm_checkpoint(path, trust_checkpoint)
-    config = wavlm_cfg_to_torchaudio(cfg)
-    model = wavlm_model(**config, aux_num_out=None)
-    converted, unknown = wavlm_state_to_torchaudio(state)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    mis_shaped = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                  for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
-    if unknown or missing or mis_shaped:
-        raise CheckpointError(
-            f"Checkpoint '{path}' does not match the WavLM architecture its own cfg describes: "
-            f"unused tensors {unknown[:8]}, missing tensors {missing[:8]}, shape mismatches {mis_shaped[:8]}. "
-            f"The file may be damaged or its cfg edited.")
-    model.load_state_dict(converted, strict=True)
-    return model
-
-
 def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool = True,
-                      trust_checkpoint: bool = False, layer_drop: float = 0.0) -> SSLFrontend:
+                      trust_checkpoint: bool = False, layer_drop: float = 0.0, freeze_ssl: bool = False,
+                      feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
+                      allow_partial_checkpoint: bool = False) -> SSLFrontend:
     """Load a pre-trained SSL checkpoint as a front-end returning all layers.
 
     Args:
-        path: official WavLM checkpoint (``{'cfg': ..., 'model': ...}``).
-        normalize_input: normalise each waveform (see :class:`SSLFrontend`).
-        freeze_cnn: freeze the CNN feature encoder.
+        path: official WavLM file, fairseq HuBERT / wav2vec 2.0 file, or Hugging Face
+            model folder (YAML ``pretrained_model_path``); the format is detected.
+        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, grad_checkpointing:
+            see :class:`SSLFrontend`.
         trust_checkpoint: allow arbitrary unpickling of the file.
-        layer_drop: probability of skipping a block in training (0 keeps the checkpoint's setting off).
+        layer_drop: probability of skipping a block in training; replaces the
+            checkpoint's own ``encoder_layerdrop`` (0 turns it off).
+        allow_partial_checkpoint: load even if tensors are unused or missing (logged by name).
 
     Returns:
         SSLFrontend with ``forward(wav [B, N]) -> [B, L+1, T, D]``.
+
+    Example:
+        >>> frontend = load_ssl_frontend("WavLM-Base+.pt")  # doctest: +SKIP
+        >>> frontend(torch.zeros(1, 16000)).shape  # doctest: +SKIP
+        torch.Size([1, 13, 49, 768])
     """
-    model = _build_wavlm(path, trust_checkpoint)
+    if not 0.0 <= layer_drop < 1.0:
+        raise ValueError(f"layer_drop must be in [0, 1), got {layer_drop}")
+    ckpt = read_ssl_checkpoint(path, trust_checkpoint)
+    model = build_encoder(ckpt, path, allow_partial=allow_partial_checkpoint)
     model.encoder.transformer.layer_drop = layer_drop
-    frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn)
-    logger.info("Loaded SSL front-end from %s: %d layers (+ input), hidden size %d",
-                path, frontend.num_layers - 1, frontend.hidden_size)
+    frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                           feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                           family=ckpt.family)
+    logger.info("Loaded SSL front-end from %s (%s): %d layers (+ input), hidden size %d%s",
+                path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size,
+                f"; ignored {len(ckpt.ignored)} head tensors" if ckpt.ignored else "")
     return frontend
 
 

@@ -72,9 +72,22 @@ OPTIONS: List[Option] = [
                                              "epochs (per iteration); 0 = fixed margin as the original"),
     Option("nClasses", _I, 5994, "number of training speakers"),
     # pre-trained transformer
-    Option("pretrained_model_path", _S, "", "pre-trained SSL checkpoint (official WavLM .pt)"),
-    Option("trust_checkpoint", _B, False, "allow arbitrary unpickling of checkpoints (only for trusted files)"),
+    Option("pretrained_model_path", _S, "", "pre-trained SSL checkpoint: official WavLM .pt, fairseq HuBERT / "
+                                            "wav2vec 2.0 .pt, or a Hugging Face model folder (format detected)"),
+    Option("trust_checkpoint", _B, False, "allow arbitrary unpickling of checkpoints (only for trusted files; "
+                                          "legacy fairseq files with an argparse Namespace need it)"),
+    Option("allow_partial_checkpoint", _B, False, "load a pre-trained checkpoint even if some of its encoder "
+                                                  "tensors are unused or missing (they are logged by name)"),
     Option("normalize_input", _B, False, "normalise each waveform before the SSL model (off, as the original)"),
+    Option("freeze_ssl", _B, False, "freeze the whole SSL front-end: eval mode, no_grad, no backward, no "
+                                    "optimizer groups (only MHFA and the loss train)"),
+    Option("freeze_cnn", _B, True, "freeze the CNN feature encoder, feature projection and positional conv "
+                                   "(as the original); false trains them at LR_Transformer"),
+    Option("feature_grad_mult", _F, 1.0, "scale of the gradient into the CNN (fairseq feature_grad_mult; "
+                                         "needs freeze_cnn: false)"),
+    Option("layer_drop", _F, 0.0, "probability of skipping each transformer block in training (LayerDrop)"),
+    Option("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
+                                            "(joint fine-tuning of Large models on long crops)"),
     Option("weight_finetuning_reg", _F, 0.01, "weight of the regulariser toward the pre-trained weights"),
     Option("reg_loss", _S, "original", "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran; "
                                        "'plain': CE + reg*r"),
