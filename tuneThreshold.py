@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Speaker-verification metrics: tie-aware ROC, EER, minDCF and actual DCF, plus a CLI.
 
-Usage: python tuneThreshold.py SCOREFILE [--p_target 0.05 0.01] [--c_miss 1] [--c_fa 1]
+Usage: python tuneThreshold.py SCOREFILE [--p_target 0.05 0.01] [--c_miss 1] [--c_fa 1] [--threshold T] [--det PNG]
 """
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -140,16 +141,17 @@ def compute_actual_dcf(scores, labels, threshold: float, p_target: float,
 
 
 def evaluate_scores(scores, labels, p_targets: Sequence[float] = (0.05, 0.01),
-                    c_miss: float = 1, c_fa: float = 1) -> Dict:
+                    c_miss: float = 1, c_fa: float = 1, threshold: Optional[float] = None) -> Dict:
     """EER and minDCF at each p_target from one tie-aware ROC.
 
     Args:
         scores, labels: 1-D trial scores and 0/1 labels.
         p_targets: target priors for minDCF, reported in this order.
         c_miss, c_fa: detection costs.
+        threshold: when given, also the actual DCF at this threshold for each p_target.
     Returns:
         dict with 'eer' (percent), 'eer_threshold', 'min_dcf' {p: value} and
-        'min_dcf_threshold' {p: threshold}.
+        'min_dcf_threshold' {p: threshold}; with a threshold, 'actual_dcf' {p: value}.
     """
     fnrs, fprs, thresholds = compute_error_rates(scores, labels)
     eer, eer_threshold = _eer_from_rates(fnrs, fprs, thresholds)
@@ -157,14 +159,64 @@ def evaluate_scores(scores, labels, p_targets: Sequence[float] = (0.05, 0.01),
     for p in p_targets:
         result["min_dcf"][p], result["min_dcf_threshold"][p] = compute_min_dcf(
             fnrs, fprs, thresholds, p, c_miss, c_fa)
+    if threshold is not None:
+        result["actual_dcf"] = {p: compute_actual_dcf(scores, labels, threshold, p, c_miss, c_fa) for p in p_targets}
     return result
 
 
 def format_result(result: Dict) -> str:
-    """One line: 'EER <pct:.4f> MinDCF<p> <v:.5f> ...' with one MinDCF field per p_target, in order."""
+    """One line: 'EER <pct:.4f> MinDCF<p> <v:.5f> ...' with one MinDCF field per p_target, in order.
+
+    A result of several trial lists ({'lists': {name: result}}) gives one such line per
+    list, prefixed by the list name; an 'actual_dcf' entry adds 'ActDCF<p> <v>' fields.
+    """
+    if "lists" in result:
+        return "\n".join(f"{name} {format_result(r)}" for name, r in result["lists"].items())
     fields = [f"EER {result['eer']:.4f}"]
     fields += [f"MinDCF{p:g} {v:.5f}" for p, v in result["min_dcf"].items()]
+    fields += [f"ActDCF{p:g} {v:.5f}" for p, v in result.get("actual_dcf", {}).items()]
     return " ".join(fields)
+
+
+def det_curve_png(fnrs: np.ndarray, fprs: np.ndarray, path: str, eer: Optional[float] = None,
+                  title: str = "", max_points: int = 4000) -> None:
+    """Write a DET curve (miss vs false-alarm rate on normal-deviate axes) as a PNG.
+
+    Axes are probit(rate) = Phi^-1(rate) (Martin et al., Eurospeech 1997, "The DET curve
+    in assessment of detection task performance"); rates are clipped to [1e-5, 1 - 1e-5]
+    and the curve is thinned to at most ``max_points`` ROC points for drawing.
+
+    Args:
+        fnrs, fprs: ROC arrays, e.g. from compute_error_rates.
+        path: output PNG file.
+        eer: EER in percent, marked on the diagonal when given.
+        title: plot title.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.special import ndtri
+
+    keep = np.unique(np.linspace(0, len(fnrs) - 1, min(len(fnrs), max_points)).astype(np.int64))
+    probit = lambda r: ndtri(np.clip(np.asarray(r, dtype=np.float64), 1e-5, 1 - 1e-5))  # noqa: E731
+    ticks = np.array([0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95]) / 100
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(probit(fprs[keep]), probit(fnrs[keep]), lw=1.5, label="DET")
+    if eer is not None:
+        ax.plot(probit(eer / 100), probit(eer / 100), "o", label=f"EER {eer:.3f} %")
+    ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    lo, hi = probit(5e-5), probit(0.5 if eer is None or eer < 25 else 0.99)  # a poor system still shows
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("False-alarm rate (%)")
+    ax.set_ylabel("Miss rate (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def read_score_file(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[List[Tuple[str, str]]]]:
@@ -224,10 +276,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="target prior(s) for MinDCF (default: 0.05 0.01)")
     parser.add_argument("--c_miss", type=float, default=1.0, help="cost of a miss (default: 1)")
     parser.add_argument("--c_fa", type=float, default=1.0, help="cost of a false alarm (default: 1)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="also print the actual DCF (ActDCF<p>) when accepting scores >= this threshold")
+    parser.add_argument("--det", default="", metavar="PNG", help="write the DET curve to this PNG file")
     args = parser.parse_args(argv)
     try:
         labels, scores, _ = read_score_file(args.score_file)
-        result = evaluate_scores(scores, labels, args.p_target, args.c_miss, args.c_fa)
+        result = evaluate_scores(scores, labels, args.p_target, args.c_miss, args.c_fa, args.threshold)
+        if args.det:
+            fnrs, fprs, _ = compute_error_rates(scores, labels)
+            det_curve_png(fnrs, fprs, args.det, result["eer"], os.path.basename(args.score_file))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

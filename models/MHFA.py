@@ -10,7 +10,7 @@ MHFA, multi-head factorized attentive pooling, on stacked layers X [B, L+1, T, D
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -43,13 +43,17 @@ class MHFA(nn.Module):
         self.att_head = nn.Linear(compression_dim, head_nb)
         self.pooling_fc = nn.Linear(head_nb * compression_dim, outputs_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x [B, L+1, T, D]. Returns: embeddings [B, nOut]."""
+    def forward(self, x: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args: x [B, L+1, T, D]; frame_lengths [B] valid frames (None: all). Returns: [B, nOut]."""
         k = torch.einsum("bltd,l->btd", x, self.weights_k.softmax(dim=0))  # [B, T, D]
         v = torch.einsum("bltd,l->btd", x, self.weights_v.softmax(dim=0))  # [B, T, D]
         k = self.cmp_linear_k(k)  # [B, T, c]
         v = self.cmp_linear_v(v)  # [B, T, c]
-        att = self.att_head(k).softmax(dim=1)  # [B, T, H], normalised over time
+        logits = self.att_head(k)  # [B, T, H]
+        if frame_lengths is not None:  # padded frames get no attention
+            pad = torch.arange(x.shape[2], device=x.device)[None, :] >= frame_lengths.to(x.device)[:, None]
+            logits = logits.masked_fill(pad[..., None], float("-inf"))
+        att = logits.softmax(dim=1)  # [B, T, H], normalised over time
         pooled = torch.einsum("bth,btc->bhc", att, v)  # [B, H, c]
         return self.pooling_fc(pooled.flatten(1))  # [B, nOut]
 
@@ -62,9 +66,12 @@ class SpeakerEncoder(nn.Module):
         self.frontend = frontend
         self.backend = backend
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """Args: wav [B, N]. Returns: [B, nOut]."""
-        return self.backend(self.frontend(wav))
+    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args: wav [B, N]; lengths [B] valid samples of padded rows (None: all whole).
+        Returns: [B, nOut], for padded rows equal to the embedding of the unpadded input."""
+        if lengths is None:
+            return self.backend(self.frontend(wav))
+        return self.backend(self.frontend(wav, lengths), self.frontend.frame_lengths(lengths))
 
     def parameter_groups(self, lr_backend: float, lr_transformer: float, llrd_factor: float,
                          extra_backend: List[nn.Parameter] = ()) -> List[Dict[str, Any]]:

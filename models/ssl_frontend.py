@@ -18,7 +18,7 @@ its last entry).
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -119,27 +119,74 @@ class SSLFrontend(nn.Module):
         yield self.model.encoder.transformer.pos_conv_embed
         yield self.model.encoder.transformer.layer_norm
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """Args: wav [B, N] float32. Returns: [B, L+1, T, D]."""
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames per item for ``lengths`` valid samples (conv arithmetic of the CNN)."""
+        frames = lengths.clone()
+        for block in self.model.feature_extractor.conv_layers:
+            conv = block.conv
+            frames = torch.div(frames - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+        return frames.clamp(min=0)
+
+    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All layers of a batch.
+
+        Args:
+            wav: [B, N] float32, 16 kHz.
+            lengths: [B] valid samples per row (None: every row is whole). Padded rows
+                give, on their valid frames, the same layers as the unpadded input alone
+                (padded frames are zeroed before the positional convolution and masked
+                out of attention); the frames past :meth:`frame_lengths` are padding.
+        Returns:
+            [B, L+1, T, D].
+        """
         if self.freeze_ssl:
             with torch.no_grad():
-                return self._layers(wav)
-        return self._layers(wav)
+                return self._layers(wav, lengths)
+        return self._layers(wav, lengths)
 
-    def _input(self, wav: torch.Tensor) -> torch.Tensor:
-        """Layer 0, the transformer input: [B, N] -> [B, T, D]."""
-        features, _ = self.model.feature_extractor(wav, None)  # [B, T, C]
+    def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """CNN features [B, T, C]. Group norm normalises over time, so padded rows of a
+        group-norm CNN run one at a time; layer-norm CNN frames depend on their own samples only."""
+        extractor = self.model.feature_extractor
+        if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
+            return extractor(wav, None)[0]
+        rows = [extractor(wav[i:i + 1, :int(n)], None)[0][0] for i, n in enumerate(lengths)]
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True)  # [B, T_max, C]
+
+    def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], pad: Optional[torch.Tensor]) -> torch.Tensor:
+        """Layer 0, the transformer input: [B, N] -> [B, T, D]; ``pad`` [B, T] marks padded frames."""
+        features = self._cnn(wav, lengths)
+        if pad is not None:
+            features = features[:, :pad.shape[1]]
         if self.feature_grad_mult != 1.0 and features.requires_grad:
             features = _ScaleGrad.apply(features, self.feature_grad_mult)
-        encoder = self.model.encoder
-        x, _ = encoder._preprocess(features, None)  # projection: [B, T, D]
-        return encoder.transformer._preprocess(x)  # + positional conv (and layer norm for post-norm models)
+        x = self.model.encoder.feature_projection(features)  # [B, T, D]
+        if pad is not None:
+            x = x.masked_fill(pad[..., None], 0.0)  # as the official encoder, before the positional conv
+        return self.model.encoder.transformer._preprocess(x)  # + positional conv (and LN for post-norm)
 
-    def _layers(self, wav: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        if lengths is None:
+            return F.layer_norm(wav, wav.shape[-1:])
+        rows = [F.layer_norm(wav[i, :int(n)], (int(n),)) for i, n in enumerate(lengths)]
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+    def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        pad = None
+        if lengths is not None:
+            frames = self.frame_lengths(lengths)
+            pad = torch.arange(int(frames.max()), device=wav.device)[None, :] >= frames[:, None]  # [B, T]
         if self.normalize_input:
-            wav = F.layer_norm(wav, wav.shape[-1:])
+            wav = self._normalise(wav, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
-            x = self._input(wav)  # [B, T, D]
+            x = self._input(wav, lengths, pad)  # [B, T, D]
+        attention_mask, key_padding_mask = None, None
+        if pad is not None and self.family == "wavlm":
+            # WavLM attention takes a key padding mask; additive float, the type of its position bias
+            key_padding_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf"))
+        elif pad is not None:
+            attention_mask = (pad[:, None, None, :].to(x.dtype) * -10000.0).expand(
+                x.shape[0], 1, x.shape[1], x.shape[1])  # additive, as torchaudio's encoder
         training = self.model.training
         recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
         layers = [x]
@@ -149,9 +196,11 @@ class SSLFrontend(nn.Module):
                 layers.append(x)  # a dropped block passes its input through
                 continue
             if recompute:
-                x, position_bias = checkpoint(layer, x, None, position_bias, use_reentrant=False)
+                x, position_bias = checkpoint(layer, x, attention_mask, position_bias, key_padding_mask,
+                                              use_reentrant=False)
             else:
-                x, position_bias = layer(x, None, position_bias=position_bias)
+                x, position_bias = layer(x, attention_mask, position_bias=position_bias,
+                                         key_padding_mask=key_padding_mask)
             layers.append(x)
         return torch.stack(layers, dim=1)  # [B, L+1, T, D]
 
