@@ -101,6 +101,25 @@ def test_train_resume_and_evaluate(config, tmp_path):
     metrics = run("tuneThreshold.py", score_file)
     assert metrics.returncode == 0 and metrics.stdout.strip() == line
 
+    # the same weights in the original repository's format evaluate to the same result
+    original = str(tmp_path / "original.model")
+    torch.save(to_original_format(ckpt3["model"]), original)
+    orig = run("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", original)
+    assert orig.returncode == 0, orig.stderr[-3000:]
+    assert result_line(orig.stdout) == line
+
+
+def to_original_format(state):
+    """Our model state -> the original repo's keys (__S__.model.<official WavLM>, __S__.backend.*, __L__.*)."""
+    from models.checkpoints import torchaudio_state_to_wavlm
+    prefix = "encoder.frontend.model."
+    frontend = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    out = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}
+    out.update({k.replace("encoder.backend.", "__S__.backend."): v for k, v in state.items()
+                if k.startswith("encoder.backend.")})
+    out.update({k.replace("loss_fn.", "__L__."): v for k, v in state.items() if k.startswith("loss_fn.")})
+    return out
+
 
 def config_trials(cfg):
     return [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("test_list")][0]

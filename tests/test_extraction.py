@@ -116,3 +116,20 @@ def test_make_cohort_from_embeddings_and_from_model(model, encoder, corpus, tmp_
     with pytest.raises(SystemExit):
         make_cohort_main(["--embeddings", str(tmp_path / "e.npz"), "--train_list", str(tmp_path / "none.txt"),
                           "--out", str(tmp_path / "c3.npz")])
+
+
+def test_whole_files_of_near_lengths_share_a_padded_batch(encoder, corpus):
+    root, keys = corpus
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, wav, lengths=None):
+            calls.append(None if lengths is None else lengths.tolist())
+            return encoder(wav, lengths)
+
+    got = extract_embeddings(Spy(), keys, root, 0, 1, 1.5, torch.device("cpu"), verbose=False)
+    padded = [c for c in calls if c is not None]
+    assert [16000, 16000, 16000, 20000, 20000] in padded  # within pad_ratio 1.25
+    assert all(max(c) <= 1.25 * min(c) for c in padded)
+    whole, _ = one_by_one(encoder, root, keys, 0, 1, 24000)
+    np.testing.assert_allclose(got.embeddings, whole, atol=1e-4, rtol=0)

@@ -3,12 +3,13 @@
 Protocols: ``original`` (eval_frames > 0: ``num_eval`` evenly spaced crops of
 ``eval_frames`` frames plus the whole file) and ``full`` (eval_frames = 0: whole file only).
 
-Batching never pads. Crops all have the same length, so the crops of consecutive files
-go through the model together. Whole files go together only when their lengths are
-exactly equal (files are visited in length order so equal lengths are adjacent).
-Padding is not used because the front-end cannot mask it: the Base CNN's first layer
-group-normalises over time and torchaudio's WavLM attention takes no key-padding mask
-here, so a padded file would get a different embedding.
+Crops all have the same length, so the crops of consecutive files go through the
+model together. Whole files are visited in length order and batched with padding
+when the longest of a batch is at most ``pad_ratio`` (1.25) times the shortest; the
+padded rows are masked (``encoder(wav, lengths)``: per-row CNN where it normalises
+over time, padded frames zeroed before the positional convolution, key padding
+masks in attention, masked MHFA pooling), so their embeddings equal one-by-one
+extraction to float precision.
 The whole-file input is capped at ``max_eval_seconds`` (the original's 700,000 samples,
 set for GPU memory); every file that is cut is logged with its length.
 """
@@ -44,30 +45,42 @@ def audio_lengths(keys: Sequence[str], root: str) -> np.ndarray:
 
 
 class _Batcher:
-    """Collects equal-length waveforms and runs the encoder once ``limit`` samples are queued."""
+    """Collects waveforms and runs the encoder once ``limit`` padded samples are queued.
 
-    def __init__(self, encoder: torch.nn.Module, device: torch.device, limit: int, autocast: bool):
+    Waveforms of different lengths share a batch (padded, with their lengths passed to
+    the encoder) only while longest <= ``pad_ratio`` * shortest.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, device: torch.device, limit: int, autocast: bool,
+                 pad_ratio: float = 1.0):
         self.encoder, self.device, self.limit, self.autocast = encoder, device, limit, autocast
+        self.pad_ratio = pad_ratio
         self.out: Dict[Hashable, np.ndarray] = {}
         self.wavs: List[torch.Tensor] = []
         self.slots: List[Hashable] = []
 
     def add(self, wav: torch.Tensor, slot: Hashable) -> None:
         """Queue ``wav`` [S] whose embedding goes to ``out[slot]``."""
-        if self.wavs and (wav.shape[0] != self.wavs[0].shape[0] or (len(self.wavs) + 1) * wav.shape[0] > self.limit):
-            self.flush()
+        if self.wavs:
+            sizes = [w.shape[0] for w in self.wavs] + [wav.shape[0]]
+            if max(sizes) > self.pad_ratio * min(sizes) or len(sizes) * max(sizes) > self.limit:
+                self.flush()
         self.wavs.append(wav)
         self.slots.append(slot)
 
     def flush(self) -> None:
         if not self.wavs:
             return
-        batch = torch.stack(self.wavs).to(self.device)  # [B, S]
+        lengths = torch.tensor([w.shape[0] for w in self.wavs])
+        batch = torch.nn.utils.rnn.pad_sequence(self.wavs, batch_first=True).to(self.device)  # [B, S_max]
         context = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu"
                                   else torch.float16) if self.autocast else contextlib.nullcontext())
         with context:
-            emb = self.encoder(batch).float().cpu().numpy()  # [B, D]
-        for row, slot in zip(emb, self.slots):
+            if bool((lengths == lengths[0]).all()):
+                emb = self.encoder(batch)
+            else:
+                emb = self.encoder(batch, lengths.to(self.device))
+        for row, slot in zip(emb.float().cpu().numpy(), self.slots):
             self.out[slot] = row
         self.wavs, self.slots = [], []
 
@@ -75,7 +88,8 @@ class _Batcher:
 @torch.no_grad()
 def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str, eval_frames: int,
                        num_eval: int, max_eval_seconds: float, device: torch.device, workers: int = 0,
-                       verbose: bool = True, batch_seconds: float = 60.0, autocast: bool = False) -> Embeddings:
+                       verbose: bool = True, batch_seconds: float = 60.0, autocast: bool = False,
+                       pad_ratio: float = 1.25) -> Embeddings:
     """Embeddings of every file: whole file (capped at ``max_eval_seconds``) and, when
     ``eval_frames`` > 0, ``num_eval`` evenly spaced crops of ``eval_frames`` frames.
 
@@ -84,6 +98,8 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
         keys: file paths relative to ``test_path``.
         batch_seconds: most audio per forward pass (a longer single file still goes alone).
         autocast: bfloat16 (CPU) / float16 (CUDA) autocast; scores then differ slightly.
+        pad_ratio: whole files share a padded batch while longest <= pad_ratio * shortest
+            (1.0: equal lengths only).
     Returns:
         Embeddings in the order of ``keys``; ``crop_embeddings`` [N, num_eval, D] or None.
     """
@@ -98,7 +114,7 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     limit = int(batch_seconds * SAMPLE_RATE)
-    whole = _Batcher(encoder, device, limit, autocast)
+    whole = _Batcher(encoder, device, limit, autocast, pad_ratio=pad_ratio)
     crops = _Batcher(encoder, device, max(limit, frames_to_samples(eval_frames)), autocast)
     for position, (crop_wav, whole_wav, _) in enumerate(
             tqdm(loader, desc="extracting", disable=not verbose, **progress_options())):
