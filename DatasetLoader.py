@@ -33,13 +33,9 @@ class DataError(ValueError):
     """A list or audio file cannot be used; the message names it."""
 
 
-def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[int], List[str]]:
-    """Read a VoxCeleb training list (``speaker_id relative/path.wav`` per line).
-
-    Returns:
-        (absolute file paths, label per file, speakers in sorted order = label names).
-    """
-    entries = []
+def read_speaker_list(list_path: str) -> Tuple[List[str], List[str]]:
+    """(speaker id, relative path) per line of a ``speaker_id relative/path.wav`` list."""
+    speakers, files = [], []
     with open(list_path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             fields = line.split()
@@ -48,12 +44,23 @@ def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[in
             if len(fields) != 2:
                 raise DataError(f"{list_path}, line {number}: expected 'speaker_id relative/path.wav', "
                                 f"got {line.strip()!r}")
-            entries.append((fields[0], os.path.join(train_path, fields[1])))
-    if not entries:
+            speakers.append(fields[0])
+            files.append(fields[1])
+    if not files:
         raise DataError(f"Training list '{list_path}' has no entries.")
-    speakers = sorted({spk for spk, _ in entries})
+    return speakers, files
+
+
+def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[int], List[str]]:
+    """Read a VoxCeleb training list (``speaker_id relative/path.wav`` per line).
+
+    Returns:
+        (file paths joined with train_path, label per file, speakers in sorted order = label names).
+    """
+    per_file, files = read_speaker_list(list_path)
+    speakers = sorted(set(per_file))
     index = {spk: i for i, spk in enumerate(speakers)}
-    return [path for _, path in entries], [index[spk] for spk, _ in entries], speakers
+    return [os.path.join(train_path, f) for f in files], [index[spk] for spk in per_file], speakers
 
 
 def load_audio(path: str) -> np.ndarray:

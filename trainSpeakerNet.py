@@ -7,7 +7,6 @@ Re-running the same command resumes from the newest checkpoint in save_path.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
@@ -18,9 +17,9 @@ import torch
 
 from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
 from SpeakerNet import ModelTrainer, SpeakerNet, find_checkpoints, load_model_state, resolve_device
-from tools.config import PRECEDENCE, ConfigError, add_options, load_config, require_paths, save_config
+from tools.config import ConfigError, require_paths, save_config
 from tools.logs import EPOCH_LOGGER, setup_logging
-from trainSpeakerNet_Eval import add_eval_arguments, evaluate
+from trainSpeakerNet_Eval import evaluate, evaluate_command, run_command
 from tuneThreshold import format_result
 
 logger = logging.getLogger("trainSpeakerNet")
@@ -100,21 +99,7 @@ def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__ + "\n" + PRECEDENCE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser)
-    add_eval_arguments(parser)
-    try:
-        config = load_config(parser, argv)
-        if config["eval"]:
-            setup_logging()
-            result = evaluate(config)
-        else:
-            result = train(config)
-    except (ConfigError, ValueError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
-    if result is not None:
-        print(format_result(result), flush=True)
+    run_command(lambda config: evaluate_command(config) if config["eval"] else train(config), argv, __doc__)
 
 
 if __name__ == "__main__":

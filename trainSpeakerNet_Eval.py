@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -59,8 +59,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                        help="extraction under bfloat16 (CPU) / float16 (CUDA) autocast")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__ + "\n" + PRECEDENCE,
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """All configuration options plus the evaluation arguments."""
+    parser = argparse.ArgumentParser(description=description + "\n" + PRECEDENCE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser)
     add_eval_arguments(parser)
@@ -201,16 +202,27 @@ def join_list_arguments(argv: Sequence[str]) -> List[str]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = build_parser()
+def run_command(action: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]],
+                argv: Optional[Sequence[str]] = None, description: str = __doc__) -> None:
+    """Shared entry point: parse and merge the configuration, run ``action`` on it, print its
+    result line; bad input ends with ``error: ...`` on stderr and exit status 2, no traceback."""
+    parser = build_parser(description)
     try:
         config = load_config(parser, join_list_arguments(sys.argv[1:] if argv is None else argv))
-        setup_logging()
-        result = evaluate(config)
+        result = action(config)
     except (ConfigError, ValueError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
     if result is not None:
         print(format_result(result), flush=True)
+
+
+def evaluate_command(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    setup_logging()
+    return evaluate(config)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_command(evaluate_command, argv)
 
 
 if __name__ == "__main__":

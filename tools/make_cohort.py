@@ -19,29 +19,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from DatasetLoader import read_speaker_list
 from tools.config import ConfigError, add_options, load_config, require_paths
 from tools.evaluation import Embeddings, key_index, load_embeddings, rows_of, save_embeddings
 from tools.logs import setup_logging
 
 logger = logging.getLogger(__name__)
-
-
-def read_speaker_list(path: str) -> Tuple[List[str], List[str]]:
-    """(speaker id, file) per line of a ``speaker_id relative/path.wav`` list."""
-    speakers, files = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{path}, line {number}: expected 'speaker_id relative/path.wav', "
-                                 f"got {line.strip()!r}")
-            speakers.append(fields[0])
-            files.append(fields[1])
-    if not files:
-        raise ValueError(f"Training list '{path}' has no entries.")
-    return speakers, files
 
 
 def speaker_means(embeddings: np.ndarray, speakers: Sequence[str]) -> Tuple[List[str], np.ndarray]:
