@@ -39,6 +39,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--score_file", default="", help="write 'label enroll test score' per trial here "
                                                         "(plus <score_file>.det.png and .threshold.json)")
     group.add_argument("--save_embeddings", default="", help="save the extracted embeddings (.npz)")
+    group.add_argument("--embedding_cache", type=parse_bool, nargs="?", const=True, default=True,
+                       help="cache the embeddings of --initial_model next to it (<model>.emb-<digest>.npz) and "
+                            "reuse them when the same model, files and protocol come again (default: true)")
     group.add_argument("--embeddings", default="", help="score from this embeddings .npz (no model, no audio)")
     group.add_argument("--score_norm", choices=("none", "asnorm", "snorm"), default="none",
                        help="score normalisation with a cohort (needs --cohort_embeddings)")
@@ -91,16 +94,23 @@ def _embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: O
     if config.get("embeddings"):
         return load_embeddings(config["embeddings"])
     from SpeakerNet import resolve_device
+    from tools.embedding_cache import cached_embeddings
     from tools.extraction import extract_embeddings
 
     require_paths(config, ["test_path"])
     device = device or resolve_device(config["device"])
-    encoder = encoder if encoder is not None else load_encoder(config, device)
     files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
-    return extract_embeddings(encoder, files, config["test_path"], config["eval_frames"], config["num_eval"],
-                              config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
-                              batch_seconds=config.get("eval_batch_seconds", 60.0),
-                              autocast=config.get("eval_autocast", False))
+
+    def extract() -> Embeddings:
+        model = encoder if encoder is not None else load_encoder(config, device)
+        return extract_embeddings(model, files, config["test_path"], config["eval_frames"], config["num_eval"],
+                                  config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
+                                  batch_seconds=config.get("eval_batch_seconds", 60.0),
+                                  autocast=config.get("eval_autocast", False))
+
+    if encoder is None and config["initial_model"] and config.get("embedding_cache", True):
+        return cached_embeddings(config["initial_model"], config["test_path"], files, config, extract)
+    return extract()
 
 
 def score_file_for(score_file: str, name: str, several: bool) -> str:
