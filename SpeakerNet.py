@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.checkpoints import CheckpointError, load_torch_file, wavlm_state_to_torchaudio
+from models.checkpoints import CheckpointError, load_torch_file, state_mismatch, wavlm_state_to_torchaudio
 from models.ssl_frontend import pretrained_state
 from tools.logs import progress_options
 from tools.plugins import get_plugin
@@ -118,17 +118,11 @@ def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) 
     if not isinstance(state, dict):
         raise CheckpointError(f"'{path}' is not a model file (found {type(obj).__name__}).")
     state = translate_original_state(state)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, shapes, report = state_mismatch(model.state_dict(), state, shown=6)
     if shapes or (not allow_partial and (missing or unexpected)):
         raise CheckpointError(
-            f"Model file '{path}' does not fit this model: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
-            f"unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}, shape mismatches {shapes[:6]}. "
-            f"Check model, nOut, head_nb, compression_dim, nClasses and pretrained_model_path against the run "
-            f"that wrote it.")
+            f"Model file '{path}' does not fit this model: {report}. Check model, nOut, head_nb, "
+            f"compression_dim, nClasses and pretrained_model_path against the run that wrote it.")
     model.load_state_dict(state, strict=not allow_partial)
     return obj if isinstance(obj, dict) else {}
 

@@ -62,6 +62,20 @@ def load_torch_file(path: str, trust_checkpoint: bool = False) -> Any:
             f"checkpoint. Accepted: {ACCEPTED_FORMATS}.") from err
 
 
+def state_mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor], shown: int = 8
+                   ) -> Tuple[List[str], List[str], List[str], str]:
+    """Compare a state dict with a model's: (missing, unexpected, mis-shaped, one-line report)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in given.items() if k in expected and v.shape != expected[k].shape]
+
+    def listed(names: List[str]) -> str:
+        return f"{names[:shown]}{' ...' if len(names) > shown else ''} ({len(names)})"
+    report = f"missing {listed(missing)}, unexpected {listed(unexpected)}, shape mismatches {shapes[:shown]}"
+    return missing, unexpected, shapes, report
+
+
 # ----------------------------------------------------------------------------- conv layer spec
 
 def parse_conv_layers(spec: str) -> ConvLayers:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torchaudio.models import wav2vec2_model, wavlm_model
 
-from models.checkpoints import (ACCEPTED_FORMATS, CheckpointError, load_torch_file, wavlm_cfg_to_torchaudio,
-                                wavlm_state_to_torchaudio)
+from models.checkpoints import (ACCEPTED_FORMATS, CheckpointError, load_torch_file, state_mismatch,
+                                wavlm_cfg_to_torchaudio, wavlm_state_to_torchaudio)
 from models.checkpoints_fairseq import (fairseq_cfg_to_torchaudio, fairseq_state_to_torchaudio, is_fairseq_checkpoint,
                                         read_fairseq_encoder)
 from models.checkpoints_hf import hf_config_to_torchaudio, hf_state_to_torchaudio, read_hf_folder
@@ -87,10 +87,8 @@ def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -
     config = dict(ckpt.config, aux_num_out=None)
     model = wavlm_model(**config) if ckpt.family == "wavlm" else wav2vec2_model(**config)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(ckpt.state))
-    unused = ckpt.unused + sorted(set(ckpt.state) - set(expected))
-    mis_shaped = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                  for k, v in ckpt.state.items() if k in expected and v.shape != expected[k].shape]
+    missing, unexpected, mis_shaped, _ = state_mismatch(expected, ckpt.state)
+    unused = ckpt.unused + unexpected
     report = (f"unused tensors {unused[:8]}{' ...' if len(unused) > 8 else ''} ({len(unused)}), "
               f"missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
               f"shape mismatches {mis_shaped[:8]}")
