@@ -50,6 +50,10 @@ def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str) -
     """Resume from the newest checkpoint in save_path, else start from initial_model (if any)."""
     checkpoints = find_checkpoints(model_dir)
     if checkpoints:
+        if config["initial_model"]:
+            logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
+                           "seeds a run that starts fresh. Give a new stage its own save_path.",
+                           config["save_path"], config["initial_model"])
         epoch = trainer.resume(checkpoints[-1][1])
         logger.info("Resumed from %s (epoch %d)", checkpoints[-1][1], epoch)
         return epoch + 1
@@ -82,6 +86,10 @@ def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     first = start_epoch(trainer, config, model_dir)
     epochs = logging.getLogger(EPOCH_LOGGER)
     result = None
+    if first > config["max_epoch"]:
+        logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
+                       "to continue, or use a new save_path for a new stage).", config["save_path"], first - 1,
+                       config["max_epoch"])
     for epoch in range(first, config["max_epoch"] + 1):
         loader.sampler.set_epoch(epoch)
         lr = trainer.current_lr()

@@ -83,6 +83,10 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert any(".transformer.layers." in k for k in changed)  # joint fine-tuning updates the blocks
     assert not any("feature_extractor" in k for k in changed)  # the CNN stays frozen
 
+    # a finished run says so instead of silently training nothing (the original's LMFT trap)
+    done = run("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
+    assert done.returncode == 0 and "Nothing to train" in done.stderr and "own save_path" in done.stderr
+
     # eval CLI: result line, score file in trial order, embeddings out and back in
     model = os.path.join(save, "model", "model000000003.model")
     score_file, emb_file = str(tmp_path / "scores.txt"), str(tmp_path / "emb.npz")
