@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tools.evaluation import (Embeddings, Trials, load_embeddings, normalise_scores, read_trials, save_embeddings,
+from tests.fakes import random_embeddings, random_trials
+from tools.evaluation import (Trials, load_embeddings, normalise_scores, read_trials, save_embeddings,
                               score_trials, write_score_file)
 
 
@@ -9,22 +10,9 @@ def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def random_embeddings(n=12, d=8, crops=3, seed=0):
-    rng = np.random.default_rng(seed)
-    keys = [f"id{i:02d}/v/{i}.wav" for i in range(n)]
-    return Embeddings(keys, rng.normal(size=(n, d)).astype(np.float32),
-                      rng.normal(size=(n, crops, d)).astype(np.float32) if crops else None)
-
-
-def random_trials(keys, n=40, seed=1):
-    rng = np.random.default_rng(seed)
-    pairs = rng.integers(0, len(keys), size=(n, 2))
-    return Trials(rng.integers(0, 2, n), [keys[a] for a, _ in pairs], [keys[b] for _, b in pairs])
-
-
 def test_scores_follow_the_original_protocol_per_trial():
-    emb = random_embeddings()
-    trials = random_trials(emb.keys)
+    emb = random_embeddings(12, 8)
+    trials = random_trials(emb.keys, 40)
     scores = score_trials(emb, trials)
     index = {k: i for i, k in enumerate(emb.keys)}
     for n, (e, t) in enumerate(zip(trials.enroll, trials.test)):
@@ -35,8 +23,8 @@ def test_scores_follow_the_original_protocol_per_trial():
 
 
 def test_without_crops_the_score_is_the_whole_file_cosine():
-    emb = random_embeddings(crops=0)
-    trials = random_trials(emb.keys)
+    emb = random_embeddings(12, 8, crops=0)
+    trials = random_trials(emb.keys, 40)
     scores = score_trials(emb, trials)
     i, j = emb.keys.index(trials.enroll[0]), emb.keys.index(trials.test[0])
     assert scores[0] == pytest.approx(unit(emb.embeddings[i]) @ unit(emb.embeddings[j]), abs=1e-6)
@@ -44,8 +32,8 @@ def test_without_crops_the_score_is_the_whole_file_cosine():
 
 @pytest.mark.parametrize("method,top_n", [("asnorm", 5), ("snorm", 5)])
 def test_score_normalisation_matches_a_loop(method, top_n):
-    emb = random_embeddings(crops=0)
-    trials = random_trials(emb.keys)
+    emb = random_embeddings(12, 8, crops=0)
+    trials = random_trials(emb.keys, 40)
     cohort = np.random.default_rng(5).normal(size=(20, 8))
     raw = score_trials(emb, trials)
     got = normalise_scores(raw, emb, trials, cohort, method, top_n)
@@ -60,7 +48,7 @@ def test_score_normalisation_matches_a_loop(method, top_n):
 
 
 def test_missing_embedding_is_reported():
-    emb = random_embeddings()
+    emb = random_embeddings(12, 8)
     with pytest.raises(ValueError, match="no embedding"):
         score_trials(emb, Trials(np.array([1]), ["other.wav"], [emb.keys[0]]))
 
@@ -81,7 +69,7 @@ def test_read_trials_formats_and_errors(tmp_path):
 
 
 def test_embeddings_npz_round_trip_and_score_file(tmp_path):
-    emb = random_embeddings()
+    emb = random_embeddings(12, 8)
     save_embeddings(emb, str(tmp_path / "e.npz"))
     back = load_embeddings(str(tmp_path / "e.npz"))
     assert back.keys == emb.keys and back.embeddings.dtype == np.float32

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from tools.evaluation import (Embeddings, Trials, load_embeddings, load_mean, read_trials, save_embeddings,
-                              score_lists)
+from tests.fakes import random_embeddings, random_trials
+from tools.evaluation import load_embeddings, load_mean, read_trials, save_embeddings, score_lists
 from tools.scoring import cohort_stats, top_n_moments
 from tuneThreshold import read_score_file
 
@@ -21,18 +21,11 @@ def unit(x):
 
 
 def make_embeddings(n=15, d=6, crops=3, seed=0):
-    rng = np.random.default_rng(seed)
-    keys = [f"id{i % 4:02d}/v{i}/{i:03d}.wav" for i in range(n)]
-    return Embeddings(keys, rng.normal(size=(n, d)).astype(np.float32),
-                      rng.normal(size=(n, crops, d)).astype(np.float32) if crops else None)
+    return random_embeddings(n, d, crops, seed)
 
 
 def make_trials(keys, n=30, seed=1):
-    rng = np.random.default_rng(seed)
-    pairs = rng.integers(0, len(keys), size=(n, 2))
-    labels = rng.integers(0, 2, n)
-    labels[:2] = [0, 1]  # both classes present
-    return Trials(labels, [keys[a] for a, _ in pairs], [keys[b] for _, b in pairs])
+    return random_trials(keys, n, seed)
 
 
 def loop_scores(emb, trials, cohort, top_n, mean):
