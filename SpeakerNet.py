@@ -13,7 +13,6 @@ from torch import nn
 from tqdm import tqdm
 
 from models.checkpoints import CheckpointError, load_torch_file, state_mismatch, wavlm_state_to_torchaudio
-from models.ssl_frontend import pretrained_state
 from tools.logs import progress_options
 from tools.plugins import get_plugin
 
@@ -62,12 +61,13 @@ class SpeakerNet(nn.Module):
         self.encoder = get_plugin("models", model)(**config)
         self.loss_fn = get_plugin("loss", trainfunc)(**config)
         self.reg_weight, self.reg_mode = weight_finetuning_reg, reg_loss
-        # θ₀ is read once here (the original re-read the checkpoint every epoch); only
-        # trainable tensors can move, so frozen ones are left out of r (their terms are 0).
-        anchor = pretrained_state(self.encoder.frontend)
-        self._anchor_names = [n for n, p in self.encoder.frontend.named_parameters() if p.requires_grad]
-        for i, name in enumerate(self._anchor_names):
-            self.register_buffer(f"anchor_{i}", anchor[name], persistent=False)
+        # θ₀ is copied once here (the original re-read the checkpoint every epoch); only
+        # trainable tensors can move, so frozen ones are left out of r (their terms are 0),
+        # and without a regulariser no copy is kept.
+        trainable = [(n, p) for n, p in self.encoder.frontend.named_parameters() if p.requires_grad]
+        self._anchor_names = [n for n, _ in trainable] if weight_finetuning_reg else []
+        for i, (_, param) in enumerate(trainable if weight_finetuning_reg else []):
+            self.register_buffer(f"anchor_{i}", param.detach().clone(), persistent=False)
 
     def regulariser(self) -> Optional[torch.Tensor]:
         if self.reg_weight == 0 or not self._anchor_names:

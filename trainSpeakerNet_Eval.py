@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from tools.config import PRECEDENCE, ConfigError, add_options, load_config, parse_bool, require_paths
-from tools.evaluation import (Embeddings, Trials, file_cohort_stats, key_index, list_name, list_paths, load_embeddings,
-                              load_mean, read_trials, rows_of, save_embeddings, score_lists, threshold_path,
+from tools.config import PRECEDENCE, ConfigError, add_options, parse_bool, require_paths, run_cli
+from tools.evaluation import (Embeddings, Trials, file_cohort_stats, list_name, list_paths, load_embeddings,
+                              load_mean, read_trials, save_embeddings, score_lists, threshold_path, trial_rows,
                               write_score_file, write_threshold_file)
 from tools.logs import setup_logging
 from tools.qmf import calibrate_lists
@@ -78,7 +78,7 @@ def load_encoder(config: Dict[str, Any], device: torch.device) -> torch.nn.Modul
 
     require_paths(config, ["pretrained_model_path"])
     torch.manual_seed(config["seed"])
-    net = SpeakerNet(**config)
+    net = SpeakerNet(**{**config, "weight_finetuning_reg": 0.0})  # no regulariser anchor needed to evaluate
     if config["initial_model"]:
         load_model_state(net, config["initial_model"])
         logger.info("Model %s loaded", config["initial_model"])
@@ -164,11 +164,12 @@ def _scores(config: Dict[str, Any], emb: Embeddings,
             raise ConfigError("--score_norm needs --cohort_embeddings (an .npz with one row per cohort speaker; "
                               "python -m tools.make_cohort makes one).")
         cohort = load_embeddings(config["cohort_embeddings"]).embeddings
-        index = key_index(emb.keys)
-        rows = np.concatenate([rows_of(index, names, f"'{name}'") for name, t in trial_sets.items()
-                               for names in (t.enroll, t.test)])
-        stats = file_cohort_stats(emb, rows, cohort, norm, config.get("top_n", 300), mean)
-    scores = score_lists(emb, trial_sets, norm, None, config.get("top_n", 300), mean, stats)
+        rows = trial_rows(emb, trial_sets)
+        stats = file_cohort_stats(emb, np.concatenate([r for pair in rows.values() for r in pair]), cohort, norm,
+                                  config.get("top_n", 300), mean)
+    else:
+        rows = None
+    scores = score_lists(emb, trial_sets, norm, None, config.get("top_n", 300), mean, stats, rows)
     return scores, None if stats is None else stats[0]
 
 
@@ -214,14 +215,10 @@ def join_list_arguments(argv: Sequence[str]) -> List[str]:
 
 def run_command(action: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]],
                 argv: Optional[Sequence[str]] = None, description: str = __doc__) -> None:
-    """Shared entry point: parse and merge the configuration, run ``action`` on it, print its
-    result line; bad input ends with ``error: ...`` on stderr and exit status 2, no traceback."""
+    """Shared entry point of the train and eval scripts: run ``action`` on the merged
+    configuration and print its result line."""
     parser = build_parser(description)
-    try:
-        config = load_config(parser, join_list_arguments(sys.argv[1:] if argv is None else argv))
-        result = action(config)
-    except (ConfigError, ValueError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
+    result = run_cli(parser, action, join_list_arguments(sys.argv[1:] if argv is None else argv))
     if result is not None:
         print(format_result(result), flush=True)
 

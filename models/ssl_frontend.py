@@ -18,7 +18,7 @@ its last entry).
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -241,8 +241,3 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
                 path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size,
                 f"; ignored {len(ckpt.ignored)} head tensors" if ckpt.ignored else "")
     return frontend
-
-
-def pretrained_state(frontend: SSLFrontend) -> Dict[str, torch.Tensor]:
-    """Detached copy of the front-end's current parameters (the regularisation anchor θ₀)."""
-    return {name: p.detach().clone() for name, p in frontend.named_parameters()}

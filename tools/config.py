@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, TypeVar
 
 import yaml
 
@@ -188,6 +188,19 @@ def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] =
     config["config"] = config_path or ""
     validate(config)
     return config
+
+
+Result = TypeVar("Result")
+
+
+def run_cli(parser: argparse.ArgumentParser, action: Callable[[Dict[str, Any]], Result],
+            argv: Optional[Sequence[str]] = None) -> Result:
+    """Entry-point wrapper: merge the configuration and run ``action`` on it. Bad input (config,
+    lists, audio, checkpoints) ends with ``error: <message>`` on stderr and exit status 2, no traceback."""
+    try:
+        return action(load_config(parser, argv))
+    except (ConfigError, ValueError, OSError) as err:
+        parser.exit(2, f"error: {err}\n")
 
 
 def validate(config: Dict[str, Any]) -> None:

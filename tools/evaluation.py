@@ -93,10 +93,6 @@ def list_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def unique_files(trials: Trials) -> List[str]:
-    return sorted(set(trials.enroll) | set(trials.test))
-
-
 def key_index(keys: Sequence[str]) -> Dict[str, int]:
     """key -> row, built once per embeddings file."""
     return {k: i for i, k in enumerate(keys)}
@@ -112,9 +108,17 @@ def rows_of(index: Dict[str, int], names: Sequence[str], what: str) -> np.ndarra
                          f"were made for another list or path: extract them again for this list.") from None
 
 
+def trial_rows(emb: Embeddings, trial_sets: Dict[str, Trials]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """list name -> (enroll rows, test rows) of ``emb`` (the key -> row map is built once)."""
+    index = key_index(emb.keys)
+    return {name: (rows_of(index, t.enroll, f"enrollment ({name})"), rows_of(index, t.test, f"test ({name})"))
+            for name, t in trial_sets.items()}
+
+
 def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
                 cohort: Optional[np.ndarray] = None, top_n: int = 300, mean: Optional[np.ndarray] = None,
-                stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+                stats: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                rows: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None) -> Dict[str, np.ndarray]:
     """Scores of one or several trial lists from one set of embeddings.
 
     The key -> row map is built once, and AS-norm/S-norm statistics are computed once for
@@ -126,12 +130,11 @@ def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "n
         method: 'none', 'asnorm' (top-N cohort) or 'snorm' (whole cohort); needs ``cohort``.
         mean: subtracted from every embedding (and the cohort) before normalisation.
         stats: precomputed :func:`file_cohort_stats` (mu, sigma) covering all the files.
+        rows: precomputed :func:`trial_rows`.
     Returns:
         list name -> [N] float64 scores in trial-list order.
     """
-    index = key_index(emb.keys)
-    rows = {name: (rows_of(index, t.enroll, f"enrollment ({name})"), rows_of(index, t.test, f"test ({name})"))
-            for name, t in trial_sets.items()}
+    rows = rows if rows is not None else trial_rows(emb, trial_sets)
     whole = subtract_mean(emb.embeddings, mean)
     crops = None if emb.crop_embeddings is None else subtract_mean(emb.crop_embeddings, mean)
     if method != "none" and stats is None:

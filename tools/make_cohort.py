@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from DatasetLoader import read_speaker_list
-from tools.config import ConfigError, add_options, load_config, require_paths
+from tools.config import add_options, require_paths, run_cli
 from tools.evaluation import Embeddings, key_index, load_embeddings, rows_of, save_embeddings
 from tools.logs import setup_logging
 
@@ -52,31 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = build_parser()
-    try:
-        config = load_config(parser, argv)
-        setup_logging()
-        require_paths(config, ["train_list"])
-        speakers, files = read_speaker_list(config["train_list"])
-        if config["embeddings"]:
-            emb = load_embeddings(config["embeddings"])
-        else:
-            from SpeakerNet import resolve_device  # the model stack only when extracting
-            from tools.extraction import extract_embeddings
-            from trainSpeakerNet_Eval import load_encoder
+def cohort_command(config: Dict[str, Any]) -> None:
+    """Embeddings of the list (given, or extracted with the model) -> one mean per speaker -> ``--out``."""
+    setup_logging()
+    require_paths(config, ["train_list"])
+    speakers, files = read_speaker_list(config["train_list"])
+    if config["embeddings"]:
+        emb = load_embeddings(config["embeddings"])
+    else:
+        from SpeakerNet import resolve_device  # the model stack only when extracting
+        from tools.extraction import extract_embeddings
+        from trainSpeakerNet_Eval import load_encoder
 
-            require_paths(config, ["train_path"])
-            device = resolve_device(config["device"])
-            emb = extract_embeddings(load_encoder(config, device), sorted(set(files)), config["train_path"], 0, 1,
-                                     config["max_eval_seconds"], device, workers=config["nDataLoaderThread"])
-            if config["save_embeddings"]:
-                save_embeddings(emb, config["save_embeddings"])
-        cohort = make_cohort(emb, speakers, files, config["train_list"])
-        save_embeddings(cohort, config["out"])
-    except (ConfigError, ValueError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
+        require_paths(config, ["train_path"])
+        device = resolve_device(config["device"])
+        emb = extract_embeddings(load_encoder(config, device), sorted(set(files)), config["train_path"], 0, 1,
+                                 config["max_eval_seconds"], device, workers=config["nDataLoaderThread"])
+        if config["save_embeddings"]:
+            save_embeddings(emb, config["save_embeddings"])
+    cohort = make_cohort(emb, speakers, files, config["train_list"])
+    save_embeddings(cohort, config["out"])
     logger.info("Cohort of %d speakers (%d files) written to %s", len(cohort.keys), len(files), config["out"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_cli(build_parser(), cohort_command, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from tools.config import ConfigError, add_options, load_config, require_paths
+from tools.config import ConfigError, add_options, require_paths, run_cli
 from tools.evaluation import Trials, load_embeddings, load_mean, read_threshold_file, score_lists
 from tools.logs import setup_logging
 
@@ -82,14 +82,13 @@ def verify(config: Dict[str, Any]) -> Dict[str, Any]:
     return {"score": score, "threshold": float(settings["threshold"]), "accept": score >= settings["threshold"]}
 
 
+def verify_command(config: Dict[str, Any]) -> Dict[str, Any]:
+    setup_logging()
+    return verify(config)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = build_parser()
-    try:
-        config = load_config(parser, argv)
-        setup_logging()
-        result = verify(config)
-    except (ConfigError, ValueError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
+    result = run_cli(build_parser(), verify_command, argv)
     print(f"score {result['score']:.6f} threshold {result['threshold']:.6f} "
           f"{'accept' if result['accept'] else 'reject'}", flush=True)
 
