@@ -13,7 +13,9 @@ mean and standard deviation of the top-N cosines of x against the cohort,
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -35,21 +37,59 @@ def subtract_mean(x: np.ndarray, mean: Optional[np.ndarray]) -> np.ndarray:
     return x if mean is None else np.asarray(x, dtype=np.float32) - np.asarray(mean, dtype=np.float32)
 
 
+def worker_count() -> int:
+    """Threads for the row-parallel loops: the CPUs this process may use, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus))
+
+
+def in_threads(task: Callable[[int, int], None], total: int, chunk: int) -> None:
+    """Run ``task(start, stop)`` over [0, total) in blocks of ``chunk`` on a thread pool.
+
+    NumPy's ``take``, ``einsum`` and matrix products release the GIL, so the blocks run in
+    parallel; each task writes its own slice of a preallocated output.
+    """
+    starts = range(0, total, chunk)
+    workers = worker_count()
+    if workers == 1 or len(starts) == 1:
+        for start in starts:
+            task(start, min(start + chunk, total))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda start: task(start, min(start + chunk, total)), starts):
+            pass  # re-raises a task's exception here
+
+
 def pair_dots(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
     """s_n = <a[rows_a[n]], b[rows_b[n]]> for every n, in float32 chunks; returns float64 [N].
 
-    np.take into small chunks is ~3x faster than fancy indexing of the whole trial list
-    (random row gathers are the cost: 2 KB per trial for 256-d float32).
+    The random row gathers are the cost (2 KB per trial for 256-d float32): ``np.take``
+    into cache-sized blocks of ``TRIAL_CHUNK`` trials is ~2x faster than fancy indexing of
+    the whole list, and running the blocks on all cores (``in_threads``) ~2x again on 2.
 
     Args:
         a, b: [F, D] matrices (normalised embeddings).
         rows_a, rows_b: [N] int row indices (the two sides of each trial).
     """
     out = np.empty(len(rows_a), dtype=np.float64)
-    for start in range(0, len(rows_a), TRIAL_CHUNK):
-        stop = start + TRIAL_CHUNK
+
+    def block(start: int, stop: int) -> None:
         out[start:stop] = np.einsum("nd,nd->n", np.take(a, rows_a[start:stop], axis=0),
                                     np.take(b, rows_b[start:stop], axis=0))
+
+    in_threads(block, len(rows_a), TRIAL_CHUNK)
+    return out
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of x, accumulated in float64 ([F] float64), in parallel blocks."""
+    out = np.empty(len(x), dtype=np.float64)
+
+    def block(start: int, stop: int) -> None:
+        rows = x[start:stop]
+        out[start:stop] = np.sqrt(np.einsum("fd,fd->f", rows, rows, dtype=np.float64))
+
+    in_threads(block, len(x), COHORT_CHUNK * 4)
     return out
 
 
@@ -65,7 +105,7 @@ def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
         [N] float64 scores.
     """
     whole = np.asarray(whole, dtype=np.float32)
-    norms = np.maximum(np.sqrt(np.einsum("fd,fd->f", whole, whole, dtype=np.float64)), 1e-12)  # [F]
+    norms = np.maximum(row_norms(whole), 1e-12)  # [F]
     s2 = pair_dots(whole, whole, enroll, test) / (norms[enroll] * norms[test])  # no normalised copy of `whole`
     if crops is None:
         return s2
