@@ -264,23 +264,55 @@ def worker_init(worker_id: int) -> None:
     torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2 ** 63)
 
 
+LONG_FILE_MODES = ("cut", "chunks")
+
+
+def whole_file_pieces(length: int, max_samples: Optional[int], long_files: str = "cut") -> List[Tuple[int, int]]:
+    """(start, stop) of the pieces the whole-file embedding is made of.
+
+    Up to ``max_samples`` (None: no cap) the file is one piece. Beyond it, ``cut`` keeps
+    the first ``max_samples`` (the original's behaviour) and ``chunks`` splits the file
+    into the fewest consecutive pieces of near-equal length (differing by at most one
+    sample) that are each at most ``max_samples`` long, so no piece is a short tail.
+    """
+    if long_files not in LONG_FILE_MODES:
+        raise ValueError(f"eval_long_files must be one of {LONG_FILE_MODES}, got {long_files!r}")
+    if not max_samples or length <= max_samples:
+        return [(0, length)]
+    if long_files == "cut":
+        return [(0, max_samples)]
+    count = -(-length // max_samples)
+    bounds = [length * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 class EvalDataset(torch.utils.data.Dataset):
-    """Evaluation input per file: (crops [num_eval, S] or None, whole file [N] capped, key)."""
+    """Evaluation input per file: (crops [num_eval, S], whole-file pieces [p][N_p], key).
+
+    The whole file is one piece unless it is longer than ``max_eval_samples``; then it is
+    cut or split as ``whole_file_pieces`` says, and logged.
+    """
 
     def __init__(self, keys: Sequence[str], test_path: str, eval_frames: int, num_eval: int,
-                 max_eval_samples: Optional[int] = None):
+                 max_eval_samples: Optional[int] = None, long_files: str = "cut"):
         self.keys, self.test_path = list(keys), test_path
         self.eval_frames, self.num_eval, self.max_eval_samples = eval_frames, num_eval, max_eval_samples
+        self.long_files = long_files
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, List[torch.Tensor], str]:
         audio = load_audio(os.path.join(self.test_path, self.keys[i]))
         crops = eval_crops(audio, self.eval_frames, self.num_eval)
-        whole = audio
-        if self.max_eval_samples and audio.shape[0] > self.max_eval_samples:
-            logger.info("%s: %.1f s, whole-file embedding uses the first %.1f s (max_eval_seconds)",
+        pieces = whole_file_pieces(audio.shape[0], self.max_eval_samples, self.long_files)
+        if len(pieces) > 1:
+            logger.info("%s: %.1f s, whole-file embedding = length-weighted mean over %d pieces of %.1f s "
+                        "(longer than max_eval_seconds %.2f s; eval_long_files: chunks)", self.keys[i],
+                        audio.shape[0] / SAMPLE_RATE, len(pieces), (pieces[0][1] - pieces[0][0]) / SAMPLE_RATE,
+                        self.max_eval_samples / SAMPLE_RATE)
+        elif pieces[0][1] < audio.shape[0]:
+            logger.info("%s: %.1f s, whole-file embedding uses the first %.1f s (max_eval_seconds; "
+                        "eval_long_files: chunks would use all of it)",
                         self.keys[i], audio.shape[0] / SAMPLE_RATE, self.max_eval_samples / SAMPLE_RATE)
-            whole = audio[:self.max_eval_samples]
-        return torch.from_numpy(crops), torch.from_numpy(whole), self.keys[i]
+        return (torch.from_numpy(crops), [torch.from_numpy(audio[a:b]) for a, b in pieces], self.keys[i])

@@ -106,7 +106,8 @@ def _embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: O
         return extract_embeddings(model, files, config["test_path"], config["eval_frames"], config["num_eval"],
                                   config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
                                   batch_seconds=config.get("eval_batch_seconds", 60.0),
-                                  autocast=config.get("eval_autocast", False))
+                                  autocast=config.get("eval_autocast", False),
+                                  long_files=config.get("eval_long_files", "cut"))
 
     if encoder is None and config["initial_model"] and config.get("embedding_cache", True):
         return cached_embeddings(config["initial_model"], config["test_path"], files, config, extract)
@@ -189,7 +190,7 @@ def _report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarra
         fnrs, fprs, _ = compute_error_rates(scores, trials.labels)
         det_curve_png(fnrs, fprs, score_file + ".det.png", result["eer"], name)
         settings = {key: config.get(key) for key in SCORING_KEYS + ("eval_frames", "num_eval", "max_eval_seconds",
-                                                                      "initial_model", "config")}
+                                                                      "eval_long_files", "initial_model", "config")}
         write_threshold_file(threshold_path(score_file), result, {**settings, "test_list": name})
     return result
 

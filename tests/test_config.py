@@ -58,6 +58,16 @@ def test_bad_value_names_key(tmp_path):
         read_yaml(write(tmp_path, "batch_size: many\n"))
 
 
+def test_choice_option_yaml_and_cli(tmp_path, capsys):
+    assert load_config(parser(), [])["eval_long_files"] == "cut"
+    assert load_config(parser(), ["--config", write(tmp_path, "eval_long_files: chunks\n")])["eval_long_files"] == "chunks"
+    with pytest.raises(ConfigError, match="eval_long_files.*cut, chunks"):
+        read_yaml(write(tmp_path, "eval_long_files: split\n"))
+    with pytest.raises(SystemExit):
+        load_config(parser(), ["--eval_long_files", "split"])
+    assert "invalid choice: 'split'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["Baseline.yaml", "Baseline_lm.yaml"])
 def test_original_configs_load(name):
     c = load_config(parser(), ["--config", os.path.join(ROOT, "yaml", name)])

@@ -5,7 +5,7 @@ import numpy as np
 from tools.embedding_cache import cache_path, cached_embeddings
 from tools.evaluation import Embeddings
 
-CONFIG = {"eval_frames": 200, "num_eval": 5, "max_eval_seconds": 43.75, "eval_autocast": False}
+CONFIG = {"eval_frames": 200, "num_eval": 5, "max_eval_seconds": 43.75, "eval_long_files": "cut", "eval_autocast": False}
 
 
 def counting_extractor(calls):
@@ -38,6 +38,7 @@ def test_cache_key_follows_model_files_and_protocol(tmp_path):
     assert cache_path(str(model), "wavs", ["a.wav", "b.wav"], CONFIG) != base
     assert cache_path(str(model), "other", ["a.wav"], CONFIG) != base
     assert cache_path(str(model), "wavs", ["a.wav"], {**CONFIG, "num_eval": 10}) != base
+    assert cache_path(str(model), "wavs", ["a.wav"], {**CONFIG, "eval_long_files": "chunks"}) != base
     model.write_bytes(b"retrained weights")  # a new checkpoint under the same name
     assert cache_path(str(model), "wavs", ["a.wav"], CONFIG) != base
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from DatasetLoader import DataError, eval_crops, load_audio
+from DatasetLoader import DataError, eval_crops, load_audio, whole_file_pieces
 from SpeakerNet import SpeakerNet
 from tools.config import defaults
 from tools.evaluation import load_embeddings
@@ -83,6 +83,39 @@ def test_batched_equals_one_by_one(encoder, corpus, eval_frames, batch_seconds, 
         assert got.crop_embeddings is None
     capped = [r.getMessage() for r in caplog.records if "max_eval_seconds" in r.getMessage()]
     assert len(capped) == 1 and "id0/v/6.wav" in capped[0]  # the 30000-sample file, logged once
+
+
+@pytest.mark.parametrize("length,cap", [(30000, 24000), (48001, 16000), (48000, 16000), (7, 3), (100, 100)])
+def test_whole_file_pieces(length, cap):
+    assert whole_file_pieces(length, cap, "cut") == [(0, min(length, cap))]
+    pieces = whole_file_pieces(length, cap, "chunks")
+    sizes = [b - a for a, b in pieces]
+    assert pieces[0][0] == 0 and pieces[-1][1] == length  # the whole file, in order, no gap or overlap
+    assert all(pieces[k][1] == pieces[k + 1][0] for k in range(len(pieces) - 1))
+    assert max(sizes) <= cap and max(sizes) - min(sizes) <= 1 and len(pieces) == -(-length // cap)
+    assert whole_file_pieces(length, None, "chunks") == [(0, length)]
+    with pytest.raises(ValueError, match="eval_long_files"):
+        whole_file_pieces(length, cap, "split")
+
+
+def test_long_files_in_chunks(encoder, corpus, caplog):
+    """chunks: a file over the cap is the length-weighted mean of its pieces' embeddings; others unchanged."""
+    root, keys = corpus
+    with caplog.at_level(logging.INFO):
+        got = extract_embeddings(encoder, keys, root, 40, 3, 1.5, torch.device("cpu"), verbose=False,
+                                 long_files="chunks")
+    cut = extract_embeddings(encoder, keys, root, 40, 3, 1.5, torch.device("cpu"), verbose=False)
+    long_row = keys.index("id0/v/6.wav")  # 30000 samples > 24000: two pieces of 15000
+    audio = load_audio(os.path.join(root, keys[long_row]))
+    with torch.no_grad():
+        pieces = [encoder(torch.from_numpy(audio[a:b])[None])[0].numpy() for a, b in ((0, 15000), (15000, 30000))]
+    np.testing.assert_allclose(got.embeddings[long_row], np.mean(pieces, axis=0), atol=1e-4, rtol=0)
+    assert np.abs(got.embeddings[long_row] - cut.embeddings[long_row]).max() > 1e-3  # all of the file is used
+    others = [i for i in range(len(keys)) if i != long_row]
+    np.testing.assert_allclose(got.embeddings[others], cut.embeddings[others], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got.crop_embeddings, cut.crop_embeddings, atol=1e-5, rtol=0)
+    logged = [r.getMessage() for r in caplog.records if "pieces" in r.getMessage()]
+    assert len(logged) == 1 and "id0/v/6.wav" in logged[0] and "2 pieces" in logged[0]
 
 
 def test_encoder_mode_restored_and_missing_file(encoder, corpus):

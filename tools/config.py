@@ -38,6 +38,17 @@ def optional_str(value: Any) -> str:
     return "" if value is None or str(value) in ("None", "none", "null") else str(value)
 
 
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """Parser of an option that takes one of ``choices``."""
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+    parse.choices = choices  # type: ignore[attr-defined]  # add_options gives them to argparse
+    return parse
+
+
 class Option(NamedTuple):
     name: str
     type: Callable[[Any], Any]
@@ -99,7 +110,10 @@ OPTIONS: List[Option] = [
     Option("dcf_c_miss", _F, 1.0, "cost of a miss"),
     Option("dcf_c_fa", _F, 1.0, "cost of a false alarm"),
     Option("max_eval_seconds", _F, 43.75, "cap on the whole-file embedding input (43.75 s = the original's "
-                                          "700,000 samples, set for GPU memory); longer files are cut and logged"),
+                                          "700,000 samples, set for GPU memory); longer files are logged"),
+    Option("eval_long_files", one_of("cut", "chunks"), "cut",
+           "files longer than max_eval_seconds: 'cut' to the cap (the original) or 'chunks': split into "
+           "near-equal pieces within the cap, embedding = length-weighted mean of the piece embeddings"),
     # load and save
     Option("initial_model", _S, "", "start from this model file (e.g. the previous stage's)"),
     Option("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),
@@ -136,7 +150,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=str, default=None, help="YAML configuration file")
     for opt in OPTIONS:
         extra: Dict[str, Any] = {"nargs": "?", "const": True} if opt.type is parse_bool else {}
-        parser.add_argument(f"--{opt.name}", type=opt.type, default=argparse.SUPPRESS,
+        choices = getattr(opt.type, "choices", None)
+        if choices:  # argparse then names the valid values in its error
+            extra = {"choices": choices}
+        parser.add_argument(f"--{opt.name}", type=str if choices else opt.type, default=argparse.SUPPRESS,
                             help=f"{opt.help} (default: {opt.default!r})", **extra)
 
 

@@ -2,7 +2,7 @@
 
 The cache sits next to the model file, ``<model>.emb-<digest>.npz``; the digest covers
 the model file (absolute path, size, modification time), the test folder, the
-extraction protocol (eval_frames, num_eval, max_eval_seconds, autocast) and the
+extraction protocol (eval_frames, num_eval, max_eval_seconds, eval_long_files, autocast) and the
 files asked for. Any change makes a new entry; stale ones can simply be deleted.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tools.evaluation import Embeddings, load_embeddings, save_embeddings
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_KEYS = ("eval_frames", "num_eval", "max_eval_seconds", "eval_autocast")
+PROTOCOL_KEYS = ("eval_frames", "num_eval", "max_eval_seconds", "eval_long_files", "eval_autocast")
 
 
 def cache_path(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any]) -> str:

@@ -11,21 +11,25 @@ over time, padded frames zeroed before the positional convolution, key padding
 masks in attention, masked MHFA pooling), so their embeddings equal one-by-one
 extraction to float precision.
 The whole-file input is capped at ``max_eval_seconds`` (the original's 700,000 samples,
-set for GPU memory); every file that is cut is logged with its length.
+set for GPU memory). A longer file is, with ``long_files`` ``cut`` (the original), cut to
+its first ``max_eval_seconds``; with ``chunks``, split into the fewest near-equal
+consecutive pieces within the cap, each embedded like a whole file, and its embedding is
+the length-weighted mean of the piece embeddings (before any normalisation; one piece
+per file gives exactly the usual embedding). Either way every such file is logged.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from typing import Dict, Hashable, List, Sequence
+from typing import Dict, Hashable, List, Sequence, Tuple
 
 import numpy as np
 import soundfile
 import torch
 from tqdm import tqdm
 
-from DatasetLoader import SAMPLE_RATE, DataError, EvalDataset, frames_to_samples
+from DatasetLoader import SAMPLE_RATE, DataError, EvalDataset, frames_to_samples, whole_file_pieces
 from tools.evaluation import Embeddings
 from tools.logs import progress_options
 
@@ -85,11 +89,20 @@ class _Batcher:
         self.wavs, self.slots = [], []
 
 
+def _combine(out: Dict[Hashable, np.ndarray], index: int, pieces: List[Tuple[int, int]]) -> np.ndarray:
+    """Whole-file embedding of file ``index``: its one piece, or the length-weighted mean of its pieces."""
+    if len(pieces) == 1:
+        return out[(index, 0)]
+    weights = np.array([b - a for a, b in pieces], dtype=np.float64)
+    rows = np.stack([out[(index, k)] for k in range(len(pieces))]).astype(np.float64)
+    return (weights @ rows / weights.sum()).astype(np.float32)
+
+
 @torch.no_grad()
 def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str, eval_frames: int,
                        num_eval: int, max_eval_seconds: float, device: torch.device, workers: int = 0,
                        verbose: bool = True, batch_seconds: float = 60.0, autocast: bool = False,
-                       pad_ratio: float = 1.25) -> Embeddings:
+                       pad_ratio: float = 1.25, long_files: str = "cut") -> Embeddings:
     """Embeddings of every file: whole file (capped at ``max_eval_seconds``) and, when
     ``eval_frames`` > 0, ``num_eval`` evenly spaced crops of ``eval_frames`` frames.
 
@@ -100,6 +113,8 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
         autocast: bfloat16 (CPU) / float16 (CUDA) autocast; scores then differ slightly.
         pad_ratio: whole files share a padded batch while longest <= pad_ratio * shortest
             (1.0: equal lengths only).
+        long_files: ``cut`` or ``chunks``, for files longer than ``max_eval_seconds``
+            (module docstring).
     Returns:
         Embeddings in the order of ``keys``; ``crop_embeddings`` [N, num_eval, D] or None.
     """
@@ -109,17 +124,19 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     encoder.eval()
     max_samples = int(max_eval_seconds * SAMPLE_RATE) if max_eval_seconds > 0 else None
     durations = audio_lengths(keys, test_path)
-    lengths = np.minimum(durations, max_samples) if max_samples else durations
+    pieces = [whole_file_pieces(int(d), max_samples, long_files) for d in durations]
+    lengths = np.array([max(b - a for a, b in p) for p in pieces])  # the longest piece of each file
     order = np.argsort(lengths, kind="stable")  # equal lengths become neighbours
-    dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples)
+    dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples, long_files)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     limit = int(batch_seconds * SAMPLE_RATE)
     whole = _Batcher(encoder, device, limit, autocast, pad_ratio=pad_ratio)
     crops = _Batcher(encoder, device, max(limit, frames_to_samples(eval_frames)), autocast)
-    for position, (crop_wav, whole_wav, _) in enumerate(
+    for position, (crop_wav, whole_wavs, _) in enumerate(
             tqdm(loader, desc="extracting", disable=not verbose, **progress_options())):
         index = int(order[position])
-        whole.add(whole_wav, index)
+        for k, wav in enumerate(whole_wavs):
+            whole.add(wav, (index, k))
         if eval_frames > 0:
             for j, wav in enumerate(crop_wav):
                 crops.add(wav, (index, j))
@@ -130,5 +147,5 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     if eval_frames > 0:
         crop_embeddings = np.stack([np.stack([crops.out[(i, j)] for j in range(num_eval)])
                                     for i in range(len(keys))])  # [N, num_eval, D]
-    return Embeddings(list(keys), np.stack([whole.out[i] for i in range(len(keys))]), crop_embeddings,
+    return Embeddings(list(keys), np.stack([_combine(whole.out, i, p) for i, p in enumerate(pieces)]), crop_embeddings,
                       (durations / SAMPLE_RATE).astype(np.float32))

@@ -67,7 +67,8 @@ def cohort_command(config: Dict[str, Any]) -> None:
         require_paths(config, ["train_path"])
         device = resolve_device(config["device"])
         emb = extract_embeddings(load_encoder(config, device), sorted(set(files)), config["train_path"], 0, 1,
-                                 config["max_eval_seconds"], device, workers=config["nDataLoaderThread"])
+                                 config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
+                                 long_files=config["eval_long_files"])
         if config["save_embeddings"]:
             save_embeddings(emb, config["save_embeddings"])
     cohort = make_cohort(emb, speakers, files, config["train_list"])

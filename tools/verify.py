@@ -74,7 +74,8 @@ def verify(config: Dict[str, Any]) -> Dict[str, Any]:
     device = resolve_device(config["device"])
     enroll, test = config["wav"]
     emb = extract_embeddings(load_encoder(config, device), sorted({enroll, test}), "", config["eval_frames"],
-                             config["num_eval"], config["max_eval_seconds"], device, workers=0, verbose=False)
+                             config["num_eval"], config["max_eval_seconds"], device, workers=0, verbose=False,
+                             long_files=config["eval_long_files"])
     cohort = load_embeddings(settings["cohort_embeddings"]).embeddings if settings["score_norm"] != "none" else None
     mean = load_mean(settings["mean_embeddings"], settings["mean_list"]) if settings["mean_embeddings"] else None
     score = float(score_lists(emb, {"pair": Trials(None, [enroll], [test])}, settings["score_norm"], cohort,
