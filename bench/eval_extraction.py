@@ -27,13 +27,9 @@ sys.path.insert(0, ROOT)
 from DatasetLoader import eval_crops, load_audio  # noqa: E402
 from models.MHFA import MainModel  # noqa: E402
 from tools.extraction import extract_embeddings  # noqa: E402
-from tools.make_demo_data import TINY_WAVLM, write_tiny_wavlm  # noqa: E402
+from tools.make_demo_data import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
 from tools.scoring import trial_scores  # noqa: E402
 
-WAVLM_BASE = dict(TINY_WAVLM, extractor_conv_layer_config=[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2,
-                  encoder_embed_dim=768, encoder_pos_conv_kernel=128, encoder_pos_conv_groups=16,
-                  encoder_num_layers=12, encoder_num_heads=12, encoder_num_buckets=320, encoder_max_distance=800,
-                  encoder_ff_interm_features=3072)
 EVAL_FRAMES, NUM_EVAL = 300, 5
 
 

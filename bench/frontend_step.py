@@ -1,15 +1,20 @@
 #!/usr/bin/env python
 """One training step with the SSL front-end frozen vs. jointly fine-tuned (issue 3 figures).
 
-Model: a random-weight WavLM-Base-size front-end (torchaudio ``wavlm_base``: 7-layer CNN
-with 512 channels, 12 post-norm blocks of 768) + MHFA (64 heads, compression 128,
-embedding 256) + AAM-softmax over 100 classes, AdamW on ``SpeakerEncoder.parameter_groups``.
+The step is the toolkit's own (``ModelTrainer.train_epoch`` over one batch of a
+``SpeakerNet``), with the configuration defaults (AdamW, the original's regulariser
+toward the pre-trained weights, ``weight_finetuning_reg`` 0.01) and LR_MHFA 5e-3 /
+LR_Transformer 2e-5. Model: a random-weight WavLM-Base-size checkpoint in the official
+format (7-layer CNN with 512 channels, 12 post-norm blocks of 768, the Base+ dropouts)
++ MHFA (64 heads, compression 128, embedding 256) + AAM-softmax over 100 classes.
 Input: batch 4 x 2 s of 16 kHz noise.
 
-  frozen:    ``freeze_ssl`` (front-end under no_grad, only MHFA + loss in the optimizer)
-  joint:     transformer blocks fine-tuned (input modules frozen, our default)
+  frozen:    ``freeze_ssl`` (front-end in eval mode under no_grad; only MHFA + loss train;
+             no regulariser, as nothing of the front-end can move)
+  joint:     transformer blocks fine-tuned (CNN, projection and positional conv frozen:
+             ``freeze_cnn``, our default), with the regulariser over the trained blocks
   joint_cnn: everything fine-tuned (``freeze_cnn: false``); also the cost of the original's
-             joint step, which back-propagates into the CNN although it never updates it
+             joint step, which back-propagates into the CNN
 
 Each mode runs in a fresh child process (peak memory is per process): one warm-up step,
 then ``--steps`` timed steps (median reported). Peak memory: on CUDA
@@ -28,6 +33,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict
 
@@ -36,11 +42,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from torchaudio.models import wavlm_base  # noqa: E402
-
-from loss.aamsoftmax import LossFunction  # noqa: E402
-from models.MHFA import MHFA, SpeakerEncoder  # noqa: E402
-from models.ssl_frontend import SSLFrontend  # noqa: E402
+from SpeakerNet import ModelTrainer, SpeakerNet  # noqa: E402
+from tools.config import defaults  # noqa: E402
+from tools.make_demo_data import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
 
 SAMPLE_RATE = 16000
 MODES = ("frozen", "joint", "joint_cnn")
@@ -53,30 +57,29 @@ def rss_mib() -> float:
 
 def run_mode(mode: str, device: torch.device, steps: int, batch: int, seconds: float) -> Dict[str, float]:
     """Build the model, run 1 + ``steps`` training steps; returns median time and peak memory."""
-    torch.manual_seed(0)
-    frontend = SSLFrontend(wavlm_base(), freeze_ssl=mode == "frozen", freeze_cnn=mode != "joint_cnn")
-    encoder = SpeakerEncoder(frontend, MHFA(frontend.num_layers, frontend.hidden_size, head_nb=64)).to(device)
-    loss_fn = LossFunction(nOut=256, nClasses=100).to(device)
-    groups = encoder.parameter_groups(5e-3, 2e-5, 1.0, extra_backend=list(loss_fn.parameters()))
-    optimizer = torch.optim.AdamW(groups)
-    wav = torch.randn(batch, int(seconds * SAMPLE_RATE), device=device)
-    labels = torch.randint(0, 100, (batch,), device=device)
-    encoder.train()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = os.path.join(folder, "WavLM-Base-random.pt")
+        write_tiny_wavlm(checkpoint, seed=0, config=WAVLM_BASE)
+        torch.manual_seed(0)
+        config = {**defaults(), "pretrained_model_path": checkpoint, "nClasses": 100, "head_nb": 64,
+                  "freeze_ssl": mode == "frozen", "freeze_cnn": mode != "joint_cnn"}
+        net = SpeakerNet(**config)
+    trainer = ModelTrainer(net, **{**config, "device": device})
+    wav = torch.randn(batch, 1, int(seconds * SAMPLE_RATE))
+    labels = torch.randint(0, 100, (batch,))
     base_rss = rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(steps + 1):
+    for step in range(steps + 1):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(encoder(wav), labels)
-        loss.backward()
-        optimizer.step()
+        trainer.train_epoch([(wav, labels)], step + 1, verbose=False)  # one batch = one training step
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else rss_mib() - base_rss)
-    trainable = sum(p.numel() for g in groups for p in g["params"])
+    groups = trainer.optimizer.param_groups
+    trainable = sum(p.numel() for g in groups for p in g["params"] if p.requires_grad)
     return {"step_s": statistics.median(times[1:]), "peak_mib": peak, "trainable_m": trainable / 1e6,
             "groups": len(groups)}
 

@@ -34,6 +34,14 @@ TINY_WAVLM: Dict[str, Any] = dict(
     encoder_attention_dropout=0.0, encoder_ff_interm_features=512, encoder_ff_interm_dropout=0.0,
     encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0,
 )
+# WavLM Base / Base+ size (12 blocks of 768, 512-channel CNN) with the official Base+
+# dropouts, for benchmarks with random weights.
+WAVLM_BASE: Dict[str, Any] = dict(
+    TINY_WAVLM, extractor_conv_layer_config=[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2,
+    encoder_embed_dim=768, encoder_projection_dropout=0.1, encoder_pos_conv_kernel=128, encoder_pos_conv_groups=16,
+    encoder_num_layers=12, encoder_num_heads=12, encoder_num_buckets=320, encoder_max_distance=800,
+    encoder_attention_dropout=0.1, encoder_ff_interm_features=3072, encoder_dropout=0.1, encoder_layer_drop=0.05,
+)
 SMALL_CORPUS = dict(n_train_speakers=6, n_test_speakers=4, utts_per_speaker=6, sessions_per_speaker=2,
                     min_seconds=1.0, max_seconds=2.5, n_trials=60)
 
