@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes import random_embeddings, random_trials
 from tools.evaluation import load_embeddings, load_mean, read_trials, save_embeddings, score_lists
+from tools import scoring
 from tools.scoring import cohort_stats, top_n_moments
 from tuneThreshold import read_score_file
 
@@ -60,6 +61,21 @@ def test_score_lists_match_a_loop(method, top_n, use_mean):
     got = score_lists(emb, {"x": trials}, method, cohort, top_n, mean)["x"]
     want = loop_scores(emb, trials, None if method == "none" else cohort, top_n if method == "asnorm" else 11, mean)
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_trial_scores_in_many_blocks_on_several_threads(monkeypatch):
+    """Trial lists longer than one gather block and matrices longer than one norm block, on 3
+    threads (blocks finish out of order): every score lands in its own row."""
+    monkeypatch.setattr(scoring, "worker_count", lambda: 3)
+    monkeypatch.setattr(scoring, "TRIAL_CHUNK", 7)
+    monkeypatch.setattr(scoring, "COHORT_CHUNK", 5)
+    rng = np.random.default_rng(3)
+    whole, crops = rng.normal(size=(101, 4)).astype(np.float32), rng.normal(size=(101, 2, 4)).astype(np.float32)
+    enroll, test = rng.integers(0, 101, 250), rng.integers(0, 101, 250)
+    want = [(unit(whole[e]) @ unit(whole[t]) + np.mean([[unit(a) @ unit(b) for b in crops[t]] for a in crops[e]])) / 2
+            for e, t in zip(enroll, test)]
+    np.testing.assert_allclose(scoring.trial_scores(whole, enroll, test, crops), want, atol=1e-6)
+    np.testing.assert_allclose(scoring.row_norms(whole), np.linalg.norm(whole.astype(np.float64), axis=1), rtol=1e-12)
 
 
 def test_several_lists_equal_separate_runs():
