@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Dict, Hashable, List, Sequence, Tuple
+from typing import Dict, Hashable, List, Sequence
 
 import numpy as np
 import soundfile
@@ -89,12 +89,13 @@ class _Batcher:
         self.wavs, self.slots = [], []
 
 
-def _combine(out: Dict[Hashable, np.ndarray], index: int, pieces: List[Tuple[int, int]]) -> np.ndarray:
-    """Whole-file embedding of file ``index``: its one piece, or the length-weighted mean of its pieces."""
-    if len(pieces) == 1:
+def _combine(out: Dict[Hashable, np.ndarray], index: int, sizes: List[int]) -> np.ndarray:
+    """Whole-file embedding of file ``index`` from its pieces of ``sizes`` samples: the one
+    piece's embedding, or the length-weighted mean of the pieces' embeddings."""
+    if len(sizes) == 1:
         return out[(index, 0)]
-    weights = np.array([b - a for a, b in pieces], dtype=np.float64)
-    rows = np.stack([out[(index, k)] for k in range(len(pieces))]).astype(np.float64)
+    weights = np.array(sizes, dtype=np.float64)
+    rows = np.stack([out[(index, k)] for k in range(len(sizes))]).astype(np.float64)
     return (weights @ rows / weights.sum()).astype(np.float32)
 
 
@@ -124,17 +125,19 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     encoder.eval()
     max_samples = int(max_eval_seconds * SAMPLE_RATE) if max_eval_seconds > 0 else None
     durations = audio_lengths(keys, test_path)
-    pieces = [whole_file_pieces(int(d), max_samples, long_files) for d in durations]
-    lengths = np.array([max(b - a for a, b in p) for p in pieces])  # the longest piece of each file
+    lengths = np.array([max(b - a for a, b in whole_file_pieces(int(d), max_samples, long_files))
+                        for d in durations])  # the longest whole-file piece of each file, from the headers
     order = np.argsort(lengths, kind="stable")  # equal lengths become neighbours
     dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples, long_files)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     limit = int(batch_seconds * SAMPLE_RATE)
     whole = _Batcher(encoder, device, limit, autocast, pad_ratio=pad_ratio)
     crops = _Batcher(encoder, device, max(limit, frames_to_samples(eval_frames)), autocast)
+    sizes: Dict[int, List[int]] = {}  # file -> its whole-file pieces' lengths, as read
     for position, (crop_wav, whole_wavs, _) in enumerate(
             tqdm(loader, desc="extracting", disable=not verbose, **progress_options())):
         index = int(order[position])
+        sizes[index] = [int(wav.shape[0]) for wav in whole_wavs]
         for k, wav in enumerate(whole_wavs):
             whole.add(wav, (index, k))
         if eval_frames > 0:
@@ -147,5 +150,5 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     if eval_frames > 0:
         crop_embeddings = np.stack([np.stack([crops.out[(i, j)] for j in range(num_eval)])
                                     for i in range(len(keys))])  # [N, num_eval, D]
-    return Embeddings(list(keys), np.stack([_combine(whole.out, i, p) for i, p in enumerate(pieces)]), crop_embeddings,
+    return Embeddings(list(keys), np.stack([_combine(whole.out, i, sizes[i]) for i in range(len(keys))]), crop_embeddings,
                       (durations / SAMPLE_RATE).astype(np.float32))
