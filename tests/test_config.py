@@ -60,7 +60,8 @@ def test_bad_value_names_key(tmp_path):
 
 def test_choice_option_yaml_and_cli(tmp_path, capsys):
     assert load_config(parser(), [])["eval_long_files"] == "cut"
-    assert load_config(parser(), ["--config", write(tmp_path, "eval_long_files: chunks\n")])["eval_long_files"] == "chunks"
+    chunks = write(tmp_path, "eval_long_files: chunks\n")
+    assert load_config(parser(), ["--config", chunks])["eval_long_files"] == "chunks"
     with pytest.raises(ConfigError, match="eval_long_files.*cut, chunks"):
         read_yaml(write(tmp_path, "eval_long_files: split\n"))
     with pytest.raises(SystemExit):

@@ -5,7 +5,8 @@ import numpy as np
 from tools.embedding_cache import cache_path, cached_embeddings
 from tools.evaluation import Embeddings
 
-CONFIG = {"eval_frames": 200, "num_eval": 5, "max_eval_seconds": 43.75, "eval_long_files": "cut", "eval_autocast": False}
+CONFIG = {"eval_frames": 200, "num_eval": 5, "max_eval_seconds": 43.75, "eval_long_files": "cut",
+          "eval_autocast": False}
 
 
 def counting_extractor(calls):

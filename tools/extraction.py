@@ -150,5 +150,5 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     if eval_frames > 0:
         crop_embeddings = np.stack([np.stack([crops.out[(i, j)] for j in range(num_eval)])
                                     for i in range(len(keys))])  # [N, num_eval, D]
-    return Embeddings(list(keys), np.stack([_combine(whole.out, i, sizes[i]) for i in range(len(keys))]), crop_embeddings,
-                      (durations / SAMPLE_RATE).astype(np.float32))
+    whole_embeddings = np.stack([_combine(whole.out, i, sizes[i]) for i in range(len(keys))])
+    return Embeddings(list(keys), whole_embeddings, crop_embeddings, (durations / SAMPLE_RATE).astype(np.float32))
