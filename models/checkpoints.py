@@ -16,7 +16,7 @@ import ast
 import logging
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -116,19 +116,51 @@ def format_conv_layers(layers: ConvLayers) -> str:
 
 # ----------------------------------------------------------------------------- configs
 
+# Scalar torchaudio ``wav2vec2_model`` arguments: (argument, type, (key, default) in
+# fairseq-style cfgs (WavLM, wav2vec 2.0, HuBERT), (key, default) in Hugging Face
+# ``config.json``). A default of None marks an architecture key that must be present.
+ENCODER_OPTIONS: List[Tuple[str, Callable[[Any], Any], Tuple[str, Any], Tuple[str, Any]]] = [
+    ("extractor_conv_bias", bool, ("conv_bias", False), ("conv_bias", False)),
+    ("encoder_embed_dim", int, ("encoder_embed_dim", None), ("hidden_size", None)),
+    ("encoder_projection_dropout", float, ("dropout_input", 0.0), ("feat_proj_dropout", 0.0)),
+    ("encoder_pos_conv_kernel", int, ("conv_pos", 128), ("num_conv_pos_embeddings", None)),
+    ("encoder_pos_conv_groups", int, ("conv_pos_groups", 16), ("num_conv_pos_embedding_groups", None)),
+    ("encoder_num_layers", int, ("encoder_layers", None), ("num_hidden_layers", None)),
+    ("encoder_num_heads", int, ("encoder_attention_heads", None), ("num_attention_heads", None)),
+    ("encoder_attention_dropout", float, ("attention_dropout", 0.1), ("attention_dropout", 0.0)),
+    ("encoder_ff_interm_features", int, ("encoder_ffn_embed_dim", None), ("intermediate_size", None)),
+    ("encoder_ff_interm_dropout", float, ("activation_dropout", 0.0), ("activation_dropout", 0.0)),
+    ("encoder_dropout", float, ("dropout", 0.1), ("hidden_dropout", 0.0)),
+    ("encoder_layer_norm_first", bool, ("layer_norm_first", False), ("do_stable_layer_norm", False)),
+    ("encoder_layer_drop", float, ("encoder_layerdrop", 0.0), ("layerdrop", 0.0)),
+]
+FAIRSEQ_COLUMN, HF_COLUMN = 0, 1
+
+
+def config_reader(cfg: Dict[str, Any], missing: Callable[[str], str]) -> Callable[..., Any]:
+    """``get(key, default=None)`` over ``cfg``: a missing or null key gives ``default``, or,
+    without one, a CheckpointError with the message ``missing(key)``."""
+    def get(key: str, default: Any = None) -> Any:
+        if cfg.get(key) is not None:
+            return cfg[key]
+        if default is None:
+            raise CheckpointError(missing(key))
+        return default
+    return get
+
+
+def encoder_options(get: Callable[..., Any], column: int) -> Dict[str, Any]:
+    """The scalar arguments of ENCODER_OPTIONS, read with ``get`` from the fairseq or HF column."""
+    return {name: cast(get(*keys[column])) for name, cast, *keys in ENCODER_OPTIONS}
+
+
 def fairseq_style_cfg_to_torchaudio(cfg: Dict[str, Any], source: str = "WavLM cfg") -> Dict[str, Any]:
     """Map fairseq-style model options (shared by WavLM, wav2vec 2.0 and HuBERT) to
     ``torchaudio.models.wav2vec2_model`` arguments (without ``aux_num_out``).
 
     Architecture keys are required; dropout-like keys default to fairseq's defaults.
     """
-    def get(key: str, default: Any = None) -> Any:
-        if cfg.get(key) is not None:
-            return cfg[key]
-        if default is None:
-            raise CheckpointError(f"{source} lacks the key '{key}' (found keys: {sorted(cfg)})")
-        return default
-
+    get = config_reader(cfg, lambda key: f"{source} lacks the key '{key}' (found keys: {sorted(cfg)})")
     mode = get("extractor_mode", "default")
     if mode not in ("default", "layer_norm"):
         raise CheckpointError(f"{source} extractor_mode={mode!r}; expected 'default' or 'layer_norm'")
@@ -138,23 +170,9 @@ def fairseq_style_cfg_to_torchaudio(cfg: Dict[str, Any], source: str = "WavLM cf
         raise CheckpointError(f"{source} describes a conformer or multi-layer positional convolution "
                               f"(layer_type={cfg.get('layer_type')!r}, pos_conv_depth={cfg.get('pos_conv_depth')!r}); "
                               f"only the transformer with one positional convolution is supported")
-    return dict(
-        extractor_mode="group_norm" if mode == "default" else "layer_norm",
-        extractor_conv_layer_config=parse_conv_layers(get("conv_feature_layers")),
-        extractor_conv_bias=bool(get("conv_bias", False)),
-        encoder_embed_dim=int(get("encoder_embed_dim")),
-        encoder_projection_dropout=float(get("dropout_input", 0.0)),
-        encoder_pos_conv_kernel=int(get("conv_pos", 128)),
-        encoder_pos_conv_groups=int(get("conv_pos_groups", 16)),
-        encoder_num_layers=int(get("encoder_layers")),
-        encoder_num_heads=int(get("encoder_attention_heads")),
-        encoder_attention_dropout=float(get("attention_dropout", 0.1)),
-        encoder_ff_interm_features=int(get("encoder_ffn_embed_dim")),
-        encoder_ff_interm_dropout=float(get("activation_dropout", 0.0)),
-        encoder_dropout=float(get("dropout", 0.1)),
-        encoder_layer_norm_first=bool(get("layer_norm_first", False)),
-        encoder_layer_drop=float(get("encoder_layerdrop", 0.0)),
-    )
+    return dict(extractor_mode="group_norm" if mode == "default" else "layer_norm",
+                extractor_conv_layer_config=parse_conv_layers(get("conv_feature_layers")),
+                **encoder_options(get, FAIRSEQ_COLUMN))
 
 
 def torchaudio_to_fairseq_style_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -162,19 +180,7 @@ def torchaudio_to_fairseq_style_cfg(config: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "extractor_mode": "default" if config["extractor_mode"] == "group_norm" else "layer_norm",
         "conv_feature_layers": format_conv_layers(config["extractor_conv_layer_config"]),
-        "conv_bias": config["extractor_conv_bias"],
-        "encoder_embed_dim": config["encoder_embed_dim"],
-        "dropout_input": config["encoder_projection_dropout"],
-        "conv_pos": config["encoder_pos_conv_kernel"],
-        "conv_pos_groups": config["encoder_pos_conv_groups"],
-        "encoder_layers": config["encoder_num_layers"],
-        "encoder_attention_heads": config["encoder_num_heads"],
-        "attention_dropout": config["encoder_attention_dropout"],
-        "encoder_ffn_embed_dim": config["encoder_ff_interm_features"],
-        "activation_dropout": config["encoder_ff_interm_dropout"],
-        "dropout": config["encoder_dropout"],
-        "layer_norm_first": config["encoder_layer_norm_first"],
-        "encoder_layerdrop": config["encoder_layer_drop"],
+        **{keys[FAIRSEQ_COLUMN][0]: config[name] for name, _, *keys in ENCODER_OPTIONS},
         "activation_fn": "gelu",
         "feature_grad_mult": 1.0 if config["encoder_layer_norm_first"] else 0.1,
     }

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 
 import torch
 
-from models.checkpoints import CheckpointError, load_torch_file, name_regex, rename_key
+from models.checkpoints import (HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file, name_regex,
+                                rename_key)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PRETRAIN_ONLY = re.compile(r"masked_spec_embed")
@@ -126,14 +127,8 @@ def read_hf_folder(folder: str, trust_checkpoint: bool = False) -> HFModel:
 
 def hf_config_to_torchaudio(config: Dict[str, Any], folder: str) -> Dict[str, Any]:
     """``config.json`` -> ``wav2vec2_model`` / ``wavlm_model`` arguments (without ``aux_num_out``)."""
-    def get(key: str, default: Any = None) -> Any:
-        if config.get(key) is not None:
-            return config[key]
-        if default is None:
-            raise CheckpointError(f"'{folder}/config.json' lacks the key '{key}'; it may be damaged or not an "
-                                  f"audio model's config.")
-        return default
-
+    get = config_reader(config, lambda key: f"'{folder}/config.json' lacks the key '{key}'; it may be damaged or "
+                                            f"not an audio model's config.")
     family = config["model_type"]
     checks = [("hidden_act", "gelu"), ("feat_extract_activation", "gelu"), ("layer_norm_eps", 1e-5)]
     if family == "hubert":
@@ -146,20 +141,8 @@ def hf_config_to_torchaudio(config: Dict[str, Any], folder: str) -> Dict[str, An
     if norm not in ("group", "layer"):
         raise CheckpointError(f"'{folder}/config.json' sets feat_extract_norm={norm!r}; expected 'group' or 'layer'.")
     conv = list(zip(get("conv_dim"), get("conv_kernel"), get("conv_stride")))
-    out = dict(
-        extractor_mode=f"{norm}_norm", extractor_conv_layer_config=[tuple(int(v) for v in c) for c in conv],
-        extractor_conv_bias=bool(get("conv_bias", False)), encoder_embed_dim=int(get("hidden_size")),
-        encoder_projection_dropout=float(get("feat_proj_dropout", 0.0)),
-        encoder_pos_conv_kernel=int(get("num_conv_pos_embeddings")),
-        encoder_pos_conv_groups=int(get("num_conv_pos_embedding_groups")),
-        encoder_num_layers=int(get("num_hidden_layers")), encoder_num_heads=int(get("num_attention_heads")),
-        encoder_attention_dropout=float(get("attention_dropout", 0.0)),
-        encoder_ff_interm_features=int(get("intermediate_size")),
-        encoder_ff_interm_dropout=float(get("activation_dropout", 0.0)),
-        encoder_dropout=float(get("hidden_dropout", 0.0)),
-        encoder_layer_norm_first=bool(get("do_stable_layer_norm", False)),
-        encoder_layer_drop=float(get("layerdrop", 0.0)),
-    )
+    out = dict(extractor_mode=f"{norm}_norm", extractor_conv_layer_config=[tuple(int(v) for v in c) for c in conv],
+               **encoder_options(get, HF_COLUMN))
     if family == "wavlm":
         out.update(encoder_num_buckets=int(get("num_buckets", 320)),
                    encoder_max_distance=int(get("max_bucket_distance", 800)))
