@@ -18,11 +18,16 @@ def reference_model(path):
     return model.eval(), cfg, state
 
 
-@pytest.mark.parametrize("fixture", ["tiny_checkpoint", "prenorm_checkpoint"])
-def test_layers_match_torchaudio_blocks(fixture, request):
-    path = request.getfixturevalue(fixture)
-    frontend = load_ssl_frontend(path).eval()
-    ref, cfg, _ = reference_model(path)
+@pytest.fixture(params=["tiny_checkpoint", "prenorm_checkpoint"])
+def loaded(request):
+    """(front-end loaded by the project, independent reference model, official cfg, official state)
+    for a post-norm and a pre-norm checkpoint."""
+    path = request.getfixturevalue(request.param)
+    return (load_ssl_frontend(path).eval(), *reference_model(path))
+
+
+def test_layers_match_torchaudio_blocks(loaded):
+    frontend, ref, cfg, _ = loaded
     wav = torch.randn(2, 12000)
     with torch.no_grad():
         out = frontend(wav)
@@ -32,12 +37,9 @@ def test_layers_match_torchaudio_blocks(fixture, request):
         torch.testing.assert_close(out[:, i + 1], block, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_checkpoint", "prenorm_checkpoint"])
-def test_layer0_is_transformer_input_computed_from_official_weights(fixture, request):
+def test_layer0_is_transformer_input_computed_from_official_weights(loaded):
     """Layer 0 recomputed by hand from the official tensors: CNN -> LN -> proj -> + pos conv (-> LN if post-norm)."""
-    path = request.getfixturevalue(fixture)
-    frontend = load_ssl_frontend(path).eval()
-    ref, cfg, state = reference_model(path)
+    frontend, ref, cfg, state = loaded
     wav = torch.randn(1, 8000)
     with torch.no_grad():
         feats, _ = ref.feature_extractor(wav, None)  # CNN output [1, T, C]
