@@ -1,7 +1,25 @@
-"""Random embeddings and trial lists for scoring tests."""
+"""Shared test helpers: random embeddings and trial lists, unit vectors, running a project script."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from tools.evaluation import Embeddings, Trials
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a top-level script of the project (``python <ROOT>/<script> args``) from the project root."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def unit(x):
+    """x / ||x|| along the last axis, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def random_embeddings(n: int, d: int, crops: int = 3, seed: int = 0) -> Embeddings:

@@ -1,19 +1,12 @@
 """Tiny run through the command-line entry points: train -> checkpoint -> resume -> eval."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from tests.fakes import run_script
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def result_line(stdout):
 
 def test_train_resume_and_evaluate(config, tmp_path):
     cfg, save = config
-    first = run("trainSpeakerNet.py", "--config", cfg)
+    first = run_script("trainSpeakerNet.py", "--config", cfg)
     assert first.returncode == 0, first.stderr[-3000:]
     result_line(first.stdout)
     models = sorted(os.listdir(os.path.join(save, "model")))
@@ -72,7 +65,7 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert ckpt2["epoch"] == 2 and "optimizer" in ckpt2
 
     # same command with more epochs: resumes at epoch 3 from the newest checkpoint
-    again = run("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3")
+    again = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resumed from" in again.stderr and "model000000002.model" in again.stderr
     assert [line.split("Epoch ")[1].split(",")[0]
@@ -84,13 +77,13 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert not any("feature_extractor" in k for k in changed)  # the CNN stays frozen
 
     # a finished run says so instead of silently training nothing (the original's LMFT trap)
-    done = run("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
+    done = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
     assert done.returncode == 0 and "Nothing to train" in done.stderr and "own save_path" in done.stderr
 
     # eval CLI: result line, score file in trial order, embeddings out and back in
     model = os.path.join(save, "model", "model000000003.model")
     score_file, emb_file = str(tmp_path / "scores.txt"), str(tmp_path / "emb.npz")
-    ev = run("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", model,
+    ev = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", model,
              "--score_file", score_file, "--save_embeddings", emb_file)
     assert ev.returncode == 0, ev.stderr[-3000:]
     line = result_line(ev.stdout)
@@ -99,16 +92,17 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert [s[:3] for s in scored] == trials
     emb = np.load(emb_file)
     assert emb["embeddings"].shape[1] == 16 and emb["crop_embeddings"].shape[1:] == (2, 16)
-    from_emb = run("trainSpeakerNet_Eval.py", "--eval", "--test_list", config_trials(cfg), "--embeddings", emb_file)
+    from_emb = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", config_trials(cfg),
+                          "--embeddings", emb_file)
     assert from_emb.returncode == 0, from_emb.stderr[-3000:]
     assert result_line(from_emb.stdout) == line
-    metrics = run("tuneThreshold.py", score_file)
+    metrics = run_script("tuneThreshold.py", score_file)
     assert metrics.returncode == 0 and metrics.stdout.strip() == line
 
     # the same weights in the original repository's format evaluate to the same result
     original = str(tmp_path / "original.model")
     torch.save(to_original_format(ckpt3["model"]), original)
-    orig = run("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", original)
+    orig = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", original)
     assert orig.returncode == 0, orig.stderr[-3000:]
     assert result_line(orig.stdout) == line
 
@@ -133,10 +127,11 @@ def test_errors_name_the_problem(config, tmp_path):
     cfg, _ = config
     bad = tmp_path / "bad.yaml"
     bad.write_text(open(cfg).read() + "hed_nb: 4\n")
-    proc = run("trainSpeakerNet.py", "--config", str(bad))
+    proc = run_script("trainSpeakerNet.py", "--config", str(bad))
     assert proc.returncode == 2 and "hed_nb" in proc.stderr and "head_nb" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run("trainSpeakerNet.py", "--config", cfg, "--nClasses", "7", "--save_path", str(tmp_path / "x"))
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--nClasses", "7", "--save_path", str(tmp_path / "x"))
     assert proc.returncode == 2 and "nClasses" in proc.stderr and "6 speakers" in proc.stderr
-    proc = run("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", str(tmp_path / "none.model"))
+    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model",
+                      str(tmp_path / "none.model"))
     assert proc.returncode == 2 and "none.model" in proc.stderr and "Traceback" not in proc.stderr

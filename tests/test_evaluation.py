@@ -1,13 +1,9 @@
 import numpy as np
 import pytest
 
-from tests.fakes import random_embeddings, random_trials
+from tests.fakes import random_embeddings, random_trials, unit
 from tools.evaluation import (Trials, load_embeddings, normalise_scores, read_trials, save_embeddings,
                               score_trials, write_score_file)
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def test_scores_follow_the_original_protocol_per_trial():

@@ -1,17 +1,12 @@
 """Tests for the metrics in tuneThreshold.py (EER, minDCF, actual DCF, score files, CLI)."""
 import math
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import tuneThreshold as tt  # noqa: E402
+import tuneThreshold as tt
+from tests.fakes import run_script
 
 # Hand-computed example (accept if score >= t):
 #   targets     0.9 0.8 0.6 0.4        non-targets 0.8 0.4 0.2
@@ -261,25 +256,20 @@ def test_read_score_file_file_errors(tmp_path, text, fragment):
 
 # ---------------------------------------------------------------------- CLI
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "tuneThreshold.py"), *args],
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_prints_result_line(tmp_path):
     lines = [f"{l} enr{i}.wav tst{i}.wav {s}" for i, (l, s) in enumerate(zip(HAND_LABELS, HAND_SCORES))]
     path = write(tmp_path, "\n".join(lines) + "\n")
-    proc = run_cli(path)
+    proc = run_script("tuneThreshold.py", path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == HAND_LINE + "\n"
-    proc = run_cli(path, "--p_target", "0.5", "--c_miss", "1", "--c_fa", "1")
+    proc = run_script("tuneThreshold.py", path, "--p_target", "0.5", "--c_miss", "1", "--c_fa", "1")
     assert proc.returncode == 0 and proc.stdout == "EER 33.3333 MinDCF0.5 0.58333\n"
 
 
 @pytest.mark.parametrize("text", ["1 0.5\n0 zero\n", ""])
 def test_cli_bad_file_exits_2(tmp_path, text):
     path = write(tmp_path, text, "bad_scores.txt")
-    proc = run_cli(path)
+    proc = run_script("tuneThreshold.py", path)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: ") and "bad_scores.txt" in proc.stderr
@@ -287,15 +277,15 @@ def test_cli_bad_file_exits_2(tmp_path, text):
 
 
 def test_cli_missing_file_and_bad_p_target(tmp_path):
-    proc = run_cli(str(tmp_path / "missing.txt"))
+    proc = run_script("tuneThreshold.py", str(tmp_path / "missing.txt"))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     path = write(tmp_path, "1 0.5\n0 0.1\n")
-    proc = run_cli(path, "--p_target", "1.5")
+    proc = run_script("tuneThreshold.py", path, "--p_target", "1.5")
     assert proc.returncode == 2 and "p_target" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_help():
-    proc = run_cli("--help")
+    proc = run_script("tuneThreshold.py", "--help")
     assert proc.returncode == 0
     for word in ("SCOREFILE", "--p_target", "--c_miss", "--c_fa", "label enroll test score"):
         assert word in proc.stdout

@@ -1,19 +1,17 @@
 """QMF calibration: the fit equals a direct minimisation of the prior-weighted logistic loss,
 a score-only QMF keeps the EER, quality measures fix a duration-dependent shift, and the
 eval CLI writes the calibrated scores."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from tests.fakes import run_script
 from scipy.optimize import minimize
 
 from tools.evaluation import Embeddings, Trials, save_embeddings, score_lists
 from tools.qmf import apply_qmf, calibrate_lists, fit_qmf, quality_features
 from tuneThreshold import compute_eer, read_score_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def shifted_trials(n=4000, seed=0):
@@ -75,10 +73,9 @@ def test_cli_writes_calibrated_scores(tmp_path):
         pairs, labels = r.integers(0, 40, size=(300, 2)), r.integers(0, 2, 300)
         sets[name] = Trials(labels, [keys[a] for a, _ in pairs], [keys[b] for _, b in pairs])
         (tmp_path / f"{name}.txt").write_text("".join(f"{y} {keys[a]} {keys[b]}\n" for y, (a, b) in zip(labels, pairs)))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "trainSpeakerNet_Eval.py"), "--eval", "--test_list",
-                           str(tmp_path / "test.txt"), "--embeddings", str(tmp_path / "e.npz"), "--qmf_list",
-                           str(tmp_path / "cal.txt"), "--score_file", str(tmp_path / "s.txt")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "test.txt"), "--embeddings",
+                      str(tmp_path / "e.npz"), "--qmf_list", str(tmp_path / "cal.txt"), "--score_file",
+                      str(tmp_path / "s.txt"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("EER ")
     want = calibrate_lists(emb, sets, score_lists(emb, sets), "cal")["test"]

@@ -1,24 +1,16 @@
 """Scoring from embeddings: fast trial reading, AS-/S-norm and mean subtraction against plain
 loops, several lists in one run, the eval CLI outputs (score files, DET PNG, threshold file)."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.fakes import random_embeddings, random_trials
+from tests.fakes import random_embeddings, random_trials, run_script, unit
 from tools.evaluation import load_embeddings, load_mean, read_trials, save_embeddings, score_lists
 from tools import scoring
 from tools.scoring import cohort_stats, top_n_moments
 from tuneThreshold import read_score_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def unit(x):
-    return np.asarray(x, dtype=np.float64) / np.linalg.norm(x)
 
 
 def make_embeddings(n=15, d=6, crops=3, seed=0):
@@ -141,11 +133,6 @@ def test_mean_from_a_list(tmp_path):
         load_mean(str(tmp_path / "m.npz"), str(tmp_path / "train.txt"))
 
 
-def run_eval(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "trainSpeakerNet_Eval.py"), "--eval", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
 def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
     emb = make_embeddings(n=30, crops=3)
     save_embeddings(emb, str(tmp_path / "e.npz"))
@@ -158,13 +145,14 @@ def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
         (tmp_path / f"{name}.txt").write_text("".join(f"{y} {e} {t}\n" for y, e, t in
                                                       zip(trials.labels, trials.enroll, trials.test)))
     norm = ["--score_norm", "asnorm", "--top_n", "5", "--cohort_embeddings", str(tmp_path / "c.npz")]
-    single = run_eval("--test_list", str(tmp_path / "O.txt"), "--embeddings", str(tmp_path / "e.npz"), *norm,
-                      "--score_file", str(tmp_path / "s.txt"), "--threshold", "0.1")
+    single = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"), "--embeddings",
+                        str(tmp_path / "e.npz"), *norm, "--score_file", str(tmp_path / "s.txt"), "--threshold", "0.1")
     assert single.returncode == 0, single.stderr[-2000:]
     line = single.stdout.strip()
     assert line.split()[0::2] == ["EER", "MinDCF0.05", "MinDCF0.01", "ActDCF0.05", "ActDCF0.01"]
-    several = run_eval("--test_list", str(tmp_path / "O.txt"), str(tmp_path / "H.txt"), "--embeddings",
-                       str(tmp_path / "e.npz"), *norm, "--score_file", str(tmp_path / "s.txt"))
+    several = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"),
+                         str(tmp_path / "H.txt"), "--embeddings", str(tmp_path / "e.npz"), *norm, "--score_file",
+                         str(tmp_path / "s.txt"))
     assert several.returncode == 0, several.stderr[-2000:]
     out = several.stdout.strip().splitlines()
     assert [o.split()[0] for o in out] == ["O", "H"] and out[0].split()[1:7] == line.split()[:6]
@@ -181,8 +169,8 @@ def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
         assert record["score_norm"] == "asnorm" and record["top_n"] == 5
         fields = out[["O", "H"].index(name)].split()
         assert f"{record['eer']:.4f}" == fields[2]
-    missing = run_eval("--test_list", str(tmp_path / "O.txt"), str(tmp_path / "none.txt"), "--embeddings",
-                       str(tmp_path / "e.npz"))
+    missing = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"),
+                         str(tmp_path / "none.txt"), "--embeddings", str(tmp_path / "e.npz"))
     assert missing.returncode == 2 and "none.txt" in missing.stderr and "Traceback" not in missing.stderr
 
 
