@@ -219,11 +219,18 @@ class SpeakerBatchSampler(torch.utils.data.Sampler):
         self.batch_size, self.per_speaker, self.max_seg = batch_size, nPerSpeaker, max_seg_per_spk
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.epoch = 0
+        self._made: Tuple[int, List[List[int]]] = (-1, [])  # (epoch, its groups): made once per epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def groups(self) -> List[List[int]]:
+        """This epoch's groups (made on first use; ``len(loader)`` and iteration share them)."""
+        if self._made[0] != self.epoch:
+            self._made = (self.epoch, self._make_groups())
+        return self._made[1]
+
+    def _make_groups(self) -> List[List[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         by_speaker: Dict[int, List[int]] = defaultdict(list)
         for index in rng.permutation(len(self.labels)):

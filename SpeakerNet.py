@@ -180,8 +180,9 @@ class ModelTrainer:
         total_ce = total_acc = 0.0
         steps, samples, start = 0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, **progress_options())
+        steps_per_epoch = max(1, len(loader))
         for step, (wav, labels) in enumerate(bar):
-            self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / max(1, len(loader)))
+            self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

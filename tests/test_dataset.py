@@ -84,6 +84,18 @@ def test_sampler_order_depends_on_seed_and_epoch_only():
     assert a.groups() != b.groups()
 
 
+def test_sampler_makes_each_epoch_once(monkeypatch):
+    """len(loader) is read every training step: it must not redo the epoch's shuffle each time."""
+    s = SpeakerBatchSampler(make_labels([10] * 12), batch_size=4, seed=1)
+    made = []
+    make = s._make_groups
+    monkeypatch.setattr(s, "_make_groups", lambda: made.append(s.epoch) or make())
+    assert len(s) == len(list(iter(s))) == len(s) and made == [0]
+    s.set_epoch(1)
+    first = list(iter(s))
+    assert len(s) == len(first) and made == [0, 1]
+
+
 def test_sampler_ranks_get_equal_contiguous_shares():
     labels = make_labels([10] * 12)
     whole = SpeakerBatchSampler(labels, batch_size=4, seed=1, num_replicas=2, rank=0)
