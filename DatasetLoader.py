@@ -63,20 +63,52 @@ def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[in
     return [os.path.join(train_path, f) for f in files], [index[spk] for spk in per_file], speakers
 
 
+_AUDIO_ERRORS = (OSError, RuntimeError, soundfile.LibsndfileError)
+
+
+def _open_audio(path: str) -> soundfile.SoundFile:
+    """Open ``path`` and check it is non-empty 16 kHz mono; any problem raises DataError naming the file."""
+    try:
+        handle = soundfile.SoundFile(path)
+    except _AUDIO_ERRORS as err:
+        raise DataError(f"Cannot read audio file '{path}': {err}") from err
+    problem = (f"has sample rate {handle.samplerate} Hz; {SAMPLE_RATE} Hz is required (resample it, e.g. with "
+               f"sox or ffmpeg)." if handle.samplerate != SAMPLE_RATE else
+               f"has {handle.channels} channels; mono is required." if handle.channels != 1 else
+               "is empty." if handle.frames == 0 else "")
+    if problem:
+        handle.close()
+        raise DataError(f"Audio file '{path}' {problem}")
+    return handle
+
+
+def _read(handle: soundfile.SoundFile, path: str, frames: int = -1, start: int = 0) -> np.ndarray:
+    try:
+        if start:
+            handle.seek(start)
+        return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
+    except _AUDIO_ERRORS as err:
+        raise DataError(f"Cannot read audio file '{path}': {err}") from err
+
+
 def load_audio(path: str) -> np.ndarray:
     """Read a 16 kHz mono file as float32 in [-1, 1]; any problem raises DataError naming the file."""
-    try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
-        raise DataError(f"Cannot read audio file '{path}': {err}") from err
-    if rate != SAMPLE_RATE:
-        raise DataError(f"Audio file '{path}' has sample rate {rate} Hz; {SAMPLE_RATE} Hz is required "
-                        f"(resample it, e.g. with sox or ffmpeg).")
-    if audio.shape[1] != 1:
-        raise DataError(f"Audio file '{path}' has {audio.shape[1]} channels; mono is required.")
-    if audio.shape[0] == 0:
-        raise DataError(f"Audio file '{path}' is empty.")
-    return audio[:, 0]
+    with _open_audio(path) as handle:
+        return _read(handle, path)
+
+
+def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``random_segment(load_audio(path), length, rng)`` (same random draw, same samples), reading
+    only the segment from disk when the file is longer than ``length``."""
+    with _open_audio(path) as handle:
+        frames = handle.frames
+        if frames < length:  # wrap-padded: the whole file is needed
+            return random_segment(_read(handle, path), length, rng)
+        segment = _read(handle, path, length, start=int(rng.integers(0, frames - length + 1)))
+    if segment.shape[0] != length:
+        raise DataError(f"Audio file '{path}' holds fewer samples than its header says ({frames}); it is "
+                        f"probably truncated: re-create or remove it.")
+    return segment
 
 
 def wrap_pad(audio: np.ndarray, length: int) -> np.ndarray:
@@ -91,12 +123,16 @@ def eval_crop_starts(length: int, crop: int, num_eval: int) -> np.ndarray:
     return np.linspace(0, length - crop, num=num_eval).astype(np.int64)
 
 
+def random_segment(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """One random segment of ``length`` samples (wrap-padded first if too short)."""
+    audio = wrap_pad(audio, length)
+    start = int(rng.integers(0, audio.shape[0] - length + 1))
+    return audio[start:start + length]
+
+
 def train_crop(audio: np.ndarray, max_frames: int, rng: np.random.Generator) -> np.ndarray:
     """One random crop of ``max_frames`` frames (wrap-padded first if too short)."""
-    crop = frames_to_samples(max_frames)
-    audio = wrap_pad(audio, crop)
-    start = int(rng.integers(0, audio.shape[0] - crop + 1))
-    return audio[start:start + crop]
+    return random_segment(audio, frames_to_samples(max_frames), rng)
 
 
 def eval_crops(audio: np.ndarray, eval_frames: int, num_eval: int) -> np.ndarray:
@@ -151,9 +187,7 @@ class Augmenter:
         picks = rng.choice(len(self.noise_files[category]), size=count, replace=False)
         noises = []
         for pick in picks:
-            noise = wrap_pad(load_audio(self.noise_files[category][pick]), audio.shape[0])
-            start = int(rng.integers(0, noise.shape[0] - audio.shape[0] + 1))
-            noise = noise[start:start + audio.shape[0]]
+            noise = read_random_segment(self.noise_files[category][pick], audio.shape[0], rng)
             noises.append(scale_to_snr(audio, noise, float(rng.uniform(*self.SNR[category]))))
         return np.sum(noises, axis=0) + audio
 
@@ -194,7 +228,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, group: Sequence[int]) -> Tuple[torch.Tensor, int]:
         crops = []
         for index in group:
-            audio = train_crop(load_audio(self.files[index]), self.max_frames, self.rng)
+            audio = read_random_segment(self.files[index], frames_to_samples(self.max_frames), self.rng)
             if self.augmenter is not None:
                 audio = self.augmenter(audio, self.rng)
             crops.append(audio)

@@ -4,8 +4,8 @@ import soundfile
 import torch
 
 from DatasetLoader import (DataError, SpeakerBatchSampler, TrainDataset, eval_crop_starts, eval_crops,
-                           frames_to_samples, load_audio, mean_power_db, read_train_list, scale_to_snr,
-                           train_crop, wrap_pad)
+                           frames_to_samples, load_audio, mean_power_db, read_random_segment, read_train_list,
+                           scale_to_snr, train_crop, wrap_pad)
 
 
 # ----------------------------------------------------------------------------- crops
@@ -26,6 +26,26 @@ def test_wrap_padding_repeats_from_the_start():
     assert wrap_pad(short, 5) is short  # long enough: unchanged
     crop = train_crop(short, 1, np.random.default_rng(1))  # 400 samples from 10
     assert crop.shape == (400,) and np.array_equal(crop, np.tile(short, 40))
+
+
+@pytest.mark.parametrize("samples", [50000, 32240, 1000])
+def test_segment_read_from_disk_equals_crop_of_whole_file(tmp_path, samples):
+    """Reading only the segment gives the samples and leaves the random stream as cropping the loaded file."""
+    path = str(tmp_path / "a.wav")
+    soundfile.write(path, (np.random.default_rng(0).uniform(-0.5, 0.5, samples)).astype(np.float32), 16000,
+                    subtype="FLOAT")
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        np.testing.assert_array_equal(read_random_segment(path, 32240, a), train_crop(load_audio(path), 200, b))
+    assert a.integers(1 << 30) == b.integers(1 << 30)
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = tmp_path / "cut.flac"
+    soundfile.write(str(path), np.random.default_rng(0).uniform(-0.5, 0.5, 160000), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 3])  # the header still says 160000 samples
+    with pytest.raises(DataError, match="cut.flac"):
+        read_random_segment(str(path), 32240, np.random.default_rng(2))
 
 
 def test_eval_crops_evenly_spaced():
