@@ -17,6 +17,8 @@ import soundfile
 import torch
 from scipy import signal
 
+from tools.config import LONG_FILE_MODES
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -303,9 +305,6 @@ def collate_groups(items: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor,
 def worker_init(worker_id: int) -> None:
     """DataLoader hook: torch gives each worker a distinct seed drawn from the (seeded) main RNG."""
     torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2 ** 63)
-
-
-LONG_FILE_MODES = ("cut", "chunks")
 
 
 def whole_file_pieces(length: int, max_samples: Optional[int], long_files: str = "cut") -> List[Tuple[int, int]]:

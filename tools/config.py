@@ -49,6 +49,9 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+LONG_FILE_MODES = ("cut", "chunks")  # eval_long_files: see DatasetLoader.whole_file_pieces
+
+
 class Option(NamedTuple):
     name: str
     type: Callable[[Any], Any]
@@ -100,7 +103,7 @@ OPTIONS: List[Option] = [
     Option("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
                                             "(joint fine-tuning of Large models on long crops)"),
     Option("weight_finetuning_reg", _F, 0.01, "weight of the regulariser toward the pre-trained weights"),
-    Option("reg_loss", _S, "original", "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran; "
+    Option("reg_loss", one_of("original", "plain"), "original", "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran; "
                                        "'plain': CE + reg*r"),
     Option("LLRD_factor", _F, 1.0, "layer-wise learning-rate decay: block i gets LR_Transformer*LLRD_factor^i"),
     Option("LR_Transformer", _F, 2e-5, "learning rate of the transformer blocks"),
@@ -111,7 +114,7 @@ OPTIONS: List[Option] = [
     Option("dcf_c_fa", _F, 1.0, "cost of a false alarm"),
     Option("max_eval_seconds", _F, 43.75, "cap on the whole-file embedding input (43.75 s = the original's "
                                           "700,000 samples, set for GPU memory); longer files are logged"),
-    Option("eval_long_files", one_of("cut", "chunks"), "cut",
+    Option("eval_long_files", one_of(*LONG_FILE_MODES), "cut",
            "files longer than max_eval_seconds: 'cut' to the cap (the original) or 'chunks': split into "
            "near-equal pieces within the cap, embedding = length-weighted mean of the piece embeddings"),
     # load and save
@@ -225,8 +228,6 @@ def validate(config: Dict[str, Any]) -> None:
     if config["distributed"]:
         raise ConfigError("'distributed: true' is not available yet in this toolkit; "
                           "run on one device (remove the key or set it to false).")
-    if config["reg_loss"] not in ("original", "plain"):
-        raise ConfigError(f"'reg_loss' must be 'original' or 'plain', got {config['reg_loss']!r}.")
     for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval"):
         if config[key] < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")
