@@ -14,14 +14,13 @@ import argparse
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from tools.config import PRECEDENCE, ConfigError, add_options, parse_bool, require_paths, run_cli
-from tools.evaluation import (Embeddings, Trials, file_cohort_stats, list_name, list_paths, load_embeddings,
-                              load_mean, read_trials, save_embeddings, score_lists, threshold_path, trial_rows,
-                              write_score_file, write_threshold_file)
+from tools.evaluation import (Embeddings, Trials, configured_scores, list_name, list_paths, load_embeddings,
+                              read_trials, save_embeddings, threshold_path, write_score_file, write_threshold_file)
 from tools.logs import setup_logging
 from tools.qmf import calibrate_lists
 from tuneThreshold import compute_error_rates, det_curve_png, evaluate_scores, format_result
@@ -144,34 +143,18 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device] = None,
     if config.get("save_embeddings"):
         save_embeddings(emb, config["save_embeddings"])
         logger.info("Embeddings saved to %s", config["save_embeddings"])
-    scores, cohort_mean = _scores(config, emb, {**trial_sets, **extra})
+    scored = configured_scores(config, emb, {**trial_sets, **extra})
+    scores = scored.scores
     if qmf_list:
-        scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST, cohort_mean, config["dcf_p_target"])
+        scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST,
+                                 None if scored.stats is None else scored.stats[0], config["dcf_p_target"],
+                                 rows=scored.rows)
     results = {name: _report(config, name, trials, scores[name], len(trial_sets) > 1)
                for name, trials in trial_sets.items()}
     if len(results) == 1:
         return next(iter(results.values()))
     labelled = {name: r for name, r in results.items() if r is not None}
     return {"lists": labelled} if labelled else None
-
-
-def _scores(config: Dict[str, Any], emb: Embeddings,
-            trial_sets: Dict[str, Trials]) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
-    """Scores of every list (mean subtraction, AS-/S-norm as configured) and the per-file cohort means."""
-    mean = load_mean(config["mean_embeddings"], config.get("mean_list", "")) if config.get("mean_embeddings") else None
-    norm, stats = config.get("score_norm", "none"), None
-    if norm != "none":
-        if not config.get("cohort_embeddings"):
-            raise ConfigError("--score_norm needs --cohort_embeddings (an .npz with one row per cohort speaker; "
-                              "python -m tools.make_cohort makes one).")
-        cohort = load_embeddings(config["cohort_embeddings"]).embeddings
-        rows = trial_rows(emb, trial_sets)
-        stats = file_cohort_stats(emb, np.concatenate([r for pair in rows.values() for r in pair]), cohort, norm,
-                                  config.get("top_n", 300), mean)
-    else:
-        rows = None
-    scores = score_lists(emb, trial_sets, norm, None, config.get("top_n", 300), mean, stats, rows)
-    return scores, None if stats is None else stats[0]
 
 
 def _report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray,

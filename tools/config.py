@@ -103,8 +103,8 @@ OPTIONS: List[Option] = [
     Option("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
                                             "(joint fine-tuning of Large models on long crops)"),
     Option("weight_finetuning_reg", _F, 0.01, "weight of the regulariser toward the pre-trained weights"),
-    Option("reg_loss", one_of("original", "plain"), "original", "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran; "
-                                       "'plain': CE + reg*r"),
+    Option("reg_loss", one_of("original", "plain"), "original",
+           "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran; 'plain': CE + reg*r"),
     Option("LLRD_factor", _F, 1.0, "layer-wise learning-rate decay: block i gets LR_Transformer*LLRD_factor^i"),
     Option("LR_Transformer", _F, 2e-5, "learning rate of the transformer blocks"),
     Option("LR_MHFA", _F, 5e-3, "learning rate of the MHFA back-end and the loss"),

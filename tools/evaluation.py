@@ -14,6 +14,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tools.config import ConfigError
 from tools.scoring import adaptive_snorm, cohort_stats, subtract_mean, trial_scores
 
 logger = logging.getLogger(__name__)
@@ -115,11 +116,16 @@ def trial_rows(emb: Embeddings, trial_sets: Dict[str, Trials]) -> Dict[str, Tupl
             for name, t in trial_sets.items()}
 
 
-def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
-                cohort: Optional[np.ndarray] = None, top_n: int = 300, mean: Optional[np.ndarray] = None,
-                stats: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                rows: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None) -> Dict[str, np.ndarray]:
-    """Scores of one or several trial lists from one set of embeddings.
+class Scored(NamedTuple):
+    scores: Dict[str, np.ndarray]  # list name -> [N] float64 scores in trial-list order
+    rows: Dict[str, Tuple[np.ndarray, np.ndarray]]  # list name -> (enroll rows, test rows) of the embeddings
+    stats: Optional[Tuple[np.ndarray, np.ndarray]]  # AS-/S-norm (mu, sigma) per embedding row, or None
+
+
+def score_all(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
+              cohort: Optional[np.ndarray] = None, top_n: int = 300, mean: Optional[np.ndarray] = None) -> Scored:
+    """Scores of one or several trial lists from one set of embeddings, with the trial rows
+    and cohort statistics they were made from (QMF reuses both).
 
     The key -> row map is built once, and AS-norm/S-norm statistics are computed once for
     the union of the files of all lists (see :func:`file_cohort_stats`).
@@ -129,26 +135,42 @@ def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "n
         trial_sets: list name -> trials.
         method: 'none', 'asnorm' (top-N cohort) or 'snorm' (whole cohort); needs ``cohort``.
         mean: subtracted from every embedding (and the cohort) before normalisation.
-        stats: precomputed :func:`file_cohort_stats` (mu, sigma) covering all the files.
-        rows: precomputed :func:`trial_rows`.
-    Returns:
-        list name -> [N] float64 scores in trial-list order.
     """
-    rows = rows if rows is not None else trial_rows(emb, trial_sets)
+    rows = trial_rows(emb, trial_sets)
     whole = subtract_mean(emb.embeddings, mean)
     crops = None if emb.crop_embeddings is None else subtract_mean(emb.crop_embeddings, mean)
-    if method != "none" and stats is None:
+    stats = None
+    if method != "none":
         if cohort is None:
             raise ValueError(f"score_norm {method!r} needs cohort embeddings (--cohort_embeddings).")
-        stats = file_cohort_stats(emb, np.concatenate([r for pair in rows.values() for r in pair]), cohort,
-                                  method, top_n, mean)
+        stats = file_cohort_stats(whole, np.concatenate([r for pair in rows.values() for r in pair]),
+                                  subtract_mean(cohort, mean), method, top_n)
     scores = {}
     for name, (e, t) in rows.items():
         scores[name] = trial_scores(whole, e, t, crops)
-        if method != "none":
+        if stats is not None:
             mu, sigma = stats
             scores[name] = adaptive_snorm(scores[name], mu[e], sigma[e], mu[t], sigma[t])
-    return scores
+    return Scored(scores, rows, stats)
+
+
+def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
+                cohort: Optional[np.ndarray] = None, top_n: int = 300,
+                mean: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """list name -> scores (:func:`score_all` without its by-products)."""
+    return score_all(emb, trial_sets, method, cohort, top_n, mean).scores
+
+
+def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[str, Trials]) -> Scored:
+    """:func:`score_all` with the scoring options of a configuration (score_norm, top_n,
+    cohort_embeddings, mean_embeddings, mean_list); the files they name are read here."""
+    norm = config.get("score_norm", "none")
+    if norm != "none" and not config.get("cohort_embeddings"):
+        raise ConfigError("--score_norm needs --cohort_embeddings (an .npz with one row per cohort speaker; "
+                          "python -m tools.make_cohort makes one).")
+    cohort = load_embeddings(config["cohort_embeddings"]).embeddings if norm != "none" else None
+    mean = load_mean(config["mean_embeddings"], config.get("mean_list", "")) if config.get("mean_embeddings") else None
+    return score_all(emb, trial_sets, norm, cohort, config.get("top_n", 300), mean)
 
 
 def score_trials(emb: Embeddings, trials: Trials, mean: Optional[np.ndarray] = None) -> np.ndarray:
@@ -156,19 +178,20 @@ def score_trials(emb: Embeddings, trials: Trials, mean: Optional[np.ndarray] = N
     return score_lists(emb, {"trials": trials}, mean=mean)["trials"]
 
 
-def file_cohort_stats(emb: Embeddings, rows: np.ndarray, cohort: np.ndarray, method: str, top_n: int = 300,
-                      mean: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """mu, sigma (tools.scoring.cohort_stats) of the whole-file embeddings in ``rows``.
+def file_cohort_stats(whole: np.ndarray, rows: np.ndarray, cohort: np.ndarray, method: str,
+                      top_n: int = 300) -> Tuple[np.ndarray, np.ndarray]:
+    """mu, sigma (tools.scoring.cohort_stats) of the whole-file embeddings ``whole`` [F, D] in ``rows``
+    against ``cohort`` (both already mean-subtracted, if at all).
 
-    Returns [N] arrays over all rows of ``emb``, NaN outside ``rows``; computing only the
-    files that occur in the trials (once for several lists) is what keeps AS-norm cheap.
+    Returns [F] arrays, NaN outside ``rows``; computing only the files that occur in the
+    trials (once for several lists) is what keeps AS-norm cheap.
     """
     if method not in ("asnorm", "snorm"):
         raise ValueError(f"score_norm must be none, asnorm or snorm, got {method!r}.")
     used = np.unique(rows)
     n = cohort.shape[0] if method == "snorm" else top_n
-    mu, sigma = np.full(len(emb.keys), np.nan), np.full(len(emb.keys), np.nan)
-    mu[used], sigma[used] = cohort_stats(subtract_mean(emb.embeddings[used], mean), subtract_mean(cohort, mean), n)
+    mu, sigma = np.full(len(whole), np.nan), np.full(len(whole), np.nan)
+    mu[used], sigma[used] = cohort_stats(whole[used], cohort, n)
     return mu, sigma
 
 
@@ -177,9 +200,9 @@ def normalise_scores(scores: np.ndarray, emb: Embeddings, trials: Trials, cohort
     """AS-norm (top-N cohort) or S-norm (whole cohort) of given raw scores (see tools.scoring)."""
     if method == "none":
         return scores
-    index = key_index(emb.keys)
-    e, t = rows_of(index, trials.enroll, "enrollment"), rows_of(index, trials.test, "test")
-    mu, sigma = file_cohort_stats(emb, np.concatenate([e, t]), cohort, method, top_n, mean)
+    e, t = trial_rows(emb, {"trials": trials})["trials"]
+    mu, sigma = file_cohort_stats(subtract_mean(emb.embeddings, mean), np.concatenate([e, t]),
+                                  subtract_mean(cohort, mean), method, top_n)
     return adaptive_snorm(scores, mu[e], sigma[e], mu[t], sigma[t])
 
 

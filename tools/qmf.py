@@ -16,7 +16,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from tools.evaluation import Embeddings, Trials, key_index, rows_of
+from tools.evaluation import Embeddings, Trials, trial_rows
+from tools.scoring import row_norms
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +76,21 @@ def apply_qmf(qmf: QMF, features: np.ndarray) -> np.ndarray:
 
 
 def calibrate_lists(emb: Embeddings, trial_sets: Dict[str, Trials], scores: Dict[str, np.ndarray],
-                    calibration: str, cohort_mean: Optional[np.ndarray] = None,
-                    p_target: float = 0.05) -> Dict[str, np.ndarray]:
-    """Fit QMF on list ``calibration`` (labelled) and return calibrated llrs for the other lists."""
+                    calibration: str, cohort_mean: Optional[np.ndarray] = None, p_target: float = 0.05,
+                    rows: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None) -> Dict[str, np.ndarray]:
+    """Fit QMF on list ``calibration`` (labelled) and return calibrated llrs for the other lists.
+
+    ``rows``: the lists' :func:`tools.evaluation.trial_rows` when the caller has them already.
+    """
     if trial_sets[calibration].labels is None:
         raise ValueError("The QMF calibration list (--qmf_list) must be labelled ('label enroll test' lines).")
     if emb.durations is None:
         logger.warning("The embeddings carry no durations (older file): QMF uses norms%s only.",
                        " and cohort means" if cohort_mean is not None else "")
-    index = key_index(emb.keys)
-    norms = np.linalg.norm(emb.embeddings.astype(np.float64), axis=1)
+    rows = rows if rows is not None else trial_rows(emb, trial_sets)
+    norms = row_norms(np.asarray(emb.embeddings, dtype=np.float32))
     features = {}
-    for name, trials in trial_sets.items():
-        e, t = rows_of(index, trials.enroll, "enrollment"), rows_of(index, trials.test, "test")
+    for name, (e, t) in rows.items():
         features[name], names = quality_features(scores[name], e, t, norms, emb.durations, cohort_mean)
     qmf = fit_qmf(features[calibration], trial_sets[calibration].labels, names, p_target)
     logger.info("QMF weights (standardised features): %s, bias %.3f",

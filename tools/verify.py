@@ -20,7 +20,7 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from tools.config import ConfigError, add_options, require_paths, run_cli
-from tools.evaluation import Trials, load_embeddings, load_mean, read_threshold_file, score_lists
+from tools.evaluation import Trials, configured_scores, read_threshold_file
 from tools.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ def verify(config: Dict[str, Any]) -> Dict[str, Any]:
     emb = extract_embeddings(load_encoder(config, device), sorted({enroll, test}), "", config["eval_frames"],
                              config["num_eval"], config["max_eval_seconds"], device, workers=0, verbose=False,
                              long_files=config["eval_long_files"])
-    cohort = load_embeddings(settings["cohort_embeddings"]).embeddings if settings["score_norm"] != "none" else None
-    mean = load_mean(settings["mean_embeddings"], settings["mean_list"]) if settings["mean_embeddings"] else None
-    score = float(score_lists(emb, {"pair": Trials(None, [enroll], [test])}, settings["score_norm"], cohort,
-                              settings["top_n"], mean)["pair"][0])
+    score = float(configured_scores(settings, emb, {"pair": Trials(None, [enroll], [test])}).scores["pair"][0])
     return {"score": score, "threshold": float(settings["threshold"]), "accept": score >= settings["threshold"]}
 
 
