@@ -167,11 +167,11 @@ def _report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarra
     if trials.labels is None:
         logger.warning("Trial list %s has no labels: scores only, no EER.", name)
         return None
+    rates = compute_error_rates(scores, trials.labels)
     result = evaluate_scores(scores, trials.labels, p_targets=(0.05, 0.01), c_miss=config["dcf_c_miss"],
-                             c_fa=config["dcf_c_fa"], threshold=config.get("threshold"))
+                             c_fa=config["dcf_c_fa"], threshold=config.get("threshold"), rates=rates)
     if score_file:
-        fnrs, fprs, _ = compute_error_rates(scores, trials.labels)
-        det_curve_png(fnrs, fprs, score_file + ".det.png", result["eer"], name)
+        det_curve_png(rates[0], rates[1], score_file + ".det.png", result["eer"], name)
         settings = {key: config.get(key) for key in SCORING_KEYS + ("eval_frames", "num_eval", "max_eval_seconds",
                                                                       "eval_long_files", "initial_model", "config")}
         write_threshold_file(threshold_path(score_file), result, {**settings, "test_list": name})

@@ -141,7 +141,8 @@ def compute_actual_dcf(scores, labels, threshold: float, p_target: float,
 
 
 def evaluate_scores(scores, labels, p_targets: Sequence[float] = (0.05, 0.01),
-                    c_miss: float = 1, c_fa: float = 1, threshold: Optional[float] = None) -> Dict:
+                    c_miss: float = 1, c_fa: float = 1, threshold: Optional[float] = None,
+                    rates: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> Dict:
     """EER and minDCF at each p_target from one tie-aware ROC.
 
     Args:
@@ -149,11 +150,12 @@ def evaluate_scores(scores, labels, p_targets: Sequence[float] = (0.05, 0.01),
         p_targets: target priors for minDCF, reported in this order.
         c_miss, c_fa: detection costs.
         threshold: when given, also the actual DCF at this threshold for each p_target.
+        rates: compute_error_rates(scores, labels) when the caller has it already (e.g. for a DET plot).
     Returns:
         dict with 'eer' (percent), 'eer_threshold', 'min_dcf' {p: value} and
         'min_dcf_threshold' {p: threshold}; with a threshold, 'actual_dcf' {p: value}.
     """
-    fnrs, fprs, thresholds = compute_error_rates(scores, labels)
+    fnrs, fprs, thresholds = rates if rates is not None else compute_error_rates(scores, labels)
     eer, eer_threshold = _eer_from_rates(fnrs, fprs, thresholds)
     result = {"eer": eer, "eer_threshold": eer_threshold, "min_dcf": {}, "min_dcf_threshold": {}}
     for p in p_targets:
@@ -282,10 +284,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         labels, scores, _ = read_score_file(args.score_file)
-        result = evaluate_scores(scores, labels, args.p_target, args.c_miss, args.c_fa, args.threshold)
+        rates = compute_error_rates(scores, labels)
+        result = evaluate_scores(scores, labels, args.p_target, args.c_miss, args.c_fa, args.threshold, rates)
         if args.det:
-            fnrs, fprs, _ = compute_error_rates(scores, labels)
-            det_curve_png(fnrs, fprs, args.det, result["eer"], os.path.basename(args.score_file))
+            det_curve_png(rates[0], rates[1], args.det, result["eer"], os.path.basename(args.score_file))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -114,7 +114,7 @@ def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
     return (pair_dots(mean_crop, mean_crop, enroll, test) + s2) / 2.0
 
 
-def top_n_moments(sims: np.ndarray, top_n: int) -> Tuple[np.ndarray, np.ndarray]:
+def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and (population) standard deviation of the ``top_n`` largest values of each row.
 
     ``np.partition`` (introselect, SIMD-sorted in NumPy 2) selects them in O(C) per row.
@@ -124,17 +124,17 @@ def top_n_moments(sims: np.ndarray, top_n: int) -> Tuple[np.ndarray, np.ndarray]
     Args:
         sims: [R, C] similarities.
         top_n: N, clipped to C.
+        in_place: partition ``sims`` itself (no copy of a large block; its order is lost).
     Returns:
         (mean [R], std [R]) as float64.
     """
     cols = sims.shape[1]
     n = min(top_n, cols)
-    top = sims if n == cols else np.partition(sims, cols - n, axis=1)[:, cols - n:]
-    return _moments(top)
-
-
-def _moments(top: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    top = top.astype(np.float64)
+    if n < cols:
+        if not in_place:
+            sims = sims.copy()
+        sims.partition(cols - n, axis=1)
+    top = sims[:, cols - n:].astype(np.float64)
     return top.mean(axis=1), top.std(axis=1)
 
 
@@ -158,9 +158,7 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
     mean, std = np.empty(len(unit_x)), np.empty(len(unit_x))
     for start in range(0, len(unit_x), chunk):
         sims = unit_x[start:start + chunk] @ unit_c.T  # [chunk, C]
-        if n < sims.shape[1]:
-            sims.partition(sims.shape[1] - n, axis=1)  # in place: no copy of the [chunk, C] block
-        mean[start:start + chunk], std[start:start + chunk] = _moments(sims[:, sims.shape[1] - n:])
+        mean[start:start + chunk], std[start:start + chunk] = top_n_moments(sims, n, in_place=True)
     return mean, std
 
 
