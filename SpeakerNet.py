@@ -64,17 +64,16 @@ class SpeakerNet(nn.Module):
         # θ₀ is copied once here (the original re-read the checkpoint every epoch); only
         # trainable tensors can move, so frozen ones are left out of r (their terms are 0),
         # and without a regulariser no copy is kept.
-        trainable = [(n, p) for n, p in self.encoder.frontend.named_parameters() if p.requires_grad]
-        self._anchor_names = [n for n, _ in trainable] if weight_finetuning_reg else []
-        for i, (_, param) in enumerate(trainable if weight_finetuning_reg else []):
+        self._reg_params = {n: p for n, p in self.encoder.frontend.named_parameters()
+                            if p.requires_grad} if weight_finetuning_reg else {}
+        for i, param in enumerate(self._reg_params.values()):
             self.register_buffer(f"anchor_{i}", param.detach().clone(), persistent=False)
 
     def regulariser(self) -> Optional[torch.Tensor]:
-        if self.reg_weight == 0 or not self._anchor_names:
+        if not self._reg_params:
             return None
-        params = dict(self.encoder.frontend.named_parameters())
-        anchor = {n: getattr(self, f"anchor_{i}") for i, n in enumerate(self._anchor_names)}
-        return weight_distance({n: params[n] for n in self._anchor_names}, anchor)
+        anchor = {n: getattr(self, f"anchor_{i}") for i, n in enumerate(self._reg_params)}  # buffers move with .to()
+        return weight_distance(self._reg_params, anchor)
 
     def forward(self, wav: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args: wav [B, nPerSpeaker, S], labels [B]. Returns (total loss, CE, accuracy %)."""
@@ -161,7 +160,6 @@ class ModelTrainer:
         self.device = device
         groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
                                               extra_backend=list(net.loss_fn.parameters()))
-        groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
         self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
         self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(self.optimizer, **config)
         self.final_margin, self.margin_warmup = margin, margin_warmup_epochs

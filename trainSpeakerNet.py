@@ -77,12 +77,12 @@ def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     logger.info("Device: %s; torch %s", device, torch.__version__)
     seed_everything(config["seed"])
 
+    loader = make_loader(config)  # checks the list against nClasses before the checkpoint is loaded
     net = SpeakerNet(**config)
     trainer = ModelTrainer(net, **{**config, "device": device})
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
-    loader = make_loader(config)
     first = start_epoch(trainer, config, model_dir)
     epochs = logging.getLogger(EPOCH_LOGGER)
     result = None
