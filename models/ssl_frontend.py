@@ -18,7 +18,7 @@ its last entry).
 from __future__ import annotations
 
 import logging
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,11 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         return grad * ctx.scale, None
+
+
+def _per_row(fn: Callable[[torch.Tensor], torch.Tensor], wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``fn`` on each row's valid samples alone, outputs zero-padded back into one batch."""
+    return nn.utils.rnn.pad_sequence([fn(wav[i, :int(n)]) for i, n in enumerate(lengths)], batch_first=True)
 
 
 class SSLFrontend(nn.Module):
@@ -150,8 +155,7 @@ class SSLFrontend(nn.Module):
         extractor = self.model.feature_extractor
         if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
             return extractor(wav, None)[0]
-        rows = [extractor(wav[i:i + 1, :int(n)], None)[0][0] for i, n in enumerate(lengths)]
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True)  # [B, T_max, C]
+        return _per_row(lambda row: extractor(row[None], None)[0][0], wav, lengths)  # [B, T_max, C]
 
     def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], pad: Optional[torch.Tensor]) -> torch.Tensor:
         """Layer 0, the transformer input: [B, N] -> [B, T, D]; ``pad`` [B, T] marks padded frames."""
@@ -168,8 +172,7 @@ class SSLFrontend(nn.Module):
     def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         if lengths is None:
             return F.layer_norm(wav, wav.shape[-1:])
-        rows = [F.layer_norm(wav[i, :int(n)], (int(n),)) for i, n in enumerate(lengths)]
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        return _per_row(lambda row: F.layer_norm(row, row.shape), wav, lengths)
 
     def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         pad = None
