@@ -62,6 +62,11 @@ def load_torch_file(path: str, trust_checkpoint: bool = False) -> Any:
             f"checkpoint. Accepted: {ACCEPTED_FORMATS}.") from err
 
 
+def name_list(names: List[str], shown: int = 8) -> str:
+    """The first ``shown`` names, '...' if there are more, and the count: "['a', 'b'] ... (12)"."""
+    return f"{names[:shown]}{' ...' if len(names) > shown else ''} ({len(names)})"
+
+
 def state_mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor], shown: int = 8
                    ) -> Tuple[List[str], List[str], List[str], str]:
     """Compare a state dict with a model's: (missing, unexpected, mis-shaped, one-line report)."""
@@ -70,9 +75,8 @@ def state_mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Ten
     shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
               for k, v in given.items() if k in expected and v.shape != expected[k].shape]
 
-    def listed(names: List[str]) -> str:
-        return f"{names[:shown]}{' ...' if len(names) > shown else ''} ({len(names)})"
-    report = f"missing {listed(missing)}, unexpected {listed(unexpected)}, shape mismatches {shapes[:shown]}"
+    report = (f"missing {name_list(missing, shown)}, unexpected {name_list(unexpected, shown)}, "
+              f"shape mismatches {shapes[:shown]}")
     return missing, unexpected, shapes, report
 
 
@@ -262,35 +266,65 @@ _TO_OFFICIAL = [(name_regex(t), o) for o, t in _WAVLM_KEYS if o != CNN_LAYER_NOR
 _TO_OFFICIAL_LN = [(name_regex(t), o) for o, t in _WAVLM_KEYS if o != CNN_GROUP_NORM]
 
 
-def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename an official WavLM state dict to torchaudio's names.
+QKV = Tuple["re.Pattern[str]", str]  # (regex of a q/k/v tensor name, template of the other side's name)
 
-    q/k/v projections are concatenated into ``in_proj_weight``/``in_proj_bias``
-    (order q, k, v) as ``torch.nn.MultiheadAttention`` expects.
+
+def rename_state(state: Dict[str, torch.Tensor], pairs: List[Tuple["re.Pattern[str]", str]],
+                 skip: "re.Pattern[str]" = PRETRAIN_ONLY,
+                 qkv: Optional[QKV] = None) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename a checkpoint's tensors to torchaudio's names by (regex, template) ``pairs``.
+
+    With ``qkv``, the separate q/k/v projections of each layer (names matching its regex)
+    are concatenated, in the order q, k, v, into one tensor named by its template, as
+    ``torch.nn.MultiheadAttention``'s ``in_proj`` expects.
 
     Returns:
-        (converted state, names of official tensors that have no place in the encoder).
+        (converted state, names that have no place in the encoder; names matching ``skip``,
+        tensors used only for pre-training, are left out of both).
     """
     out: Dict[str, torch.Tensor] = {}
-    qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
+    parts: Dict[Tuple[str, str], Dict[str, Tuple[str, torch.Tensor]]] = {}
     unknown: List[str] = []
-    qkv_regex = name_regex(_OFFICIAL_QKV)
     for name, tensor in state.items():
-        match = qkv_regex.fullmatch(name)
+        match = qkv[0].fullmatch(name) if qkv else None
         if match:
-            qkv.setdefault((match["i"], match["p"]), {})[match["w"]] = tensor
+            parts.setdefault((match["i"], match["p"]), {})[match["w"]] = (name, tensor)
             continue
-        new = rename_key(name, _TO_TORCHAUDIO)
+        new = rename_key(name, pairs)
         if new is not None:
             out[new] = tensor
-        elif not PRETRAIN_ONLY.fullmatch(name):
+        elif not skip.fullmatch(name):
             unknown.append(name)
-    for (layer, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            unknown.extend(_OFFICIAL_QKV.format(i=layer, w=w, p=kind) for w in parts)
+    for (layer, kind), found in parts.items():
+        if set(found) != {"q", "k", "v"}:
+            unknown.extend(name for name, _ in found.values())
             continue
-        out[_TORCHAUDIO_QKV.format(i=layer, p=kind)] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[qkv[1].format(i=layer, p=kind)] = torch.cat([found[w][1] for w in "qkv"])
     return out, unknown
+
+
+def unrename_state(state: Dict[str, torch.Tensor], pairs: List[Tuple["re.Pattern[str]", str]], target: str,
+                   qkv: Optional[QKV] = None) -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`rename_state` (to write checkpoints in ``target``'s format): every
+    torchaudio tensor must have a name there; with ``qkv``, ``in_proj`` is split into q, k, v."""
+    out: Dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        match = qkv[0].fullmatch(name) if qkv else None
+        if match:
+            for which, part in zip("qkv", tensor.chunk(3)):
+                out[qkv[1].format(i=match["i"], w=which, p=match["p"])] = part.clone()
+            continue
+        new = rename_key(name, pairs)
+        if new is None:
+            raise KeyError(f"no {target} name for torchaudio parameter '{name}'")
+        out[new] = tensor.clone()
+    return out
+
+
+def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename an official WavLM state dict to torchaudio's names (:func:`rename_state`; q/k/v
+    concatenated). Returns (converted state, official names with no place in the encoder)."""
+    return rename_state(state, _TO_TORCHAUDIO, qkv=(name_regex(_OFFICIAL_QKV), _TORCHAUDIO_QKV))
 
 
 def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: str) -> Dict[str, torch.Tensor]:
@@ -301,39 +335,31 @@ def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: st
             names of the CNN normalisation differ between the two).
     """
     pairs = _TO_OFFICIAL if extractor_mode == "group_norm" else _TO_OFFICIAL_LN
-    qkv_regex = name_regex(_TORCHAUDIO_QKV)
-    out: Dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        match = qkv_regex.fullmatch(name)
-        if match:
-            for which, part in zip("qkv", tensor.chunk(3)):
-                out[_OFFICIAL_QKV.format(i=match["i"], w=which, p=match["p"])] = part.clone()
-            continue
-        new = rename_key(name, pairs)
-        if new is None:
-            raise KeyError(f"no official WavLM name for torchaudio parameter '{name}'")
-        out[new] = tensor.clone()
-    return out
+    return unrename_state(state, pairs, "official WavLM", qkv=(name_regex(_TORCHAUDIO_QKV), _OFFICIAL_QKV))
+
+
+def wavlm_parts(obj: Any) -> Optional[Tuple[Dict[str, Any], Dict[str, torch.Tensor]]]:
+    """(cfg dict, state) of the content of an official WavLM file, or None if it is not one."""
+    cfg = obj.get("cfg") if isinstance(obj, dict) else None
+    if not ((isinstance(cfg, dict) or hasattr(cfg, "__dict__")) and isinstance(obj.get("model"), dict)):
+        return None
+    return (cfg if isinstance(cfg, dict) else dict(vars(cfg))), obj["model"]  # some exports keep a config object
 
 
 def read_wavlm_checkpoint(path: str, trust_checkpoint: bool = False) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """Read an official WavLM file and return (official cfg dict, official state dict)."""
     obj = load_torch_file(path, trust_checkpoint)
-    if not (isinstance(obj, dict) and "cfg" in obj and "model" in obj):
+    parts = wavlm_parts(obj)
+    if parts is None:
         found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"'{path}' is not a supported SSL checkpoint (top-level content: {found}). "
                               f"Accepted: {ACCEPTED_FORMATS}.")
-    cfg = obj["cfg"]
-    if not isinstance(cfg, dict):  # some exports keep a config object; its attributes are the cfg
-        cfg = dict(vars(cfg))
-    return cfg, obj["model"]
+    return parts
 
 
-def write_wavlm_checkpoint(path: str, torchaudio_config: Dict[str, Any], state: Dict[str, torch.Tensor],
-                           extra_cfg: Optional[Dict[str, Any]] = None) -> None:
+def write_wavlm_checkpoint(path: str, torchaudio_config: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
     """Write a torchaudio WavLM model as an official ``{'cfg', 'model'}`` file."""
     cfg = torchaudio_to_wavlm_cfg(torchaudio_config)
-    cfg.update(extra_cfg or {})
     model = torchaudio_state_to_wavlm(state, torchaudio_config["extractor_mode"])
     model["mask_emb"] = torch.zeros(torchaudio_config["encoder_embed_dim"]).uniform_()
     torch.save({"cfg": cfg, "model": model}, path)

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torchaudio.models import wav2vec2_model, wavlm_model
 
-from models.checkpoints import (ACCEPTED_FORMATS, CheckpointError, load_torch_file, state_mismatch,
-                                wavlm_cfg_to_torchaudio, wavlm_state_to_torchaudio)
-from models.checkpoints_fairseq import (fairseq_cfg_to_torchaudio, fairseq_state_to_torchaudio, is_fairseq_checkpoint,
-                                        read_fairseq_encoder)
+from models.checkpoints import (ACCEPTED_FORMATS, CheckpointError, fairseq_style_cfg_to_torchaudio, load_torch_file,
+                                name_list, state_mismatch, wavlm_cfg_to_torchaudio, wavlm_parts,
+                                wavlm_state_to_torchaudio)
+from models.checkpoints_fairseq import fairseq_state_to_torchaudio, is_fairseq_checkpoint, read_fairseq_encoder
 from models.checkpoints_hf import hf_config_to_torchaudio, hf_state_to_torchaudio, read_hf_folder
 
 logger = logging.getLogger(__name__)
@@ -65,12 +65,12 @@ def read_ssl_checkpoint(path: str, trust_checkpoint: bool = False) -> SSLCheckpo
         enc = read_fairseq_encoder(obj, path)
         state, unused = fairseq_state_to_torchaudio(enc.state)
         return SSLCheckpoint(enc.family, f"fairseq {enc.family} ({enc.layout})",
-                             fairseq_cfg_to_torchaudio(enc.cfg, path), state, unused, enc.head)
-    cfg = obj.get("cfg") if isinstance(obj, dict) else None
-    if (isinstance(cfg, dict) or hasattr(cfg, "__dict__")) and isinstance(obj.get("model"), dict):
-        cfg = cfg if isinstance(cfg, dict) else dict(vars(cfg))  # some exports keep a config object
-        state, unused = wavlm_state_to_torchaudio(obj["model"])
-        config = wavlm_cfg_to_torchaudio(cfg, f"WavLM cfg of '{path}'")
+                             fairseq_style_cfg_to_torchaudio(enc.cfg, f"fairseq model config of '{path}'"), state,
+                             unused, enc.head)
+    parts = wavlm_parts(obj)
+    if parts is not None:
+        state, unused = wavlm_state_to_torchaudio(parts[1])
+        config = wavlm_cfg_to_torchaudio(parts[0], f"WavLM cfg of '{path}'")
         return SSLCheckpoint("wavlm", "official WavLM", config, state, unused, [])
     raise CheckpointError(f"'{path}' is not a supported SSL checkpoint: found {_describe(obj)}. "
                           f"Accepted: {ACCEPTED_FORMATS}.")
@@ -89,8 +89,7 @@ def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -
     expected = model.state_dict()
     missing, unexpected, mis_shaped, _ = state_mismatch(expected, ckpt.state)
     unused = ckpt.unused + unexpected
-    report = (f"unused tensors {unused[:8]}{' ...' if len(unused) > 8 else ''} ({len(unused)}), "
-              f"missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
+    report = (f"unused tensors {name_list(unused)}, missing tensors {name_list(missing)}, "
               f"shape mismatches {mis_shaped[:8]}")
     if mis_shaped or (not allow_partial and (unused or missing)):
         raise CheckpointError(

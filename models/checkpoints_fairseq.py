@@ -19,8 +19,7 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 import torch
 
 from models.checkpoints import (FAIRSEQ_STYLE_KEYS, CNN_GROUP_NORM, CNN_LAYER_NORM, PRETRAIN_ONLY, CheckpointError,
-                                fairseq_style_cfg_to_torchaudio, name_regex, rename_key,
-                                torchaudio_to_fairseq_style_cfg)
+                                name_regex, rename_state, torchaudio_to_fairseq_style_cfg, unrename_state)
 
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 FINETUNED_HEAD = "w2v_encoder.proj."  # CTC output layer of fine-tuned models
@@ -106,38 +105,19 @@ def read_fairseq_encoder(obj: Dict[str, Any], path: str) -> FairseqEncoder:
     return FairseqEncoder(family, layout, model_cfg, state, head)
 
 
-def fairseq_cfg_to_torchaudio(cfg: Dict[str, Any], path: str) -> Dict[str, Any]:
-    """fairseq wav2vec 2.0 / HuBERT model options -> ``wav2vec2_model`` arguments (without ``aux_num_out``)."""
-    return fairseq_style_cfg_to_torchaudio(cfg, f"fairseq model config of '{path}'")
-
-
 def fairseq_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename encoder tensors to torchaudio's names.
+    """Rename encoder tensors to torchaudio's names (:func:`models.checkpoints.rename_state`).
 
     Returns:
         (converted state, names with no place in the encoder; pre-training-only
         tensors such as ``label_embs_concat``, ``final_proj``, ``quantizer`` are left out of both).
     """
-    out: Dict[str, torch.Tensor] = {}
-    unknown: List[str] = []
-    for name, tensor in state.items():
-        new = rename_key(name, _TO_TORCHAUDIO)
-        if new is not None:
-            out[new] = tensor
-        elif not PRETRAIN_ONLY.fullmatch(name):
-            unknown.append(name)
-    return out, unknown
+    return rename_state(state, _TO_TORCHAUDIO)
 
 
 def torchaudio_state_to_fairseq(state: Dict[str, torch.Tensor], extractor_mode: str) -> Dict[str, torch.Tensor]:
     """Inverse of :func:`fairseq_state_to_torchaudio` (to write fairseq-format files)."""
-    out: Dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        new = rename_key(name, _TO_FAIRSEQ[extractor_mode])
-        if new is None:
-            raise KeyError(f"no fairseq name for torchaudio parameter '{name}'")
-        out[new] = tensor.clone()
-    return out
+    return unrename_state(state, _TO_FAIRSEQ[extractor_mode], "fairseq")
 
 
 def _pretraining_tensors(family: str, dim: int, conv_channels: int) -> Dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 import torch
 
 from models.checkpoints import (HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file, name_regex,
-                                rename_key)
+                                rename_state)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PRETRAIN_ONLY = re.compile(r"masked_spec_embed")
@@ -156,22 +156,5 @@ def hf_state_to_torchaudio(state: Dict[str, torch.Tensor], family: str) -> Tuple
         (converted state, HF names with no place in the encoder; ``masked_spec_embed``,
         used only for pre-training, is left out of both).
     """
-    out: Dict[str, torch.Tensor] = {}
-    qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
-    unknown: List[str] = []
-    for name, tensor in state.items():
-        match = _HF_QKV.fullmatch(name) if family == "wavlm" else None
-        if match:
-            qkv.setdefault((match["i"], match["p"]), {})[match["w"]] = tensor
-            continue
-        new = rename_key(name, _TO_TORCHAUDIO[family])
-        if new is not None:
-            out[new] = tensor
-        elif not PRETRAIN_ONLY.fullmatch(name):
-            unknown.append(name)
-    for (layer, kind), parts in sorted(qkv.items()):
-        if set(parts) != {"q", "k", "v"}:
-            unknown.extend(f"encoder.layers.{layer}.attention.{w}_proj.{kind}" for w in sorted(parts))
-            continue
-        out[_WAVLM_IN_PROJ.format(i=layer, p=kind)] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out, unknown
+    return rename_state(state, _TO_TORCHAUDIO[family], PRETRAIN_ONLY,
+                        (_HF_QKV, _WAVLM_IN_PROJ) if family == "wavlm" else None)
