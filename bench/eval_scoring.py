@@ -32,7 +32,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.evaluation import key_index, load_embeddings, read_trials, rows_of, score_trials  # noqa: E402
+from tools.evaluation import load_embeddings, read_trials, score_trials, trial_rows  # noqa: E402
 from tools.scoring import trial_scores  # noqa: E402
 from tuneThreshold import evaluate_scores  # noqa: E402
 
@@ -107,8 +107,7 @@ def bench_scoring(paths: dict, sample: int) -> dict:
     """(b): vectorised scoring of all trials vs a per-trial loop on ``sample`` random trials."""
     emb, trials = load_embeddings(paths["emb"]), read_trials(paths["trials"])
     start = time.perf_counter()
-    index = key_index(emb.keys)
-    e, t = rows_of(index, trials.enroll, "enroll"), rows_of(index, trials.test, "test")
+    e, t = trial_rows(emb, {"trials": trials})["trials"]
     mapping = time.perf_counter() - start
     vectorised, scores = median_time(trial_scores, emb.embeddings, e, t)
     shuffle = np.random.default_rng(2).permutation(len(e))  # the same trials in random order: no reuse of

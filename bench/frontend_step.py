@@ -42,11 +42,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from DatasetLoader import SAMPLE_RATE  # noqa: E402
 from SpeakerNet import ModelTrainer, SpeakerNet  # noqa: E402
 from tools.config import defaults  # noqa: E402
 from tools.make_demo_data import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
 
-SAMPLE_RATE = 16000
 MODES = ("frozen", "joint", "joint_cnn")
 
 

@@ -219,7 +219,7 @@ def run_cli(parser: argparse.ArgumentParser, action: Callable[[Dict[str, Any]], 
     lists, audio, checkpoints) ends with ``error: <message>`` on stderr and exit status 2, no traceback."""
     try:
         return action(load_config(parser, argv))
-    except (ConfigError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # ConfigError and DataError are ValueErrors
         parser.exit(2, f"error: {err}\n")
 
 

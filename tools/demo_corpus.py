@@ -104,7 +104,7 @@ def make_trials(speakers: list[str], sessions: list[str], paths: list[str], n_tr
                 rng: np.random.Generator) -> list[tuple[int, str, str]]:
     """n_trials // 2 target pairs (preferably across sessions) and the rest non-target pairs,
     enroll != test, in random order.  Inputs are parallel per-file lists."""
-    spk, ses = np.array(speakers), np.array([f"{s}/{x}" for s, x in zip(speakers, sessions)])
+    spk, ses = np.array(speakers), np.array(sessions)  # sessions are compared within a speaker only
     same_spk = spk[:, None] == spk[None, :]
     np.fill_diagonal(same_spk, False)
     cross = same_spk & (ses[:, None] != ses[None, :])

@@ -9,11 +9,11 @@ from typing import Optional
 EPOCH_LOGGER = "epochs"  # records of this logger also go to result/scores.txt
 
 
-def setup_logging(scores_file: Optional[str] = None, level: int = logging.INFO) -> None:
-    """Console handler on stderr; epoch lines are appended to ``scores_file`` as well."""
+def setup_logging(scores_file: Optional[str] = None) -> None:
+    """Console handler on stderr at INFO; epoch lines are appended to ``scores_file`` as well."""
     root = logging.getLogger()
     root.handlers.clear()
-    root.setLevel(level)
+    root.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     root.addHandler(console)

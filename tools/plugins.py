@@ -22,8 +22,9 @@ def available(kind: str) -> List[str]:
 
 def get_plugin(kind: str, name: str) -> Any:
     """Return the factory of plug-in ``name`` of ``kind`` (models, loss, optimizer, scheduler)."""
-    if name not in available(kind):
+    names = available(kind)
+    if name not in names:
         raise ValueError(f"Unknown {YAML_KEY[kind]} '{name}': no module {kind}/{name.replace('.', '/')}.py. "
-                         f"Available: {', '.join(available(kind))}.")
+                         f"Available: {', '.join(names)}.")
     module = importlib.import_module(f"{kind}.{name}")
     return getattr(module, FACTORY[kind])
