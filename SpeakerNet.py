@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.checkpoints import CheckpointError, load_torch_file, state_mismatch, wavlm_state_to_torchaudio
+from models.checkpoint_names import wavlm_state_to_torchaudio
+from models.checkpoints import CheckpointError, load_torch_file, state_mismatch
 from tools.logs import progress_options
 from tools.plugins import get_plugin
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torchaudio.models import wav2vec2_model, wavlm_model
 
+from models.checkpoint_names import wavlm_state_to_torchaudio
 from models.checkpoints import (ACCEPTED_FORMATS, CheckpointError, fairseq_style_cfg_to_torchaudio, load_torch_file,
-                                name_list, state_mismatch, wavlm_cfg_to_torchaudio, wavlm_parts,
-                                wavlm_state_to_torchaudio)
+                                name_list, state_mismatch, wavlm_cfg_to_torchaudio, wavlm_parts)
 from models.checkpoints_fairseq import fairseq_state_to_torchaudio, is_fairseq_checkpoint, read_fairseq_encoder
 from models.checkpoints_hf import hf_config_to_torchaudio, hf_state_to_torchaudio, read_hf_folder
 

@@ -18,8 +18,9 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 
 import torch
 
-from models.checkpoints import (FAIRSEQ_STYLE_KEYS, CNN_GROUP_NORM, CNN_LAYER_NORM, PRETRAIN_ONLY, CheckpointError,
-                                name_regex, rename_state, torchaudio_to_fairseq_style_cfg, unrename_state)
+from models.checkpoint_names import (CNN_GROUP_NORM, CNN_LAYER_NORM, FAIRSEQ_STYLE_KEYS, PRETRAIN_ONLY, name_regex,
+                                     rename_state, unrename_state)
+from models.checkpoints import CheckpointError, torchaudio_to_fairseq_style_cfg
 
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 FINETUNED_HEAD = "w2v_encoder.proj."  # CTC output layer of fine-tuned models

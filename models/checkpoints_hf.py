@@ -16,8 +16,8 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 
 import torch
 
-from models.checkpoints import (HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file, name_regex,
-                                rename_state)
+from models.checkpoint_names import name_regex, rename_state
+from models.checkpoints import HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PRETRAIN_ONLY = re.compile(r"masked_spec_embed")

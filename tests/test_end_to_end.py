@@ -109,7 +109,7 @@ def test_train_resume_and_evaluate(config, tmp_path):
 
 def to_original_format(state):
     """Our model state -> the original repo's keys (__S__.model.<official WavLM>, __S__.backend.*, __L__.*)."""
-    from models.checkpoints import torchaudio_state_to_wavlm
+    from models.checkpoint_names import torchaudio_state_to_wavlm
     prefix = "encoder.frontend.model."
     frontend = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     out = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}

@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from models.checkpoints import CheckpointError, torchaudio_state_to_wavlm
+from models.checkpoint_names import torchaudio_state_to_wavlm
+from models.checkpoints import CheckpointError
 from SpeakerNet import (SpeakerNet, find_checkpoints, load_model_state, save_atomic, total_loss,
                         weight_distance)
 

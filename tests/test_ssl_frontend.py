@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import wavlm_model
 
-from models.checkpoints import (CheckpointError, parse_conv_layers, read_wavlm_checkpoint, wavlm_cfg_to_torchaudio,
-                                wavlm_state_to_torchaudio)
+from models.checkpoint_names import wavlm_state_to_torchaudio
+from models.checkpoints import CheckpointError, parse_conv_layers, read_wavlm_checkpoint, wavlm_cfg_to_torchaudio
 from models.ssl_frontend import load_ssl_frontend
 
 
