@@ -46,11 +46,13 @@ def one_at_a_time(encoder: torch.nn.Module, keys, root: str) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=6)
+    parser.add_argument("--files", type=int, default=6, help="number of files (at least 2: scores need pairs)")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--batch_seconds", type=float, default=60.0)
     parser.add_argument("--autocast", action="store_true", help="also time batched extraction under bf16 autocast")
     args = parser.parse_args()
+    if args.files < 2:
+        parser.error("--files must be at least 2 (scores are compared over pairs of files)")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as root:
         checkpoint = os.path.join(root, "WavLM-Base-random.pt")
