@@ -1,8 +1,7 @@
-"""Data: list reading, audio loading and cropping, augmentation, batch sampling.
+"""Training data: the training list, random crops, MUSAN/RIR augmentation, the speaker-aware batch sampler.
 
-Conventions of voxceleb_trainer: ``max_frames`` counts 10 ms frames and a crop
-holds ``max_frames * 160 + 240`` samples at 16 kHz; files shorter than a crop
-are extended by wrap-around padding.
+Crop conventions (frames of 10 ms, wrap-around padding of short files) are voxceleb_trainer's,
+see :mod:`core.audio`. Evaluation input is in :mod:`evaluation.dataset`.
 """
 from __future__ import annotations
 
@@ -10,29 +9,16 @@ import glob
 import logging
 import os
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import soundfile
 import torch
 from scipy import signal
 
-from tools.config import LONG_FILE_MODES
+from core.audio import frames_to_samples, load_audio, open_audio, read_frames, wrap_pad
+from core.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-HOP = 160  # samples per 10 ms frame
-WINDOW_EXTRA = 240  # a 25 ms window needs 240 more samples than its hop
-
-
-def frames_to_samples(frames: int) -> int:
-    """Crop length in samples for ``frames`` 10 ms frames: frames*160 + 240."""
-    return frames * HOP + WINDOW_EXTRA
-
-
-class DataError(ValueError):
-    """A list or audio file cannot be used; the message names it."""
 
 
 def read_speaker_list(list_path: str) -> Tuple[List[str], List[str]]:
@@ -65,64 +51,18 @@ def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[in
     return [os.path.join(train_path, f) for f in files], [index[spk] for spk in per_file], speakers
 
 
-_AUDIO_ERRORS = (OSError, RuntimeError, soundfile.LibsndfileError)
-
-
-def _open_audio(path: str) -> soundfile.SoundFile:
-    """Open ``path`` and check it is non-empty 16 kHz mono; any problem raises DataError naming the file."""
-    try:
-        handle = soundfile.SoundFile(path)
-    except _AUDIO_ERRORS as err:
-        raise DataError(f"Cannot read audio file '{path}': {err}") from err
-    problem = (f"has sample rate {handle.samplerate} Hz; {SAMPLE_RATE} Hz is required (resample it, e.g. with "
-               f"sox or ffmpeg)." if handle.samplerate != SAMPLE_RATE else
-               f"has {handle.channels} channels; mono is required." if handle.channels != 1 else
-               "is empty." if handle.frames == 0 else "")
-    if problem:
-        handle.close()
-        raise DataError(f"Audio file '{path}' {problem}")
-    return handle
-
-
-def _read(handle: soundfile.SoundFile, path: str, frames: int = -1, start: int = 0) -> np.ndarray:
-    try:
-        if start:
-            handle.seek(start)
-        return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
-    except _AUDIO_ERRORS as err:
-        raise DataError(f"Cannot read audio file '{path}': {err}") from err
-
-
-def load_audio(path: str) -> np.ndarray:
-    """Read a 16 kHz mono file as float32 in [-1, 1]; any problem raises DataError naming the file."""
-    with _open_audio(path) as handle:
-        return _read(handle, path)
-
-
 def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.ndarray:
     """``random_segment(load_audio(path), length, rng)`` (same random draw, same samples), reading
     only the segment from disk when the file is longer than ``length``."""
-    with _open_audio(path) as handle:
+    with open_audio(path) as handle:
         frames = handle.frames
         if frames < length:  # wrap-padded: the whole file is needed
-            return random_segment(_read(handle, path), length, rng)
-        segment = _read(handle, path, length, start=int(rng.integers(0, frames - length + 1)))
+            return random_segment(read_frames(handle, path), length, rng)
+        segment = read_frames(handle, path, length, start=int(rng.integers(0, frames - length + 1)))
     if segment.shape[0] != length:
         raise DataError(f"Audio file '{path}' holds fewer samples than its header says ({frames}); it is "
                         f"probably truncated: re-create or remove it.")
     return segment
-
-
-def wrap_pad(audio: np.ndarray, length: int) -> np.ndarray:
-    """Extend ``audio`` to at least ``length`` samples by wrap-around padding."""
-    if audio.shape[0] >= length:
-        return audio
-    return np.pad(audio, (0, length - audio.shape[0]), mode="wrap")
-
-
-def eval_crop_starts(length: int, crop: int, num_eval: int) -> np.ndarray:
-    """Start samples of ``num_eval`` evenly spaced crops: linspace(0, length - crop, num_eval)."""
-    return np.linspace(0, length - crop, num=num_eval).astype(np.int64)
 
 
 def random_segment(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,15 +75,6 @@ def random_segment(audio: np.ndarray, length: int, rng: np.random.Generator) -> 
 def train_crop(audio: np.ndarray, max_frames: int, rng: np.random.Generator) -> np.ndarray:
     """One random crop of ``max_frames`` frames (wrap-padded first if too short)."""
     return random_segment(audio, frames_to_samples(max_frames), rng)
-
-
-def eval_crops(audio: np.ndarray, eval_frames: int, num_eval: int) -> np.ndarray:
-    """``num_eval`` evenly spaced crops [num_eval, samples]; eval_frames 0 gives the whole file once."""
-    if eval_frames == 0:
-        return audio[None, :]
-    crop = frames_to_samples(eval_frames)
-    audio = wrap_pad(audio, crop)
-    return np.stack([audio[s:s + crop] for s in eval_crop_starts(audio.shape[0], crop, num_eval)])
 
 
 def mean_power_db(audio: np.ndarray) -> float:
@@ -305,54 +236,3 @@ def collate_groups(items: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor,
 def worker_init(worker_id: int) -> None:
     """DataLoader hook: torch gives each worker a distinct seed drawn from the (seeded) main RNG."""
     torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2 ** 63)
-
-
-def whole_file_pieces(length: int, max_samples: Optional[int], long_files: str = "cut") -> List[Tuple[int, int]]:
-    """(start, stop) of the pieces the whole-file embedding is made of.
-
-    Up to ``max_samples`` (None: no cap) the file is one piece. Beyond it, ``cut`` keeps
-    the first ``max_samples`` (the original's behaviour) and ``chunks`` splits the file
-    into the fewest consecutive pieces of near-equal length (differing by at most one
-    sample) that are each at most ``max_samples`` long, so no piece is a short tail.
-    """
-    if long_files not in LONG_FILE_MODES:
-        raise ValueError(f"eval_long_files must be one of {LONG_FILE_MODES}, got {long_files!r}")
-    if not max_samples or length <= max_samples:
-        return [(0, length)]
-    if long_files == "cut":
-        return [(0, max_samples)]
-    count = -(-length // max_samples)
-    bounds = [length * k // count for k in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-class EvalDataset(torch.utils.data.Dataset):
-    """Evaluation input per file: (crops [num_eval, S], whole-file pieces [p][N_p], key).
-
-    The whole file is one piece unless it is longer than ``max_eval_samples``; then it is
-    cut or split as ``whole_file_pieces`` says, and logged.
-    """
-
-    def __init__(self, keys: Sequence[str], test_path: str, eval_frames: int, num_eval: int,
-                 max_eval_samples: Optional[int] = None, long_files: str = "cut"):
-        self.keys, self.test_path = list(keys), test_path
-        self.eval_frames, self.num_eval, self.max_eval_samples = eval_frames, num_eval, max_eval_samples
-        self.long_files = long_files
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, List[torch.Tensor], str]:
-        audio = load_audio(os.path.join(self.test_path, self.keys[i]))
-        crops = eval_crops(audio, self.eval_frames, self.num_eval)
-        pieces = whole_file_pieces(audio.shape[0], self.max_eval_samples, self.long_files)
-        if len(pieces) > 1:
-            logger.info("%s: %.1f s, whole-file embedding = length-weighted mean over %d pieces of %.1f s "
-                        "(longer than max_eval_seconds %.2f s; eval_long_files: chunks)", self.keys[i],
-                        audio.shape[0] / SAMPLE_RATE, len(pieces), (pieces[0][1] - pieces[0][0]) / SAMPLE_RATE,
-                        self.max_eval_samples / SAMPLE_RATE)
-        elif pieces[0][1] < audio.shape[0]:
-            logger.info("%s: %.1f s, whole-file embedding uses the first %.1f s (max_eval_seconds; "
-                        "eval_long_files: chunks would use all of it)",
-                        self.keys[i], audio.shape[0] / SAMPLE_RATE, self.max_eval_samples / SAMPLE_RATE)
-        return (torch.from_numpy(crops), [torch.from_numpy(audio[a:b]) for a, b in pieces], self.keys[i])

@@ -1,33 +1,25 @@
-"""Speaker network (encoder + loss + regulariser), its trainer and checkpoint I/O."""
+"""The speaker network (encoder + loss + regulariser toward the pre-trained weights) and its model files.
+
+Model files: ours (``model``, ``optimizer``, ... in one dict) and the original repository's
+(``__S__.*`` / ``__L__.*`` keys), loaded strictly; written atomically.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import re
-import tempfile
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from models.checkpoint_names import wavlm_state_to_torchaudio
-from models.checkpoints import CheckpointError, load_torch_file, state_mismatch
-from tools.logs import progress_options
-from tools.plugins import get_plugin
+from core.errors import CheckpointError
+from core.files import atomic_path
+from core.plugins import get_plugin
+from frontend.formats import load_torch_file, state_mismatch
+from frontend.names import wavlm_state_to_torchaudio
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available; use device: cpu or auto.")
-    return device
 
 
 def weight_distance(params: Dict[str, nn.Parameter], anchor: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -127,17 +119,10 @@ def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) 
     return obj if isinstance(obj, dict) else {}
 
 
-def save_atomic(obj: Dict[str, Any], path: str) -> None:
+def save_model_file(obj: Dict[str, Any], path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".model")
-    os.close(handle)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
@@ -149,78 +134,15 @@ def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-# ----------------------------------------------------------------------------- trainer
-
-class ModelTrainer:
-    """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
-
-    def __init__(self, net: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
-                 LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
-                 margin_warmup_epochs: float = 0.0, mixedprec: bool = False, **config: Any):
-        self.model = net.to(device)
-        self.device = device
-        groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
-                                              extra_backend=list(net.loss_fn.parameters()))
-        self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
-        self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(self.optimizer, **config)
-        self.final_margin, self.margin_warmup = margin, margin_warmup_epochs
-        self.amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if mixedprec else None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
-
-    def margin_at(self, progress_epochs: float) -> float:
-        """Linear margin ramp 0 -> margin over ``margin_warmup_epochs`` (fixed margin when 0)."""
-        if self.margin_warmup <= 0:
-            return self.final_margin
-        return self.final_margin * min(1.0, progress_epochs / self.margin_warmup)
-
-    def train_epoch(self, loader, epoch: int, verbose: bool = True) -> Dict[str, float]:
-        """One pass over ``loader`` (epochs count from 1). Returns mean loss, accuracy, rate."""
-        self.model.train()
-        total_ce = total_acc = 0.0
-        steps, samples, start = 0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, **progress_options())
-        steps_per_epoch = max(1, len(loader))
-        for step, (wav, labels) in enumerate(bar):
-            self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
-            wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                loss, ce, acc = self.model(wav, labels)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.lr_step == "iteration":
-                self.scheduler.step()
-            steps += 1
-            samples += wav.shape[0]
-            total_ce += ce.item()
-            total_acc += acc.item()
-            bar.set_postfix(loss=f"{total_ce / steps:.3f}", acc=f"{total_acc / steps:.1f}%",
-                            rate=f"{samples / (time.time() - start):.1f}/s", refresh=False)
-        if self.lr_step == "epoch":
-            self.scheduler.step()
-        if steps == 0:
-            raise RuntimeError("The training loader produced no batch: the list has fewer speakers/utterances "
-                               "than one batch needs (lower batch_size or nPerSpeaker).")
-        return {"loss": total_ce / steps, "acc": total_acc / steps, "rate": samples / (time.time() - start),
-                "steps": steps, "margin": self.model.loss_fn.margin}
-
-    def current_lr(self) -> float:
-        return max(g["lr"] for g in self.optimizer.param_groups)
-
-    def save(self, path: str, epoch: int, config: Dict[str, Any]) -> None:
-        save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                     "epoch": epoch, "config": {k: v for k, v in config.items()
-                                                if isinstance(v, (int, float, str, bool))}}, path)
-
-    def resume(self, path: str) -> int:
-        """Restore model, optimiser and scheduler from our checkpoint; returns its epoch."""
-        obj = load_model_state(self.model, path)
-        for key, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
-            if key not in obj:
-                raise CheckpointError(f"'{path}' holds no {key} state, so it cannot be resumed; "
-                                      f"start a new stage from it with initial_model instead.")
-            target.load_state_dict(obj[key])
-        return int(obj["epoch"])
+def build_encoder(config: Dict[str, Any], device: torch.device) -> nn.Module:
+    """The encoder of a :class:`SpeakerNet` built from ``config`` (weights from ``initial_model`` when
+    set), on ``device``: what evaluation, cohort making and verification run."""
+    torch.manual_seed(config["seed"])
+    net = SpeakerNet(**{**config, "weight_finetuning_reg": 0.0})  # no regulariser anchor needed to evaluate
+    if config["initial_model"]:
+        load_model_state(net, config["initial_model"])
+        logger.info("Model %s loaded", config["initial_model"])
+    else:
+        logger.warning("No initial_model given: evaluating the untrained model (pre-trained front-end, "
+                       "randomly initialised MHFA, seed %d).", config["seed"])
+    return net.encoder.to(device)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an SSL + MHFA speaker model (and evaluate it every test_interval epochs).
+"""Train an SSL + MHFA speaker model and evaluate it every test_interval epochs (``--eval``: evaluate only).
 
 Writes <save_path>/model/model%09d.model checkpoints, <save_path>/result/scores.txt
 (one line per epoch) and <save_path>/result/config.yaml (the resolved configuration).
@@ -7,107 +7,23 @@ Re-running the same command resumes from the newest checkpoint in save_path.
 """
 from __future__ import annotations
 
-import logging
-import os
-import random
 from typing import Any, Dict, Optional, Sequence
 
-import numpy as np
-import torch
-
-from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
-from SpeakerNet import ModelTrainer, SpeakerNet, find_checkpoints, load_model_state, resolve_device
-from tools.config import ConfigError, require_paths, save_config
-from tools.logs import EPOCH_LOGGER, setup_logging
-from trainSpeakerNet_Eval import evaluate, evaluate_command, run_command
-from tuneThreshold import format_result
-
-logger = logging.getLogger("trainSpeakerNet")
+from core.cli import build_parser, run_cli
+from core.device import resolve_device
+from evaluation.metrics import format_result
+from runs.evaluate import evaluate_model
+from runs.train import train
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def make_loader(config: Dict[str, Any]) -> torch.utils.data.DataLoader:
-    dataset = TrainDataset(**config)
-    if len(dataset.speakers) != config["nClasses"]:
-        raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "
-                          f"{len(dataset.speakers)} speakers; set nClasses: {len(dataset.speakers)}.")
-    sampler = SpeakerBatchSampler(dataset.labels, **config)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
-        num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
-        pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    logger.info("Data: %d files, %d speakers, %d batches of %d per epoch", len(dataset), len(dataset.speakers),
-                len(loader), config["batch_size"])
-    return loader
-
-
-def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str) -> int:
-    """Resume from the newest checkpoint in save_path, else start from initial_model (if any)."""
-    checkpoints = find_checkpoints(model_dir)
-    if checkpoints:
-        if config["initial_model"]:
-            logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
-                           "seeds a run that starts fresh. Give a new stage its own save_path.",
-                           config["save_path"], config["initial_model"])
-        epoch = trainer.resume(checkpoints[-1][1])
-        logger.info("Resumed from %s (epoch %d)", checkpoints[-1][1], epoch)
-        return epoch + 1
-    if config["initial_model"]:
-        load_model_state(trainer.model, config["initial_model"])
-        logger.info("Initial model %s loaded (a new stage starts at epoch 1)", config["initial_model"])
-    return 1
-
-
-def train(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The whole training run; returns the last evaluation result (None if never evaluated)."""
-    require_paths(config, ["pretrained_model_path", "train_list", "train_path"]
-                  + (["musan_path", "rir_path"] if config["augment"] else []))
-    model_dir = os.path.join(config["save_path"], "model")
-    result_dir = os.path.join(config["save_path"], "result")
-    os.makedirs(model_dir, exist_ok=True)
-    setup_logging(os.path.join(result_dir, "scores.txt"))
-    save_config(config, os.path.join(result_dir, "config.yaml"))
-    device = resolve_device(config["device"])
-    logger.info("Config: %s", {k: v for k, v in config.items()})
-    logger.info("Device: %s; torch %s", device, torch.__version__)
-    seed_everything(config["seed"])
-
-    loader = make_loader(config)  # checks the list against nClasses before the checkpoint is loaded
-    net = SpeakerNet(**config)
-    trainer = ModelTrainer(net, **{**config, "device": device})
-    n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
-                n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
-    first = start_epoch(trainer, config, model_dir)
-    epochs = logging.getLogger(EPOCH_LOGGER)
-    result = None
-    if first > config["max_epoch"]:
-        logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
-                       "to continue, or use a new save_path for a new stage).", config["save_path"], first - 1,
-                       config["max_epoch"])
-    for epoch in range(first, config["max_epoch"] + 1):
-        loader.sampler.set_epoch(epoch)
-        lr = trainer.current_lr()
-        stats = trainer.train_epoch(loader, epoch)
-        line = (f"Epoch {epoch:d}, TAcc {stats['acc']:2.2f}, TLOSS {stats['loss']:f}, LR {lr:g}, "
-                f"margin {stats['margin']:.3f}, {stats['rate']:.1f} utt/s")
-        if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
-            trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
-            if config["test_list"]:
-                result = evaluate(config | {"embeddings": "", "save_embeddings": "", "score_file": ""}, device,
-                                  encoder=net.encoder)
-                line += f", {format_result(result)}" if result else ""
-        epochs.info(line)  # console, and result/scores.txt
-    return result
+def train_command(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    if config["eval"]:
+        return evaluate_model(config)
+    return train(config, resolve_device(config["device"]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_command(lambda config: evaluate_command(config) if config["eval"] else train(config), argv, __doc__)
+    run_cli(build_parser(__doc__), train_command, argv, show=format_result)
 
 
 if __name__ == "__main__":

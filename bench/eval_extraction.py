@@ -24,11 +24,12 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from DatasetLoader import eval_crops, load_audio  # noqa: E402
+from core.audio import load_audio  # noqa: E402
+from evaluation.dataset import eval_crops  # noqa: E402
+from evaluation.extraction import extract_embeddings  # noqa: E402
+from evaluation.scoring import trial_scores  # noqa: E402
 from models.MHFA import MainModel  # noqa: E402
-from tools.extraction import extract_embeddings  # noqa: E402
-from tools.make_demo_data import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
-from tools.scoring import trial_scores  # noqa: E402
+from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
 
 EVAL_FRAMES, NUM_EVAL = 300, 5
 

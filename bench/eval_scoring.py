@@ -32,9 +32,10 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.evaluation import load_embeddings, read_trials, score_trials, trial_rows  # noqa: E402
-from tools.scoring import trial_scores  # noqa: E402
-from tuneThreshold import evaluate_scores  # noqa: E402
+from evaluation.embeddings import load_embeddings, trial_rows  # noqa: E402
+from evaluation.metrics import evaluate_scores  # noqa: E402
+from evaluation.scoring import score_trials, trial_scores  # noqa: E402
+from evaluation.trials import read_trials  # noqa: E402
 
 REPEATS = 5  # timed runs of the vectorised scoring (median reported)
 

@@ -42,10 +42,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from DatasetLoader import SAMPLE_RATE  # noqa: E402
-from SpeakerNet import ModelTrainer, SpeakerNet  # noqa: E402
-from tools.config import defaults  # noqa: E402
-from tools.make_demo_data import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+from core.audio import SAMPLE_RATE  # noqa: E402
+from core.options import defaults  # noqa: E402
+from runs.trainer import ModelTrainer  # noqa: E402
+from SpeakerNet import SpeakerNet  # noqa: E402
+from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
 
 MODES = ("frozen", "joint", "joint_cnn")
 

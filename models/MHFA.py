@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from models.ssl_frontend import SSLFrontend, load_ssl_frontend
+from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +96,13 @@ class SpeakerEncoder(nn.Module):
 
 def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,
               normalize_input: bool = False, trust_checkpoint: bool = False, freeze_ssl: bool = False,
-              freeze_cnn: bool = True, feature_grad_mult: float = 1.0, layer_drop: float = 0.0,
+              freeze_cnn: bool = True, feature_grad_mult: float = 1.0, layer_drop: Optional[float] = None,
               grad_checkpointing: bool = False, allow_partial_checkpoint: bool = False,
               **kwargs: Any) -> SpeakerEncoder:
     """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
 
     Front-end options (YAML keys of the same names) are those of
-    :func:`models.ssl_frontend.load_ssl_frontend`; by default the input modules are
+    :func:`frontend.ssl_frontend.load_ssl_frontend`; by default the input modules are
     frozen (the original never updates them) and the transformer blocks are fine-tuned.
     """
     frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,

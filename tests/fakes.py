@@ -1,11 +1,15 @@
-"""Shared test helpers: random embeddings and trial lists, unit vectors, running a project script."""
+"""Shared test helpers: random embeddings and trial lists, unit vectors, tiny models, running a project script."""
 import os
 import subprocess
 import sys
 
 import numpy as np
+import torch
 
-from tools.evaluation import Embeddings, Trials
+from core.options import defaults
+from evaluation.embeddings import Embeddings
+from evaluation.trials import Trials
+from SpeakerNet import SpeakerNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +41,31 @@ def random_trials(keys, n: int, seed: int = 1) -> Trials:
     labels = rng.integers(0, 2, n)
     labels[:2] = [0, 1]
     return Trials(labels, [keys[a] for a, _ in pairs], [keys[b] for _, b in pairs])
+
+
+def write_file(tmp_path, text: str, name: str = "scores.txt") -> str:
+    """Write ``text`` to ``tmp_path/name``; returns the path."""
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def make_net(checkpoint: str, **over) -> SpeakerNet:
+    """A tiny SpeakerNet (nOut 8, 2 heads, 3 classes, regulariser on) on ``checkpoint``, seeded."""
+    torch.manual_seed(0)
+    cfg = dict(model="MHFA", trainfunc="aamsoftmax", pretrained_model_path=checkpoint, nOut=8, head_nb=2,
+               compression_dim=4, nClasses=3, weight_finetuning_reg=0.01)
+    cfg.update(over)
+    return SpeakerNet(**cfg)
+
+
+MODEL_OPTIONS = {"nOut": 16, "head_nb": 2, "compression_dim": 8, "nClasses": 3}
+
+
+def save_tiny_model(checkpoint: str, path) -> tuple:
+    """A random SpeakerNet (tiny WavLM + MHFA) saved as a model file; returns its encoder and the CLI options."""
+    torch.manual_seed(0)
+    net = SpeakerNet(**{**defaults(), **MODEL_OPTIONS, "pretrained_model_path": checkpoint})
+    torch.save({"model": net.state_dict()}, path)
+    options = [f"--{k}={v}" for k, v in MODEL_OPTIONS.items()]
+    return net.encoder.eval(), options + ["--pretrained_model_path", checkpoint, "--initial_model", str(path)]

@@ -1,0 +1,148 @@
+"""One configuration loader for every command: defaults, YAML file, command line.
+
+Precedence, lowest to highest: the defaults of :mod:`core.options`, then the YAML file
+given with ``--config``, then options written explicitly on the command line.
+Every YAML key must be a known option; an unknown key is an error naming the key, the
+file and the closest known key. Booleans accept true/false/yes/no/1/0 (``augment: False``
+and ``--augment false`` both mean false; ``--augment`` alone means true).
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Sequence
+
+import yaml
+
+from core.errors import ConfigError
+from core.files import write_text
+from core.options import OPTION_BY_NAME, OPTIONS, defaults, parse_bool
+
+PRECEDENCE = ("Configuration precedence (lowest to highest): built-in defaults, then the YAML file "
+              "given with --config, then options given explicitly on the command line.")
+# Files that must exist whenever they are set (empty = not used).
+PATHS_IF_SET = ("embeddings", "cohort_embeddings", "mean_embeddings", "mean_list", "qmf_list")
+
+
+class Config(dict):
+    """The resolved configuration: every option of :mod:`core.options` by name, plus ``config``
+    (the YAML path) and the arguments of the command's own. ``cli`` holds the names of the
+    options written on the command line (a tool that reads settings from another file lets
+    exactly these win over it)."""
+
+    cli: FrozenSet[str] = frozenset()
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add --config and every option, grouped by section; unset options stay absent from the namespace."""
+    parser.add_argument("--config", type=str, default=None, help="YAML configuration file")
+    groups: Dict[str, Any] = {}
+    for opt in OPTIONS:
+        group = groups.setdefault(opt.section, parser.add_argument_group(f"{opt.section} options"))
+        extra: Dict[str, Any] = {"type": opt.type}
+        if opt.type is parse_bool:
+            extra["nargs"], extra["const"] = "?", True
+        if getattr(opt.type, "choices", None):
+            extra = {"type": str, "choices": opt.type.choices}  # argparse then names the valid values
+        if getattr(opt.type, "nargs", None):
+            extra = {"type": str, "nargs": opt.type.nargs}  # the words are joined by opt.type in load_config
+        shown = "" if opt.default in ("", [], None) else f" (default: {opt.default!r})"
+        group.add_argument(f"--{opt.name}", default=argparse.SUPPRESS, help=opt.help + shown, **extra)
+
+
+def closest_key(key: str) -> Optional[str]:
+    match = difflib.get_close_matches(key, OPTION_BY_NAME, n=1, cutoff=0.5)
+    if not match:
+        lower = {k.lower(): k for k in OPTION_BY_NAME}
+        match = [lower[m] for m in difflib.get_close_matches(key.lower(), lower, n=1, cutoff=0.5)]
+    return match[0] if match else None
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    """Read and validate a YAML config; values are converted to each option's type."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            raw = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file '{path}' is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file '{path}' must be a mapping of 'key: value' lines.")
+    out = {}
+    for key, value in raw.items():
+        if key not in OPTION_BY_NAME:
+            hint = closest_key(str(key))
+            raise ConfigError(f"Unknown key '{key}' in config file '{path}'."
+                              + (f" Did you mean '{hint}'?" if hint else "")
+                              + " Run with --help for the list of keys.")
+        try:
+            out[key] = OPTION_BY_NAME[key].type(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"Bad value for '{key}' in config file '{path}': {value!r} ({err}).") from err
+    return out
+
+
+def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> Config:
+    """Merge defaults, YAML and explicit command-line options into one validated :class:`Config`.
+
+    ``parser`` must have been given :func:`add_options`; other arguments it defines are
+    returned as parsed.
+    """
+    args = vars(parser.parse_args(argv))
+    config = Config(defaults())
+    config_path = args.pop("config")
+    if config_path:
+        config.update(read_yaml(config_path))
+    for name in set(args) & set(OPTION_BY_NAME):
+        if getattr(OPTION_BY_NAME[name].type, "nargs", None):
+            args[name] = OPTION_BY_NAME[name].type(args[name])
+    config.update(args)
+    config["config"] = config_path or ""
+    config.cli = frozenset(set(args) & set(OPTION_BY_NAME))
+    validate(config)
+    return config
+
+
+def validate(config: Dict[str, Any]) -> None:
+    """Checks that need no data: value ranges, option combinations, options that cannot run here."""
+    if config["distributed"]:
+        raise ConfigError("'distributed: true' is not available yet in this toolkit; "
+                          "run on one device (remove the key or set it to false).")
+    for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval"):
+        if config[key] < 1:
+            raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")
+    if config["top_n"] < 2:
+        raise ConfigError(f"'top_n' must be at least 2 (a standard deviation needs two cohort scores), "
+                          f"got {config['top_n']}.")
+    if config["layer_drop"] is not None and not 0.0 <= config["layer_drop"] < 1.0:
+        raise ConfigError(f"'layer_drop' must be in [0, 1), got {config['layer_drop']}.")
+    if config["eval_batch_seconds"] <= 0:
+        raise ConfigError(f"'eval_batch_seconds' must be positive, got {config['eval_batch_seconds']}.")
+    if config["score_norm"] != "none" and not config["cohort_embeddings"]:
+        raise ConfigError(f"score_norm {config['score_norm']} needs cohort_embeddings (an .npz with one row per "
+                          f"cohort speaker; python -m tools.make_cohort makes one).")
+
+
+def require_paths(config: Dict[str, Any], keys: Iterable[str]) -> None:
+    """Fail at start-up, before any loading, if a needed file/folder is not set or missing.
+    A list-valued option (``test_list``) needs each of its paths."""
+    for key in keys:
+        value = config[key]
+        if not value:
+            raise ConfigError(f"'{key}' is not set: give it in the YAML file or as --{key}.")
+        for path in value if isinstance(value, list) else [value]:
+            if not os.path.exists(path):
+                raise ConfigError(f"'{key}' points to '{path}', which does not exist.")
+
+
+def require_paths_if_set(config: Dict[str, Any], keys: Iterable[str] = PATHS_IF_SET) -> None:
+    """:func:`require_paths` for the optional inputs that are set."""
+    require_paths(config, [key for key in keys if config[key]])
+
+
+def save_config(config: Dict[str, Any], path: str) -> None:
+    """Write the resolved configuration (every option; re-loadable with --config), atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text(path, yaml.safe_dump({o.name: config[o.name] for o in OPTIONS}, sort_keys=False))

@@ -1,0 +1,203 @@
+"""The one table of options: every YAML key and command-line option, its type, default and help.
+
+Each option is defined here once; :mod:`core.config` reads YAML files and the command line
+against this table, ``--help`` lists it by section, and ``result/config.yaml`` records it.
+Keys keep the original voxceleb_trainer / MHFA names where they exist.
+
+Sections ``frontend``, ``model`` and ``extraction`` hold the options that can change the
+embeddings a model file gives; the embedding cache key is made of them
+(:data:`EMBEDDING_SECTIONS`), so a new option placed there is taken into account by itself.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+NONE_WORDS = ("", "None", "none", "null")
+
+
+def parse_bool(value: Any) -> bool:
+    """Parse a boolean from YAML or the command line (true/false/yes/no/on/off/1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "y", "on", "1"):
+        return True
+    if text in ("false", "no", "n", "off", "0"):
+        return False
+    raise ValueError(f"expected a boolean (true/false/yes/no/1/0), got {value!r}")
+
+
+def optional_str(value: Any) -> str:
+    """Paths: YAML null / 'None' become an empty string (= not given)."""
+    return "" if value is None or str(value) in NONE_WORDS else str(value)
+
+
+def optional_float(value: Any) -> Optional[float]:
+    """A number, or None for YAML null / 'None' (= not given)."""
+    return None if value is None or str(value) in NONE_WORDS else float(value)
+
+
+def path_list(value: Any) -> List[str]:
+    """One or several paths: a YAML list, a comma-separated string, or the words of ``--opt A B C``."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [p.strip() for item in items for p in optional_str(item).split(",") if p.strip()]
+
+
+path_list.nargs = "+"  # type: ignore[attr-defined]  # add_options: --test_list A B C
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """Parser of an option that takes one of ``choices`` (argparse lists them in its error)."""
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+LONG_FILE_MODES = ("cut", "chunks")  # eval_long_files: see evaluation.dataset.whole_file_pieces
+SCORE_NORMS = ("none", "asnorm", "snorm")
+
+
+class Option(NamedTuple):
+    name: str
+    type: Callable[[Any], Any]
+    default: Any
+    help: str
+    section: str
+
+
+_S, _F, _I, _B = optional_str, float, int, parse_bool
+_OPTIONS: Dict[str, List[tuple]] = {
+    "training data": [
+        ("max_frames", _I, 200, "training crop length in 10 ms frames (samples = max_frames*160+240)"),
+        ("batch_size", _I, 120, "batch size (number of speakers per batch)"),
+        ("max_seg_per_spk", _I, 500, "maximum utterances per speaker per epoch"),
+        ("nPerSpeaker", _I, 1, "utterances per speaker per batch"),
+        ("nDataLoaderThread", _I, 4, "data loader worker processes"),
+        ("augment", _B, False, "augment training audio with MUSAN noise and RIR reverberation"),
+        ("seed", _I, 20211202, "random seed"),
+    ],
+    "training": [
+        ("test_interval", _I, 1, "evaluate and save a checkpoint every N epochs"),
+        ("max_epoch", _I, 15, "number of epochs"),
+        ("trainfunc", _S, "aamsoftmax", "loss plug-in in loss/"),
+        ("optimizer", _S, "adamw", "optimizer plug-in in optimizer/ (adam, adamw, sgd)"),
+        ("scheduler", _S, "steplr", "scheduler plug-in in scheduler/"),
+        ("lr", _F, 0.001, "optimizer default learning rate; every parameter group sets its own "
+                          "(LR_MHFA, LR_Transformer), so like the original this is unused by MHFA models"),
+        ("lr_decay", _F, 0.95, "learning-rate decay factor every test_interval epochs (steplr)"),
+        ("margin", _F, 0.2, "AAM-softmax margin m"),
+        ("scale", _F, 30.0, "AAM-softmax scale s"),
+        ("margin_warmup_epochs", _F, 0.0, "ramp the margin linearly from 0 to `margin` over this many epochs "
+                                          "(per iteration); 0 = fixed margin as the original"),
+        ("nClasses", _I, 5994, "number of training speakers"),
+        ("initial_model", _S, "", "start from this model file (e.g. the previous stage's); evaluation: the model"),
+        ("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),
+    ],
+    "fine-tuning": [
+        ("weight_finetuning_reg", _F, 0.01, "weight of the regulariser toward the pre-trained weights"),
+        ("reg_loss", one_of("original", "plain"), "original",
+         "'original': CE/sg(CE) + reg*r/(sg(r)+1e-5) as the paper ran (also without r); 'plain': CE + reg*r"),
+        ("LLRD_factor", _F, 1.0, "layer-wise learning-rate decay: block i gets LR_Transformer*LLRD_factor^i"),
+        ("LR_Transformer", _F, 2e-5, "learning rate of the transformer blocks"),
+        ("LR_MHFA", _F, 5e-3, "learning rate of the MHFA back-end and the loss"),
+        ("freeze_ssl", _B, False, "freeze the whole SSL front-end: eval mode, no_grad, no backward, no optimizer "
+                                  "groups (only MHFA and the loss train)"),
+        ("freeze_cnn", _B, True, "freeze the CNN feature encoder, feature projection and positional conv (the "
+                                 "original never updates them); false trains them at LR_Transformer"),
+        ("feature_grad_mult", _F, 1.0, "fairseq's feature_grad_mult: scale of the gradient into a trainable CNN "
+                                       "(needs freeze_cnn: false)"),
+        ("layer_grad_mult", _F, 1.0, "wespeaker's feature_grad_mult: scale of the gradient from the back-end into "
+                                     "every SSL layer output (wespeaker joint fine-tuning: 0.1)"),
+        ("layer_drop", optional_float, None, "probability of skipping each transformer block in training "
+                                             "(LayerDrop); default: the checkpoint's own encoder_layerdrop "
+                                             "(0.05 in WavLM Base+/Large), as the original"),
+        ("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
+                                          "(joint fine-tuning of Large models on long crops)"),
+    ],
+    "frontend": [
+        ("pretrained_model_path", _S, "", "pre-trained SSL checkpoint: official WavLM .pt, fairseq HuBERT / "
+                                          "wav2vec 2.0 .pt, or a Hugging Face model folder (format detected)"),
+        ("trust_checkpoint", _B, False, "allow arbitrary unpickling of checkpoints (only for trusted files; "
+                                        "legacy fairseq files with an argparse Namespace need it)"),
+        ("allow_partial_checkpoint", _B, False, "load a pre-trained checkpoint even if some of its encoder "
+                                                "tensors are unused or missing (they are logged by name)"),
+        ("normalize_input", _B, False, "normalise each waveform before the SSL model (off, as the original)"),
+    ],
+    "model": [
+        ("model", _S, "MHFA", "model plug-in in models/ (MHFA; Baseline.Spk_Encoder is an alias)"),
+        ("nOut", _I, 256, "embedding size"),
+        ("head_nb", _I, 32, "MHFA number of attention heads"),
+        ("compression_dim", _I, 128, "MHFA compression dimension"),
+    ],
+    "extraction": [
+        ("eval_frames", _I, 300, "evaluation crop length in frames; 0 uses the whole file only"),
+        ("num_eval", _I, 5, "number of evenly spaced evaluation crops per file"),
+        ("max_eval_seconds", _F, 43.75, "cap on the whole-file embedding input (43.75 s = the original's "
+                                        "700,000 samples, set for GPU memory); longer files are logged"),
+        ("eval_long_files", one_of(*LONG_FILE_MODES), "cut",
+         "files longer than max_eval_seconds: 'cut' to the cap (the original) or 'chunks': split into "
+         "near-equal pieces within the cap, embedding = length-weighted mean of the piece embeddings"),
+        ("eval_batch_seconds", _F, 60.0, "most audio (seconds) per forward pass in extraction"),
+        ("eval_autocast", _B, False, "extraction under bfloat16 (CPU) / float16 (CUDA) autocast"),
+    ],
+    "evaluation data and outputs": [
+        ("test_list", path_list, [], "trial list(s): 'label enroll.wav test.wav' per line; several as "
+                                     "--test_list A B C, A,B,C or a YAML list"),
+        ("test_path", _S, "", "folder the trial list paths are relative to"),
+        ("embeddings", _S, "", "score from this embeddings .npz (no model, no audio)"),
+        ("save_embeddings", _S, "", "save the extracted embeddings (.npz)"),
+        ("score_file", _S, "", "write 'label enroll test score' per trial here (plus <score_file>.det.png and "
+                               ".threshold.json); with several lists <stem>.<list name><ext>"),
+        ("embedding_cache", _B, True, "cache the embeddings of initial_model and reuse them when the same model, "
+                                      "files and embedding options come again"),
+        ("embedding_cache_dir", _S, "", "folder of the embedding cache (default: <save_path>/embedding_cache; "
+                                        "never next to the model file)"),
+    ],
+    "scoring": [
+        ("score_norm", one_of(*SCORE_NORMS), "none", "score normalisation with a cohort (needs cohort_embeddings)"),
+        ("top_n", _I, 300, "AS-norm: cohort size per side"),
+        ("cohort_embeddings", _S, "", "cohort .npz (one row per cohort speaker; python -m tools.make_cohort)"),
+        ("mean_embeddings", _S, "", "subtract the mean whole-file embedding of this .npz from every embedding "
+                                    "(and the cohort) before scoring"),
+        ("mean_list", _S, "", "compute that mean only over the files of this list (last field of each line)"),
+        ("qmf_list", _S, "", "QMF calibration: fit a logistic regression on score + quality measures on this "
+                             "labelled trial list; scores become llrs"),
+        ("threshold", optional_float, None, "decision threshold: accept when score >= it (evaluation: also "
+                                            "report the actual DCF there)"),
+        ("dcf_p_target", _F, 0.05, "prior of a target trial (QMF calibration prior)"),
+        ("dcf_c_miss", _F, 1.0, "cost of a miss"),
+        ("dcf_c_fa", _F, 1.0, "cost of a false alarm"),
+    ],
+    "training paths": [
+        ("train_list", _S, "", "training list: 'speaker_id relative/path.wav' per line"),
+        ("train_path", _S, "", "folder the training list paths are relative to"),
+        ("musan_path", _S, "", "MUSAN folder (noise/ speech/ music/)"),
+        ("rir_path", _S, "", "RIR folder (<room type>/<room>/<file>.wav)"),
+    ],
+    "runtime": [
+        ("device", _S, "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"),
+        ("port", _S, "7888", "port for distributed training"),
+        ("distributed", _B, False, "distributed data-parallel training (not available yet: rejected)"),
+        ("mixedprec", _B, False, "mixed precision (float16 autocast + grad scaling on CUDA, bfloat16 on CPU)"),
+        ("eval", _B, False, "evaluate only"),
+    ],
+}
+OPTIONS: List[Option] = [Option(*row, section) for section, rows in _OPTIONS.items() for row in rows]
+OPTION_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+EMBEDDING_SECTIONS = ("frontend", "model", "extraction")
+
+
+def defaults() -> Dict[str, Any]:
+    """Every option at its default (lists copied, so callers may change them)."""
+    return {o.name: list(o.default) if isinstance(o.default, list) else o.default for o in OPTIONS}
+
+
+def in_sections(sections: Sequence[str]) -> List[str]:
+    """Names of the options of ``sections``, in table order."""
+    return [o.name for o in OPTIONS if o.section in sections]

@@ -1,0 +1,59 @@
+"""Embeddings cached per model file, so evaluating the same checkpoint again is instant.
+
+The cache lives in the run's own folder, ``<save_path>/embedding_cache/`` (or the folder
+``embedding_cache_dir``), never next to the model file, which may be a colleague's or on a
+read-only mount. An entry is ``<model file name>.emb-<digest>.npz``; the digest covers the
+model file (absolute path, size, modification time), the test folder, the files asked for
+and every option that can change an embedding: the options of the sections
+:data:`core.options.EMBEDDING_SECTIONS` (front-end, model, extraction). It is derived from
+the option table, so no option can be forgotten. Any change makes a new entry; stale ones
+can simply be deleted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable, Dict, List
+
+from core.errors import OutputError
+from core.options import EMBEDDING_SECTIONS, in_sections
+from evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
+
+logger = logging.getLogger(__name__)
+
+CACHE_FOLDER = "embedding_cache"  # inside save_path, unless embedding_cache_dir is set
+
+
+def cache_key(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any]) -> Dict[str, Any]:
+    """Everything the embeddings of ``keys`` depend on (the digest is made of this)."""
+    stat = os.stat(model_path)
+    return {"model": os.path.abspath(model_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "test_path": os.path.abspath(test_path), "keys": keys,
+            **{name: config[name] for name in in_sections(EMBEDDING_SECTIONS)}}
+
+
+def cache_path(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any]) -> str:
+    """Where the embeddings of ``keys`` under ``test_path`` by ``model_path`` are cached."""
+    what = cache_key(model_path, test_path, keys, config)
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    folder = config["embedding_cache_dir"] or os.path.join(config["save_path"], CACHE_FOLDER)
+    return os.path.join(folder, f"{os.path.basename(model_path)}.emb-{digest}.npz")
+
+
+def cached_embeddings(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any],
+                      extract: Callable[[], Embeddings]) -> Embeddings:
+    """Load the cached embeddings, or ``extract()`` them and write the cache (atomically)."""
+    path = cache_path(model_path, test_path, keys, config)
+    if os.path.isfile(path):
+        logger.info("Embeddings of %d files read from the cache %s", len(keys), path)
+        return load_embeddings(path)
+    emb = extract()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_embeddings(emb, path)
+        logger.info("Embeddings cached in %s", path)
+    except (OSError, OutputError) as err:  # a cache that cannot be written must not stop the evaluation
+        logger.warning("Could not write the embedding cache %s (%s); continuing without it.", path, err)
+    return emb

@@ -1,0 +1,80 @@
+"""Evaluation input per file: ``num_eval`` evenly spaced crops and the whole file (the original protocol),
+and the policy for files longer than ``max_eval_seconds``."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from core.audio import SAMPLE_RATE, frames_to_samples, load_audio, wrap_pad
+from core.options import LONG_FILE_MODES
+
+logger = logging.getLogger(__name__)
+
+
+def eval_crop_starts(length: int, crop: int, num_eval: int) -> np.ndarray:
+    """Start samples of ``num_eval`` evenly spaced crops: linspace(0, length - crop, num_eval)."""
+    return np.linspace(0, length - crop, num=num_eval).astype(np.int64)
+
+
+def eval_crops(audio: np.ndarray, eval_frames: int, num_eval: int) -> np.ndarray:
+    """``num_eval`` evenly spaced crops [num_eval, samples]; eval_frames 0 gives the whole file once."""
+    if eval_frames == 0:
+        return audio[None, :]
+    crop = frames_to_samples(eval_frames)
+    audio = wrap_pad(audio, crop)
+    return np.stack([audio[s:s + crop] for s in eval_crop_starts(audio.shape[0], crop, num_eval)])
+
+
+def whole_file_pieces(length: int, max_samples: Optional[int], long_files: str = "cut") -> List[Tuple[int, int]]:
+    """(start, stop) of the pieces the whole-file embedding is made of.
+
+    Up to ``max_samples`` (None: no cap) the file is one piece. Beyond it, ``cut`` keeps
+    the first ``max_samples`` (the original's behaviour) and ``chunks`` splits the file
+    into the fewest consecutive pieces of near-equal length (differing by at most one
+    sample) that are each at most ``max_samples`` long, so no piece is a short tail.
+    """
+    if long_files not in LONG_FILE_MODES:
+        raise ValueError(f"eval_long_files must be one of {LONG_FILE_MODES}, got {long_files!r}")
+    if not max_samples or length <= max_samples:
+        return [(0, length)]
+    if long_files == "cut":
+        return [(0, max_samples)]
+    count = -(-length // max_samples)
+    bounds = [length * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """Evaluation input per file: (crops [num_eval, S], whole-file pieces [p][N_p], key).
+
+    The whole file is one piece unless it is longer than ``max_eval_samples``; then it is
+    cut or split as ``whole_file_pieces`` says, and logged.
+    """
+
+    def __init__(self, keys: Sequence[str], test_path: str, eval_frames: int, num_eval: int,
+                 max_eval_samples: Optional[int] = None, long_files: str = "cut"):
+        self.keys, self.test_path = list(keys), test_path
+        self.eval_frames, self.num_eval, self.max_eval_samples = eval_frames, num_eval, max_eval_samples
+        self.long_files = long_files
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, List[torch.Tensor], str]:
+        audio = load_audio(os.path.join(self.test_path, self.keys[i]))
+        crops = eval_crops(audio, self.eval_frames, self.num_eval)
+        pieces = whole_file_pieces(audio.shape[0], self.max_eval_samples, self.long_files)
+        if len(pieces) > 1:
+            logger.info("%s: %.1f s, whole-file embedding = length-weighted mean over %d pieces of %.1f s "
+                        "(longer than max_eval_seconds %.2f s; eval_long_files: chunks)", self.keys[i],
+                        audio.shape[0] / SAMPLE_RATE, len(pieces), (pieces[0][1] - pieces[0][0]) / SAMPLE_RATE,
+                        self.max_eval_samples / SAMPLE_RATE)
+        elif pieces[0][1] < audio.shape[0]:
+            logger.info("%s: %.1f s, whole-file embedding uses the first %.1f s (max_eval_seconds; "
+                        "eval_long_files: chunks would use all of it)",
+                        self.keys[i], audio.shape[0] / SAMPLE_RATE, self.max_eval_samples / SAMPLE_RATE)
+        return (torch.from_numpy(crops), [torch.from_numpy(audio[a:b]) for a, b in pieces], self.keys[i])

@@ -1,0 +1,136 @@
+"""The evaluation, step by step: read trials -> embeddings -> scores -> normalise (-> calibrate) -> metrics -> reports.
+
+Scoring follows the original protocol (:mod:`evaluation.scoring`): embeddings are
+L2-normalised; with crops, s1 = mean of the crop x crop cosine matrix, s2 = cosine of
+whole-file embeddings, score = (s1 + s2) / 2; without crops the score is s2. AS-norm and
+S-norm always use the whole-file embeddings. The model is not built here: the caller passes
+the encoder, or a function that builds it (called only when embeddings must be extracted).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
+from core.options import in_sections
+from evaluation.cache import cached_embeddings
+from evaluation.embeddings import Embeddings, load_embeddings, load_mean, save_embeddings
+from evaluation.extraction import extract_embeddings
+from evaluation.metrics import compute_error_rates, evaluate_scores
+from evaluation.qmf import calibrate_lists
+from evaluation.reports import det_curve_png, threshold_path, write_score_file, write_threshold_file
+from evaluation.scoring import Scored, score_all
+from evaluation.trials import Trials, list_name, list_paths, read_trials
+
+logger = logging.getLogger(__name__)
+QMF_LIST = "__qmf_calibration__"
+# Settings an EER threshold belongs to, recorded in the threshold file and applied by tools/verify.py:
+# every extraction and scoring option except the decision threshold itself.
+THRESHOLD_SETTINGS = [k for k in in_sections(("extraction", "scoring")) if k != "threshold"]
+EncoderBuilder = Callable[[], torch.nn.Module]
+
+
+def evaluation_paths(config: Dict[str, Any], reads_model_file: bool = True) -> None:
+    """Check every file and folder an evaluation of ``config`` reads, before any work starts
+    (``initial_model`` too when the model is built from it rather than passed in)."""
+    extracts = not config["embeddings"]
+    require_paths(config, ["test_list"] + (["test_path", "pretrained_model_path"] if extracts else []))
+    require_paths_if_set(config, PATHS_IF_SET + (("initial_model",) if extracts and reads_model_file else ()))
+
+
+def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[str, Trials]) -> Scored:
+    """:func:`evaluation.scoring.score_all` with the scoring options of a configuration (score_norm,
+    top_n, cohort_embeddings, mean_embeddings, mean_list); the files they name are read here."""
+    norm = config["score_norm"]
+    cohort = load_embeddings(config["cohort_embeddings"]).embeddings if norm != "none" else None
+    mean = load_mean(config["mean_embeddings"], config["mean_list"]) if config["mean_embeddings"] else None
+    return score_all(emb, trial_sets, norm, cohort, config["top_n"], mean)
+
+
+def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: torch.nn.Module,
+                  device: torch.device, verbose: bool = True) -> Embeddings:
+    """:func:`evaluation.extraction.extract_embeddings` with the extraction options of a configuration."""
+    return extract_embeddings(encoder, files, root, config["eval_frames"], config["num_eval"],
+                              config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
+                              verbose=verbose, batch_seconds=config["eval_batch_seconds"],
+                              autocast=config["eval_autocast"], long_files=config["eval_long_files"])
+
+
+def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: torch.device,
+                     encoder: Optional[torch.nn.Module] = None,
+                     build_encoder: Optional[EncoderBuilder] = None) -> Embeddings:
+    """Embeddings from ``embeddings`` when set, else extracted once for the files of all lists
+    (from the embedding cache when ``initial_model`` was evaluated the same way before)."""
+    if config["embeddings"]:
+        return load_embeddings(config["embeddings"])
+    files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
+
+    def extract() -> Embeddings:
+        model = encoder if encoder is not None else build_encoder()
+        return extract_files(config, files, config["test_path"], model, device)
+
+    if encoder is None and config["initial_model"] and config["embedding_cache"]:
+        return cached_embeddings(config["initial_model"], config["test_path"], files, config, extract)
+    return extract()
+
+
+def score_file_for(score_file: str, name: str, several: bool) -> str:
+    """The score file of list ``name``: ``score_file`` itself, or ``<stem>.<name><ext>`` for several lists."""
+    if not several:
+        return score_file
+    stem, ext = os.path.splitext(score_file)
+    return f"{stem}.{name}{ext}"
+
+
+def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[torch.nn.Module] = None,
+             build_encoder: Optional[EncoderBuilder] = None) -> Optional[Dict[str, Any]]:
+    """The whole evaluation of the lists in ``test_list``.
+
+    Embeddings come from ``embeddings`` when set, else from ``encoder`` (or the model
+    ``build_encoder()`` returns). Returns the metrics of the single list, or
+    ``{'lists': {name: metrics}}`` for several lists (None where a list is unlabelled).
+    """
+    evaluation_paths(config, reads_model_file=encoder is None)
+    paths = list_paths(config["test_list"])
+    trial_sets = {list_name(p): read_trials(p) for p in paths}
+    extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
+    emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder)
+    if config["save_embeddings"]:
+        save_embeddings(emb, config["save_embeddings"])
+        logger.info("Embeddings saved to %s", config["save_embeddings"])
+    scored = configured_scores(config, emb, {**trial_sets, **extra})
+    scores = scored.scores
+    if extra:
+        scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST,
+                                 None if scored.stats is None else scored.stats[0], config["dcf_p_target"],
+                                 rows=scored.rows)
+    results = {name: report(config, name, trials, scores[name], len(trial_sets) > 1)
+               for name, trials in trial_sets.items()}
+    if len(results) == 1:
+        return next(iter(results.values()))
+    labelled = {name: r for name, r in results.items() if r is not None}
+    return {"lists": labelled} if labelled else None
+
+
+def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray,
+           several: bool) -> Optional[Dict[str, Any]]:
+    """Score file, metrics, DET curve and EER-threshold file of one list."""
+    score_file = score_file_for(config["score_file"], name, several)
+    if score_file:
+        write_score_file(score_file, trials, scores)
+        logger.info("Scores written to %s", score_file)
+    if trials.labels is None:
+        logger.warning("Trial list %s has no labels: scores only, no EER.", name)
+        return None
+    rates = compute_error_rates(scores, trials.labels)
+    result = evaluate_scores(scores, trials.labels, p_targets=(0.05, 0.01), c_miss=config["dcf_c_miss"],
+                             c_fa=config["dcf_c_fa"], threshold=config["threshold"], rates=rates)
+    if score_file:
+        det_curve_png(rates[0], rates[1], score_file + ".det.png", result["eer"], name)
+        settings = {key: config[key] for key in THRESHOLD_SETTINGS + ["initial_model", "config"]}
+        write_threshold_file(threshold_path(score_file), result, {**settings, "test_list": name})
+    return result

@@ -1,0 +1,254 @@
+"""Scoring maths on embedding arrays: cosine trials, mean subtraction, AS-norm / S-norm.
+
+Pure functions (arrays in, arrays out; no file I/O). Trials are given as row indices
+into the embedding matrices, so one key -> row mapping serves every step; :func:`score_all`
+maps the trials of one or several lists to rows once and scores them all.
+
+Original protocol (voxceleb_trainer ``evaluateFromList``), embeddings L2-normalised:
+  s1 = mean_{i,j} <c_e,i, c_t,j>   (crop x crop cosine matrix; equals <mean_i c_e,i, mean_j c_t,j>)
+  s2 = <w_e, w_t>                  (whole-file embeddings)
+  score = (s1 + s2) / 2, or s2 alone without crops.
+AS-norm (Matejka et al., Interspeech 2017; wespeaker ``score_norm.py``): with mu_x, sigma_x the
+mean and standard deviation of the top-N cosines of x against the cohort,
+  s' = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2;  S-norm takes N = the whole cohort.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from core.errors import ConfigError
+from evaluation.embeddings import Embeddings, trial_rows
+from evaluation.trials import Trials
+
+TRIAL_CHUNK = 2048  # trials per gather: 2 x 2 MB of 256-d rows stay in cache for the dot products
+COHORT_CHUNK = 4096  # files per cohort matrix product ([4096, 5994] float32 = 98 MB)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """x / max(||x||_2, 1e-12) along the last axis, as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
+
+
+def subtract_mean(x: np.ndarray, mean: Optional[np.ndarray]) -> np.ndarray:
+    """x - mean (broadcast over the last axis); ``mean`` None leaves x unchanged.
+
+    Done before L2 normalisation, as wespeaker's ``score.py`` (``cal_mean``) does.
+    """
+    return x if mean is None else np.asarray(x, dtype=np.float32) - np.asarray(mean, dtype=np.float32)
+
+
+def worker_count() -> int:
+    """Threads for the row-parallel loops: the CPUs this process may use, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus))
+
+
+def in_threads(task: Callable[[int, int], None], total: int, chunk: int) -> None:
+    """Run ``task(start, stop)`` over [0, total) in blocks of ``chunk`` on a thread pool.
+
+    NumPy's ``take``, ``einsum`` and matrix products release the GIL, so the blocks run in
+    parallel; each task writes its own slice of a preallocated output.
+    """
+    starts = range(0, total, chunk)
+    workers = worker_count()
+    if workers == 1 or len(starts) == 1:
+        for start in starts:
+            task(start, min(start + chunk, total))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda start: task(start, min(start + chunk, total)), starts):
+            pass  # re-raises a task's exception here
+
+
+def pair_dots(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
+    """s_n = <a[rows_a[n]], b[rows_b[n]]> for every n, in float32 chunks; returns float64 [N].
+
+    The random row gathers are the cost (2 KB per trial for 256-d float32): ``np.take``
+    into cache-sized blocks of ``TRIAL_CHUNK`` trials is ~2x faster than fancy indexing of
+    the whole list, and running the blocks on all cores (``in_threads``) ~2x again on 2.
+
+    Args:
+        a, b: [F, D] matrices (normalised embeddings).
+        rows_a, rows_b: [N] int row indices (the two sides of each trial).
+    """
+    out = np.empty(len(rows_a), dtype=np.float64)
+
+    def block(start: int, stop: int) -> None:
+        out[start:stop] = np.einsum("nd,nd->n", np.take(a, rows_a[start:stop], axis=0),
+                                    np.take(b, rows_b[start:stop], axis=0))
+
+    in_threads(block, len(rows_a), TRIAL_CHUNK)
+    return out
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of x, accumulated in float64 ([F] float64), in parallel blocks."""
+    out = np.empty(len(x), dtype=np.float64)
+
+    def block(start: int, stop: int) -> None:
+        rows = x[start:stop]
+        out[start:stop] = np.sqrt(np.einsum("fd,fd->f", rows, rows, dtype=np.float64))
+
+    in_threads(block, len(x), COHORT_CHUNK * 4)
+    return out
+
+
+def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
+                 crops: Optional[np.ndarray] = None) -> np.ndarray:
+    """Original-protocol scores (module docstring) for trials given as row indices.
+
+    Args:
+        whole: [F, D] whole-file embeddings (any scale; normalised here).
+        enroll, test: [N] row indices of each trial's two files.
+        crops: [F, num_eval, D] crop embeddings, or None (score = s2).
+    Returns:
+        [N] float64 scores.
+    """
+    whole = np.asarray(whole, dtype=np.float32)
+    norms = np.maximum(row_norms(whole), 1e-12)  # [F]
+    s2 = pair_dots(whole, whole, enroll, test) / (norms[enroll] * norms[test])  # no normalised copy of `whole`
+    if crops is None:
+        return s2
+    mean_crop = np.concatenate([l2_normalise(crops[i:i + COHORT_CHUNK]).mean(axis=1)  # [F, D], in blocks: no
+                                for i in range(0, len(crops), COHORT_CHUNK)])  # full normalised copy of all crops
+    return (pair_dots(mean_crop, mean_crop, enroll, test) + s2) / 2.0
+
+
+def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of the ``top_n`` largest values of each row.
+
+    ``np.partition`` (introselect, SIMD-sorted in NumPy 2) selects them in O(C) per row.
+    wespeaker uses torch.std (ddof 1): a constant factor sqrt(n/(n-1)) on every sigma,
+    which rescales all normalised scores alike and changes no EER or minDCF.
+
+    Args:
+        sims: [R, C] similarities.
+        top_n: N, clipped to C.
+        in_place: partition ``sims`` itself (no copy of a large block; its order is lost).
+    Returns:
+        (mean [R], std [R]) as float64.
+    """
+    cols = sims.shape[1]
+    n = min(top_n, cols)
+    if n < cols:
+        if not in_place:
+            sims = sims.copy()
+        sims.partition(cols - n, axis=1)
+    top = sims[:, cols - n:].astype(np.float64)
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
+                 chunk: int = COHORT_CHUNK) -> Tuple[np.ndarray, np.ndarray]:
+    """mu, sigma of the ``top_n`` highest cosines of each row of x with the cohort.
+
+    The [R, C] cosine matrix is built ``chunk`` rows at a time in float32 (peak memory
+    ~ chunk * C * 4 bytes times a few), never whole.
+
+    Args:
+        x: [R, D] embeddings; cohort: [C, D] cohort embeddings (any scale).
+        top_n: N (AS-norm); N >= C gives S-norm.
+    Returns:
+        (mean [R], std [R]) float64.
+    """
+    if top_n < 2:
+        raise ConfigError(f"top_n must be at least 2 (a standard deviation needs two cohort scores), got {top_n}.")
+    unit_x, unit_c = l2_normalise(x), l2_normalise(cohort)
+    n = min(top_n, len(unit_c))
+    mean, std = np.empty(len(unit_x)), np.empty(len(unit_x))
+    for start in range(0, len(unit_x), chunk):
+        sims = unit_x[start:start + chunk] @ unit_c.T  # [chunk, C]
+        mean[start:start + chunk], std[start:start + chunk] = top_n_moments(sims, n, in_place=True)
+    return mean, std
+
+
+def adaptive_snorm(scores: np.ndarray, mean_e: np.ndarray, std_e: np.ndarray, mean_t: np.ndarray,
+                   std_t: np.ndarray) -> np.ndarray:
+    """s' = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2, element-wise over trials."""
+    return 0.5 * ((scores - mean_e) / std_e + (scores - mean_t) / std_t)
+
+
+# ----------------------------------------------------------------------------- trial lists
+
+class Scored(NamedTuple):
+    scores: Dict[str, np.ndarray]  # list name -> [N] float64 scores in trial-list order
+    rows: Dict[str, Tuple[np.ndarray, np.ndarray]]  # list name -> (enroll rows, test rows) of the embeddings
+    stats: Optional[Tuple[np.ndarray, np.ndarray]]  # AS-/S-norm (mu, sigma) per embedding row, or None
+
+
+def score_all(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
+              cohort: Optional[np.ndarray] = None, top_n: int = 0, mean: Optional[np.ndarray] = None) -> Scored:
+    """Scores of one or several trial lists from one set of embeddings, with the trial rows
+    and cohort statistics they were made from (QMF reuses both).
+
+    The key -> row map is built once, and AS-norm/S-norm statistics are computed once for
+    the union of the files of all lists (see :func:`file_cohort_stats`).
+
+    Args:
+        emb: embeddings (whole-file, and crops for the original protocol).
+        trial_sets: list name -> trials.
+        method: 'none', 'asnorm' (top-N cohort) or 'snorm' (whole cohort); needs ``cohort``.
+        top_n: N of AS-norm (option ``top_n``).
+        mean: subtracted from every embedding (and the cohort) before normalisation.
+    """
+    rows = trial_rows(emb, trial_sets)
+    whole = subtract_mean(emb.embeddings, mean)
+    crops = None if emb.crop_embeddings is None else subtract_mean(emb.crop_embeddings, mean)
+    stats = None
+    if method != "none":
+        if cohort is None:
+            raise ConfigError(f"score_norm {method!r} needs cohort embeddings (cohort_embeddings).")
+        stats = file_cohort_stats(whole, np.concatenate([r for pair in rows.values() for r in pair]),
+                                  subtract_mean(cohort, mean), method, top_n)
+    scores = {}
+    for name, (e, t) in rows.items():
+        scores[name] = trial_scores(whole, e, t, crops)
+        if stats is not None:
+            mu, sigma = stats
+            scores[name] = adaptive_snorm(scores[name], mu[e], sigma[e], mu[t], sigma[t])
+    return Scored(scores, rows, stats)
+
+
+def score_lists(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
+                cohort: Optional[np.ndarray] = None, top_n: int = 0,
+                mean: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """list name -> scores (:func:`score_all` without its by-products)."""
+    return score_all(emb, trial_sets, method, cohort, top_n, mean).scores
+
+
+def score_trials(emb: Embeddings, trials: Trials, mean: Optional[np.ndarray] = None) -> np.ndarray:
+    """Original-protocol scores for every trial (vectorised; ``mean`` is subtracted first)."""
+    return score_lists(emb, {"trials": trials}, mean=mean)["trials"]
+
+
+def file_cohort_stats(whole: np.ndarray, rows: np.ndarray, cohort: np.ndarray, method: str,
+                      top_n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """mu, sigma (:func:`cohort_stats`) of the whole-file embeddings ``whole`` [F, D] in ``rows``
+    against ``cohort`` (both already mean-subtracted, if at all).
+
+    Returns [F] arrays, NaN outside ``rows``; computing only the files that occur in the
+    trials (once for several lists) is what keeps AS-norm cheap.
+    """
+    if method not in ("asnorm", "snorm"):
+        raise ConfigError(f"score_norm must be none, asnorm or snorm, got {method!r}.")
+    used = np.unique(rows)
+    n = cohort.shape[0] if method == "snorm" else top_n
+    mu, sigma = np.full(len(whole), np.nan), np.full(len(whole), np.nan)
+    mu[used], sigma[used] = cohort_stats(whole[used], cohort, n)
+    return mu, sigma
+
+
+def normalise_scores(scores: np.ndarray, emb: Embeddings, trials: Trials, cohort: np.ndarray, method: str,
+                     top_n: int, mean: Optional[np.ndarray] = None) -> np.ndarray:
+    """AS-norm (top-N cohort) or S-norm (whole cohort) of given raw scores (module docstring)."""
+    if method == "none":
+        return scores
+    e, t = trial_rows(emb, {"trials": trials})["trials"]
+    mu, sigma = file_cohort_stats(subtract_mean(emb.embeddings, mean), np.concatenate([e, t]),
+                                  subtract_mean(cohort, mean), method, top_n)
+    return adaptive_snorm(scores, mu[e], sigma[e], mu[t], sigma[t])

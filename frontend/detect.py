@@ -1,0 +1,104 @@
+"""Tell the supported checkpoint formats apart by their content and read any of them.
+
+``read_ssl_checkpoint(path)`` returns the torchaudio builder arguments and the
+tensors under torchaudio's names, whatever the format (see ``ACCEPTED_FORMATS``):
+  * a folder                                  -> Hugging Face (checkpoints_hf.py)
+  * ``cfg['model']`` or a legacy ``args``     -> fairseq HuBERT / wav2vec 2.0 (checkpoints_fairseq.py)
+  * ``cfg`` with the model options at its top -> official WavLM (checkpoints.py)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, NamedTuple
+
+import torch
+from torch import nn
+from torchaudio.models import wav2vec2_model, wavlm_model
+
+from frontend.names import wavlm_state_to_torchaudio
+from frontend.formats import (ACCEPTED_FORMATS, CheckpointError, fairseq_style_cfg_to_torchaudio, load_torch_file,
+                                name_list, state_mismatch, wavlm_cfg_to_torchaudio, wavlm_parts)
+from frontend.fairseq import fairseq_state_to_torchaudio, is_fairseq_checkpoint, read_fairseq_encoder
+from frontend.hf import hf_config_to_torchaudio, hf_state_to_torchaudio, read_hf_folder
+
+logger = logging.getLogger(__name__)
+
+
+class SSLCheckpoint(NamedTuple):
+    """A pre-trained SSL encoder, whatever file format it came in."""
+    family: str  # 'wavlm', 'hubert' or 'wav2vec2'
+    source: str  # the format found, for messages
+    config: Dict[str, Any]  # torchaudio builder arguments (without aux_num_out)
+    state: Dict[str, torch.Tensor]  # tensors under torchaudio's names
+    unused: List[str]  # tensors of the file's encoder with no place in the model (file names)
+    ignored: List[str]  # pre-training / fine-tuning heads, not part of the encoder
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        keys = sorted(map(str, obj))[:10]
+        if any(k.startswith(("__S__.", "module.__S__.")) for k in keys):
+            return (f"keys {keys}: a model file written by the MHFA repository; give it as `initial_model`, "
+                    f"not as `pretrained_model_path`")
+        return f"a dict with keys {keys}"
+    return f"a {type(obj).__name__}"
+
+
+def read_ssl_checkpoint(path: str, trust_checkpoint: bool = False) -> SSLCheckpoint:
+    """Detect the format of ``path`` from its content and read it.
+
+    Args:
+        path: checkpoint file or Hugging Face model folder.
+        trust_checkpoint: allow arbitrary unpickling (legacy fairseq ``args`` Namespace, omegaconf objects).
+
+    Raises:
+        CheckpointError: missing or unreadable file, or a content that is none of ``ACCEPTED_FORMATS``.
+    """
+    if os.path.isdir(path):
+        hf = read_hf_folder(path, trust_checkpoint)
+        state, unused = hf_state_to_torchaudio(hf.state, hf.family)
+        return SSLCheckpoint(hf.family, "Hugging Face folder", hf_config_to_torchaudio(hf.config, path), state,
+                             unused, hf.head)
+    obj = load_torch_file(path, trust_checkpoint)
+    if is_fairseq_checkpoint(obj):
+        enc = read_fairseq_encoder(obj, path)
+        state, unused = fairseq_state_to_torchaudio(enc.state)
+        return SSLCheckpoint(enc.family, f"fairseq {enc.family} ({enc.layout})",
+                             fairseq_style_cfg_to_torchaudio(enc.cfg, f"fairseq model config of '{path}'"), state,
+                             unused, enc.head)
+    parts = wavlm_parts(obj)
+    if parts is not None:
+        state, unused = wavlm_state_to_torchaudio(parts[1])
+        config = wavlm_cfg_to_torchaudio(parts[0], f"WavLM cfg of '{path}'")
+        return SSLCheckpoint("wavlm", "official WavLM", config, state, unused, [])
+    raise CheckpointError(f"'{path}' is not a supported SSL checkpoint: found {_describe(obj)}. "
+                          f"Accepted: {ACCEPTED_FORMATS}.")
+
+
+def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -> nn.Module:
+    """Build the torchaudio model of ``ckpt`` and load its tensors strictly.
+
+    Every tensor of the file's encoder must find its place and every model tensor
+    must be in the file. With ``allow_partial`` (YAML ``allow_partial_checkpoint``),
+    unused tensors are dropped and missing ones keep their random initialisation,
+    both logged by name; shape mismatches always fail.
+    """
+    config = dict(ckpt.config, aux_num_out=None)
+    model = wavlm_model(**config) if ckpt.family == "wavlm" else wav2vec2_model(**config)
+    expected = model.state_dict()
+    missing, unexpected, mis_shaped, _ = state_mismatch(expected, ckpt.state)
+    unused = ckpt.unused + unexpected
+    report = (f"unused tensors {name_list(unused)}, missing tensors {name_list(missing)}, "
+              f"shape mismatches {mis_shaped[:8]}")
+    if mis_shaped or (not allow_partial and (unused or missing)):
+        raise CheckpointError(
+            f"Checkpoint '{path}' ({ckpt.source}) does not match the {ckpt.family} architecture its own "
+            f"configuration describes: {report}. The file may be damaged, its configuration edited, or it holds "
+            f"another model; set `allow_partial_checkpoint: true` to load it anyway (unused tensors are dropped, "
+            f"missing ones keep random values; shape mismatches cannot be loaded).")
+    if unused or missing:
+        logger.warning("Partial checkpoint '%s' loaded (allow_partial_checkpoint): %s",
+                                            path, report)
+    model.load_state_dict({k: v for k, v in ckpt.state.items() if k in expected}, strict=not allow_partial)
+    return model

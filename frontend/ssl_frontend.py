@@ -1,0 +1,249 @@
+"""SSL speech transformer front-end: waveform -> stacked hidden layers.
+
+``load_ssl_frontend(path)`` reads a pre-trained checkpoint in any supported format
+(official WavLM, fairseq HuBERT / wav2vec 2.0, Hugging Face folder; detected from
+the content, see ``frontend/detect.py``), builds torchaudio's model from
+its configuration and returns an :class:`SSLFrontend` whose ``forward(wav)`` maps
+``wav`` [B, N] (16 kHz, float32) to ``[B, L+1, T, D]``.
+
+Layer order (as the official WavLM ``extract_features(..., ret_layer_results=True)``):
+index 0 is the transformer input (CNN features -> layer norm -> projection, plus
+the convolutional positional embedding, then the encoder layer norm for
+post-norm/Base models); index l = 1..L is the output of transformer block l.
+For pre-norm (Large) models the last entry is the raw output of the last block,
+*without* the encoder's final layer norm, as in the official layer results (and
+as ``hidden_states`` of transformers >= 5; transformers 4.x applied the norm to
+its last entry).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from core.errors import ConfigError
+from frontend.detect import build_encoder, read_ssl_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` (fairseq's ``feature_grad_mult``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def _per_row(fn: Callable[[torch.Tensor], torch.Tensor], wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``fn`` on each row's valid samples alone, outputs zero-padded back into one batch."""
+    return nn.utils.rnn.pad_sequence([fn(wav[i, :int(n)]) for i, n in enumerate(lengths)], batch_first=True)
+
+
+class SSLFrontend(nn.Module):
+    """torchaudio SSL model exposing all hidden layers.
+
+    Args:
+        model: a ``torchaudio.models.Wav2Vec2Model`` (WavLM, HuBERT or wav2vec 2.0).
+        normalize_input: zero-mean/unit-variance normalise each waveform first
+            (the released WavLM-Large was trained this way; the original MHFA
+            recipe never does it, so it is off by default).
+        freeze_cnn: keep the input modules (CNN feature encoder, feature projection,
+            positional convolution) fixed and skip their backward. The original never
+            updates them either, but wastes their gradients.
+        freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
+            layer drop) under ``no_grad``, so nothing is kept for backward.
+        feature_grad_mult: scale of the gradient flowing into the CNN (fairseq option
+            of the same name; wespeaker joint fine-tuning uses 0.1). Needs a trainable CNN.
+        grad_checkpointing: recompute each block in backward instead of storing its
+            activations (joint fine-tuning of Large models on long crops).
+        family: 'wavlm', 'hubert' or 'wav2vec2' (for messages).
+    """
+
+    def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True,
+                 freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
+                 family: str = "wavlm"):
+        super().__init__()
+        if feature_grad_mult < 0:
+            raise ConfigError(f"feature_grad_mult must be >= 0, got {feature_grad_mult}")
+        if feature_grad_mult != 1.0 and (freeze_cnn or freeze_ssl):
+            raise ConfigError(f"feature_grad_mult={feature_grad_mult} only scales the gradient of a trainable CNN, "
+                             f"but the CNN is frozen (freeze_cnn={freeze_cnn}, freeze_ssl={freeze_ssl}): set "
+                             f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
+        self.model = model
+        self.family = family
+        self.normalize_input = normalize_input
+        self.freeze_ssl = freeze_ssl
+        self.freeze_cnn = freeze_cnn or freeze_ssl
+        self.feature_grad_mult = feature_grad_mult
+        self.grad_checkpointing = grad_checkpointing
+        if self.freeze_cnn:
+            for module in self.input_modules():
+                module.requires_grad_(False)
+        if freeze_ssl:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "SSLFrontend":
+        """A frozen front-end (``freeze_ssl``) stays in eval mode."""
+        super().train(mode)
+        if self.freeze_ssl:
+            self.model.eval()
+        return self
+
+    @property
+    def num_layers(self) -> int:
+        """L + 1: the number of hidden sequences returned per input."""
+        return len(self.model.encoder.transformer.layers) + 1
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.encoder.feature_projection.projection.out_features
+
+    @property
+    def layer_drop(self) -> float:
+        """Probability of skipping a block in training (YAML ``layer_drop``)."""
+        return self.model.encoder.transformer.layer_drop
+
+    def transformer_layers(self) -> List[nn.Module]:
+        """The L transformer blocks, in order (for layer-wise learning rates)."""
+        return list(self.model.encoder.transformer.layers)
+
+    def input_modules(self) -> Iterator[nn.Module]:
+        """Modules before the first block: CNN, feature projection, positional conv."""
+        yield self.model.feature_extractor
+        yield self.model.encoder.feature_projection
+        yield self.model.encoder.transformer.pos_conv_embed
+        yield self.model.encoder.transformer.layer_norm
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames per item for ``lengths`` valid samples (conv arithmetic of the CNN)."""
+        frames = lengths.clone()
+        for block in self.model.feature_extractor.conv_layers:
+            conv = block.conv
+            frames = torch.div(frames - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+        return frames.clamp(min=0)
+
+    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All layers of a batch.
+
+        Args:
+            wav: [B, N] float32, 16 kHz.
+            lengths: [B] valid samples per row (None: every row is whole). Padded rows
+                give, on their valid frames, the same layers as the unpadded input alone
+                (padded frames are zeroed before the positional convolution and masked
+                out of attention); the frames past :meth:`frame_lengths` are padding.
+        Returns:
+            [B, L+1, T, D].
+        """
+        if self.freeze_ssl:
+            with torch.no_grad():
+                return self._layers(wav, lengths)
+        return self._layers(wav, lengths)
+
+    def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """CNN features [B, T, C]. Group norm normalises over time, so padded rows of a
+        group-norm CNN run one at a time; layer-norm CNN frames depend on their own samples only."""
+        extractor = self.model.feature_extractor
+        if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
+            return extractor(wav, None)[0]
+        return _per_row(lambda row: extractor(row[None], None)[0][0], wav, lengths)  # [B, T_max, C]
+
+    def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], pad: Optional[torch.Tensor]) -> torch.Tensor:
+        """Layer 0, the transformer input: [B, N] -> [B, T, D]; ``pad`` [B, T] marks padded frames."""
+        features = self._cnn(wav, lengths)
+        if pad is not None:
+            features = features[:, :pad.shape[1]]
+        if self.feature_grad_mult != 1.0 and features.requires_grad:
+            features = _ScaleGrad.apply(features, self.feature_grad_mult)
+        x = self.model.encoder.feature_projection(features)  # [B, T, D]
+        if pad is not None:
+            x = x.masked_fill(pad[..., None], 0.0)  # as the official encoder, before the positional conv
+        return self.model.encoder.transformer._preprocess(x)  # + positional conv (and LN for post-norm)
+
+    def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        if lengths is None:
+            return F.layer_norm(wav, wav.shape[-1:])
+        return _per_row(lambda row: F.layer_norm(row, row.shape), wav, lengths)
+
+    def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        pad = None
+        if lengths is not None:
+            frames = self.frame_lengths(lengths)
+            pad = torch.arange(int(frames.max()), device=wav.device)[None, :] >= frames[:, None]  # [B, T]
+        if self.normalize_input:
+            wav = self._normalise(wav, lengths)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
+            x = self._input(wav, lengths, pad)  # [B, T, D]
+        attention_mask, key_padding_mask = None, None
+        if pad is not None and self.family == "wavlm":
+            # WavLM attention takes a key padding mask; additive float, the type of its position bias
+            key_padding_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf"))
+        elif pad is not None:
+            attention_mask = (pad[:, None, None, :].to(x.dtype) * -10000.0).expand(
+                x.shape[0], 1, x.shape[1], x.shape[1])  # additive, as torchaudio's encoder
+        training = self.model.training
+        recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
+        layers = [x]
+        position_bias = None  # WavLM: computed by block 1, shared by the others
+        for layer in self.transformer_layers():
+            if training and self.layer_drop > 0 and torch.rand(1).item() < self.layer_drop:
+                layers.append(x)  # a dropped block passes its input through
+                continue
+            if recompute:
+                x, position_bias = checkpoint(layer, x, attention_mask, position_bias, key_padding_mask,
+                                              use_reentrant=False)
+            else:
+                x, position_bias = layer(x, attention_mask, position_bias=position_bias,
+                                         key_padding_mask=key_padding_mask)
+            layers.append(x)
+        return torch.stack(layers, dim=1)  # [B, L+1, T, D]
+
+
+def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool = True,
+                      trust_checkpoint: bool = False, layer_drop: Optional[float] = None, freeze_ssl: bool = False,
+                      feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
+                      allow_partial_checkpoint: bool = False) -> SSLFrontend:
+    """Load a pre-trained SSL checkpoint as a front-end returning all layers.
+
+    Args:
+        path: official WavLM file, fairseq HuBERT / wav2vec 2.0 file, or Hugging Face
+            model folder (YAML ``pretrained_model_path``); the format is detected.
+        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, grad_checkpointing:
+            see :class:`SSLFrontend`.
+        trust_checkpoint: allow arbitrary unpickling of the file.
+        layer_drop: probability of skipping a block in training; None keeps the checkpoint's
+            own ``encoder_layerdrop`` (as the original, which builds WavLM from the checkpoint's
+            config: 0.05 for WavLM Base+/Large); a number replaces it (0 turns it off).
+        allow_partial_checkpoint: load even if tensors are unused or missing (logged by name).
+
+    Returns:
+        SSLFrontend with ``forward(wav [B, N]) -> [B, L+1, T, D]``.
+
+    Example:
+        >>> frontend = load_ssl_frontend("WavLM-Base+.pt")  # doctest: +SKIP
+        >>> frontend(torch.zeros(1, 16000)).shape  # doctest: +SKIP
+        torch.Size([1, 13, 49, 768])
+    """
+    if layer_drop is not None and not 0.0 <= layer_drop < 1.0:
+        raise ConfigError(f"layer_drop must be in [0, 1), got {layer_drop}")
+    ckpt = read_ssl_checkpoint(path, trust_checkpoint)
+    model = build_encoder(ckpt, path, allow_partial=allow_partial_checkpoint)
+    if layer_drop is not None:
+        model.encoder.transformer.layer_drop = layer_drop
+    frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                           feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                           family=ckpt.family)
+    logger.info("Loaded SSL front-end from %s (%s): %d layers (+ input), hidden size %d, LayerDrop %g%s",
+                path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size, frontend.layer_drop,
+                f"; ignored {len(ckpt.ignored)} head tensors" if ckpt.ignored else "")
+    return frontend

@@ -1,0 +1,122 @@
+"""One training run: check inputs, build data, model and trainer, resume, then per epoch train, save,
+evaluate and log one line.
+
+Writes ``<save_path>/model/model%09d.model`` checkpoints, ``<save_path>/result/scores.txt`` (one line
+per epoch) and ``<save_path>/result/config.yaml`` (the resolved configuration). Running the same
+configuration again resumes from the newest checkpoint in ``save_path``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from core.config import require_paths, save_config
+from core.errors import ConfigError
+from core.logs import EPOCH_LOGGER, setup_logging
+from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
+from evaluation.metrics import format_result
+from evaluation.pipeline import evaluate, evaluation_paths
+from SpeakerNet import SpeakerNet, find_checkpoints, load_model_state
+from runs.trainer import ModelTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
+    """Every path the run will read, checked before anything is loaded: training data, augmentation
+    folders, the evaluation inputs of each test_interval, and initial_model when a fresh run uses it."""
+    require_paths(config, ["pretrained_model_path", "train_list", "train_path"]
+                  + (["musan_path", "rir_path"] if config["augment"] else []))
+    if config["test_list"]:
+        evaluation_paths(config, reads_model_file=False)  # evaluated with the model being trained
+    if config["initial_model"] and not find_checkpoints(model_dir):
+        require_paths(config, ["initial_model"])
+
+
+def make_loader(config: Dict[str, Any]) -> torch.utils.data.DataLoader:
+    dataset = TrainDataset(**config)
+    if len(dataset.speakers) != config["nClasses"]:
+        raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "
+                          f"{len(dataset.speakers)} speakers; set nClasses: {len(dataset.speakers)}.")
+    sampler = SpeakerBatchSampler(dataset.labels, **config)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
+        num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
+        pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    logger.info("Data: %d files, %d speakers, %d batches of %d per epoch", len(dataset), len(dataset.speakers),
+                len(loader), config["batch_size"])
+    return loader
+
+
+def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str) -> int:
+    """Resume from the newest checkpoint in save_path, else start from initial_model (if any)."""
+    checkpoints = find_checkpoints(model_dir)
+    if checkpoints:
+        if config["initial_model"]:
+            logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
+                           "seeds a run that starts fresh. Give a new stage its own save_path.",
+                           config["save_path"], config["initial_model"])
+        epoch = trainer.resume(checkpoints[-1][1])
+        logger.info("Resumed from %s (epoch %d)", checkpoints[-1][1], epoch)
+        return epoch + 1
+    if config["initial_model"]:
+        load_model_state(trainer.model, config["initial_model"])
+        logger.info("Initial model %s loaded (a new stage starts at epoch 1)", config["initial_model"])
+    return 1
+
+
+def epoch_line(epoch: int, lr: float, stats: Dict[str, float], result: Optional[Dict[str, Any]]) -> str:
+    """The one-line record of an epoch (several trial lists stay on the same line)."""
+    line = (f"Epoch {epoch:d}, TAcc {stats['acc']:2.2f}, TLOSS {stats['loss']:f}, LR {lr:g}, "
+            f"margin {stats['margin']:.3f}, {stats['rate']:.1f} utt/s")
+    return line + (f", {format_result(result, list_separator=' | ')}" if result else "")
+
+
+def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, Any]]:
+    """The whole training run; returns the last evaluation result (None if never evaluated)."""
+    model_dir = os.path.join(config["save_path"], "model")
+    result_dir = os.path.join(config["save_path"], "result")
+    check_inputs(config, model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    setup_logging(os.path.join(result_dir, "scores.txt"))
+    save_config(config, os.path.join(result_dir, "config.yaml"))
+    logger.info("Config: %s", dict(config))
+    logger.info("Device: %s; torch %s", device, torch.__version__)
+    seed_everything(config["seed"])
+
+    loader = make_loader(config)  # checks the list against nClasses before the checkpoint is loaded
+    net = SpeakerNet(**config)
+    trainer = ModelTrainer(net, **{**config, "device": device})
+    n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
+                n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
+    first = start_epoch(trainer, config, model_dir)
+    epochs = logging.getLogger(EPOCH_LOGGER)
+    result = None
+    if first > config["max_epoch"]:
+        logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
+                       "to continue, or use a new save_path for a new stage).", config["save_path"], first - 1,
+                       config["max_epoch"])
+    for epoch in range(first, config["max_epoch"] + 1):
+        loader.sampler.set_epoch(epoch)
+        lr = trainer.current_lr()
+        stats = trainer.train_epoch(loader, epoch)
+        result = None
+        if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
+            trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
+            if config["test_list"]:
+                result = evaluate({**config, "embeddings": "", "save_embeddings": "", "score_file": ""}, device,
+                                  encoder=net.encoder)
+        epochs.info(epoch_line(epoch, lr, stats, result))  # console, and result/scores.txt
+    return result

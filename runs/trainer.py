@@ -1,0 +1,98 @@
+"""The trainer of a :class:`SpeakerNet.SpeakerNet`: optimiser and scheduler plug-ins, mixed precision,
+the margin ramp and one epoch's loop; saving and resuming its state."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict
+
+import torch
+from tqdm import tqdm
+
+from core.device import autocast_dtype
+from core.errors import CheckpointError, ConfigError
+from core.logs import progress_options
+from core.options import OPTIONS
+from core.plugins import get_plugin
+from SpeakerNet import SpeakerNet, load_model_state, save_model_file
+
+logger = logging.getLogger(__name__)
+
+
+class ModelTrainer:
+    """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
+
+    def __init__(self, net: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
+                 LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
+                 margin_warmup_epochs: float = 0.0, mixedprec: bool = False, **config: Any):
+        self.model = net.to(device)
+        self.device = device
+        groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
+                                              extra_backend=list(net.loss_fn.parameters()))
+        self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
+        self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(self.optimizer, **config)
+        self.final_margin, self.margin_warmup = margin, margin_warmup_epochs
+        self.amp_dtype = autocast_dtype(device) if mixedprec else None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
+
+    def margin_at(self, progress_epochs: float) -> float:
+        """Linear margin ramp 0 -> margin over ``margin_warmup_epochs`` (fixed margin when 0)."""
+        if self.margin_warmup <= 0:
+            return self.final_margin
+        return self.final_margin * min(1.0, progress_epochs / self.margin_warmup)
+
+    def train_epoch(self, loader, epoch: int, verbose: bool = True) -> Dict[str, float]:
+        """One pass over ``loader`` (epochs count from 1).
+
+        Returns:
+            mean loss and accuracy, steps, utterances (batches x speakers x nPerSpeaker), the rate
+            in utterances per second, and the margin at the end.
+        """
+        self.model.train()
+        total_ce = total_acc = 0.0
+        steps, utterances, start = 0, 0, time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, **progress_options())
+        steps_per_epoch = max(1, len(loader))
+        for step, (wav, labels) in enumerate(bar):
+            self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
+            wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                loss, ce, acc = self.model(wav, labels)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.lr_step == "iteration":
+                self.scheduler.step()
+            steps += 1
+            utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
+            total_ce += ce.item()
+            total_acc += acc.item()
+            bar.set_postfix(loss=f"{total_ce / steps:.3f}", acc=f"{total_acc / steps:.1f}%",
+                            rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
+        if self.lr_step == "epoch":
+            self.scheduler.step()
+        if steps == 0:
+            raise ConfigError("The training loader produced no batch: the list has fewer speakers/utterances "
+                               "than one batch needs (lower batch_size or nPerSpeaker).")
+        return {"loss": total_ce / steps, "acc": total_acc / steps, "steps": steps, "utterances": utterances,
+                "rate": utterances / (time.time() - start), "margin": self.model.loss_fn.margin}
+
+    def current_lr(self) -> float:
+        return max(g["lr"] for g in self.optimizer.param_groups)
+
+    def save(self, path: str, epoch: int, config: Dict[str, Any]) -> None:
+        save_model_file({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                         "epoch": epoch, "config": {o.name: config[o.name] for o in OPTIONS}}, path)
+
+    def resume(self, path: str) -> int:
+        """Restore model, optimiser and scheduler from our checkpoint; returns its epoch."""
+        obj = load_model_state(self.model, path)
+        for key, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
+            if key not in obj:
+                raise CheckpointError(f"'{path}' holds no {key} state, so it cannot be resumed; "
+                                      f"start a new stage from it with initial_model instead.")
+            target.load_state_dict(obj[key])
+        return int(obj["epoch"])

@@ -1,0 +1,1 @@
+"""The synthetic demo and test data: VoxCeleb-shaped corpus, MUSAN/RIR-shaped folders, random-weight checkpoints."""

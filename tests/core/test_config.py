@@ -1,0 +1,82 @@
+import argparse
+import os
+
+import pytest
+
+from core.config import add_options, load_config, read_yaml
+from core.errors import ConfigError
+from core.options import parse_bool
+from tests.fakes import ROOT
+
+
+def parser():
+    p = argparse.ArgumentParser()
+    add_options(p)
+    return p
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_defaults_yaml_cli(tmp_path):
+    cfg = write(tmp_path, "batch_size: 64\nmargin: 0.3\nlr: 5e-4\n")
+    c = load_config(parser(), ["--config", cfg, "--margin", "0.5"])
+    assert c["batch_size"] == 64          # YAML beats default
+    assert c["margin"] == 0.5             # explicit CLI beats YAML
+    assert c["lr"] == pytest.approx(5e-4) and isinstance(c["lr"], float)  # YAML '5e-4' is a string
+    assert c["max_frames"] == 200         # default kept
+    # a CLI value equal to the default still beats the YAML
+    assert load_config(parser(), ["--config", cfg, "--batch_size", "120"])["batch_size"] == 120
+
+
+@pytest.mark.parametrize("text,expected", [("False", False), ("false", False), ("no", False), ("0", False),
+                                           ("True", True), ("yes", True), ("1", True)])
+def test_boolean_parsing_yaml_and_cli(tmp_path, text, expected):
+    cfg = write(tmp_path, f"augment: {text}\n")
+    assert load_config(parser(), ["--config", cfg])["augment"] is expected
+    assert load_config(parser(), ["--augment", text])["augment"] is expected
+
+
+def test_bare_flag_means_true_and_bad_bool_fails():
+    assert load_config(parser(), ["--eval"])["eval"] is True
+    assert load_config(parser(), [])["eval"] is False
+    with pytest.raises(ValueError):
+        parse_bool("maybe")
+
+
+def test_unknown_key_names_key_file_and_closest(tmp_path):
+    cfg = write(tmp_path, "batch_size: 10\nmax_frame: 300\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(parser(), ["--config", cfg])
+    assert "max_frame" in str(err.value) and "max_frames" in str(err.value) and cfg in str(err.value)
+
+
+def test_bad_value_names_key(tmp_path):
+    with pytest.raises(ConfigError, match="batch_size"):
+        read_yaml(write(tmp_path, "batch_size: many\n"))
+
+
+def test_choice_option_yaml_and_cli(tmp_path, capsys):
+    assert load_config(parser(), [])["eval_long_files"] == "cut"
+    chunks = write(tmp_path, "eval_long_files: chunks\n")
+    assert load_config(parser(), ["--config", chunks])["eval_long_files"] == "chunks"
+    with pytest.raises(ConfigError, match="eval_long_files.*cut, chunks"):
+        read_yaml(write(tmp_path, "eval_long_files: split\n"))
+    with pytest.raises(SystemExit):
+        load_config(parser(), ["--eval_long_files", "split"])
+    assert "invalid choice: 'split'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["Baseline.yaml", "Baseline_lm.yaml"])
+def test_original_configs_load(name):
+    c = load_config(parser(), ["--config", os.path.join(ROOT, "yaml", name)])
+    assert c["model"] == "Baseline.Spk_Encoder" and c["nClasses"] == 5994 and c["augment"] is True
+    assert c["margin"] == (0.5 if "lm" in name else 0.2)
+
+
+def test_distributed_is_rejected_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="distributed"):
+        load_config(parser(), ["--distributed", "true"])

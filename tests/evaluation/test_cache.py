@@ -1,0 +1,90 @@
+"""The embedding cache (evaluation/cache.py): a second evaluation reads it; its key follows the model file and
+every option that changes embeddings; it lives in the run's folder, never next to the model file."""
+import os
+
+import numpy as np
+import pytest
+
+from core.options import EMBEDDING_SECTIONS, OPTIONS, defaults
+from evaluation.cache import cache_path, cached_embeddings
+from evaluation.embeddings import Embeddings
+
+
+@pytest.fixture
+def config(tmp_path):
+    return {**defaults(), "save_path": str(tmp_path / "run")}
+
+
+def counting_extractor(calls):
+    def extract():
+        calls.append(1)
+        rng = np.random.default_rng(len(calls))
+        return Embeddings(["a.wav", "b.wav"], rng.normal(size=(2, 4)).astype(np.float32),
+                          rng.normal(size=(2, 5, 4)).astype(np.float32))
+    return extract
+
+
+def test_second_evaluation_reads_the_cache(tmp_path, config):
+    model = tmp_path / "model000000001.model"
+    model.write_bytes(b"weights")
+    calls = []
+    first = cached_embeddings(str(model), "wavs", ["a.wav", "b.wav"], config, counting_extractor(calls))
+    second = cached_embeddings(str(model), "wavs", ["a.wav", "b.wav"], config, counting_extractor(calls))
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.embeddings, second.embeddings)
+    np.testing.assert_array_equal(first.crop_embeddings, second.crop_embeddings)
+    assert second.keys == ["a.wav", "b.wav"]
+    assert os.path.isfile(cache_path(str(model), "wavs", ["a.wav", "b.wav"], config))
+    assert not [f for f in os.listdir(tmp_path / "run" / "embedding_cache") if ".tmp-" in f]
+
+
+def test_cache_is_written_in_the_run_folder_not_beside_the_model(tmp_path, config):
+    colleague = tmp_path / "colleague"
+    colleague.mkdir()
+    model = colleague / "m.model"
+    model.write_bytes(b"weights")
+    cached_embeddings(str(model), "wavs", ["a.wav", "b.wav"], config, counting_extractor([]))
+    assert os.listdir(colleague) == ["m.model"]  # nothing written next to someone else's file
+    assert len(os.listdir(tmp_path / "run" / "embedding_cache")) == 1
+    elsewhere = {**config, "embedding_cache_dir": str(tmp_path / "cache")}
+    cached_embeddings(str(model), "wavs", ["a.wav", "b.wav"], elsewhere, counting_extractor([]))
+    assert os.path.dirname(cache_path(str(model), "wavs", ["a.wav"], elsewhere)) == str(tmp_path / "cache")
+    assert len(os.listdir(tmp_path / "cache")) == 1
+
+
+def test_cache_key_follows_model_files_and_protocol(tmp_path, config):
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    base = cache_path(str(model), "wavs", ["a.wav"], config)
+    assert cache_path(str(model), "wavs", ["a.wav", "b.wav"], config) != base
+    assert cache_path(str(model), "other", ["a.wav"], config) != base
+    assert cache_path(str(model), "wavs", ["a.wav"], {**config, "num_eval": 10}) != base
+    assert cache_path(str(model), "wavs", ["a.wav"], {**config, "eval_long_files": "chunks"}) != base
+    # the defect of the hand-kept key list: flipping normalize_input returned the old embeddings
+    assert cache_path(str(model), "wavs", ["a.wav"], {**config, "normalize_input": True}) != base
+    assert cache_path(str(model), "wavs", ["a.wav"], {**config, "margin": 0.5}) == base  # training-only option
+    model.write_bytes(b"retrained weights")  # a new checkpoint under the same name
+    assert cache_path(str(model), "wavs", ["a.wav"], config) != base
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.section in EMBEDDING_SECTIONS], ids=lambda o: o.name)
+def test_every_option_that_changes_embeddings_changes_the_key(tmp_path, config, option):
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.5,
+               str: lambda v: v + "x" if v not in ("cut", "chunks") else {"cut": "chunks", "chunks": "cut"}[v]}
+    value = changed[type(option.default)](option.default)
+    assert (cache_path(str(model), "wavs", ["a.wav"], {**config, option.name: value})
+            != cache_path(str(model), "wavs", ["a.wav"], config))
+
+
+def test_cache_that_cannot_be_written_does_not_stop_evaluation(tmp_path, config, caplog):
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    os.makedirs(cache_path(str(model), "wavs", ["a.wav", "b.wav"], config) + "/blocker")  # a folder in the way
+    calls = []
+    emb = cached_embeddings(str(model), "wavs", ["a.wav", "b.wav"], config, counting_extractor(calls))
+    assert len(calls) == 1 and emb.embeddings.shape == (2, 4)
+    assert "Could not write the embedding cache" in caplog.text
+    assert not [f for f in os.listdir(os.path.dirname(cache_path(str(model), "wavs", ["a.wav"], config)))
+                if ".tmp-" in f]

@@ -1,0 +1,32 @@
+"""Embeddings files (evaluation/embeddings.py): the .npz round trip, the mean of a list's files."""
+import numpy as np
+import pytest
+
+from evaluation.embeddings import load_embeddings, load_mean, save_embeddings
+from evaluation.reports import write_score_file
+from evaluation.scoring import score_trials
+from tests.fakes import random_embeddings, random_trials
+
+
+def test_embeddings_npz_round_trip_and_score_file(tmp_path):
+    emb = random_embeddings(12, 8)
+    save_embeddings(emb, str(tmp_path / "e.npz"))
+    back = load_embeddings(str(tmp_path / "e.npz"))
+    assert back.keys == emb.keys and back.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(back.crop_embeddings, emb.crop_embeddings)
+    trials = random_trials(emb.keys, n=5)
+    write_score_file(str(tmp_path / "s.txt"), trials, score_trials(back, trials))
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    assert [line.split()[1:3] for line in lines] == [[e, t] for e, t in zip(trials.enroll, trials.test)]
+    assert [int(line.split()[0]) for line in lines] == list(trials.labels)
+
+
+def test_mean_from_a_list(tmp_path):
+    emb = random_embeddings(15, 6, crops=0)
+    save_embeddings(emb, str(tmp_path / "m.npz"))
+    (tmp_path / "train.txt").write_text(f"spk {emb.keys[2]}\nspk {emb.keys[5]}\n")
+    got = load_mean(str(tmp_path / "m.npz"), str(tmp_path / "train.txt"))
+    np.testing.assert_allclose(got, (emb.embeddings[2] + emb.embeddings[5]) / 2, rtol=1e-6, atol=1e-6)
+    (tmp_path / "train.txt").write_text("spk nowhere.wav\n")
+    with pytest.raises(ValueError, match="nowhere.wav"):
+        load_mean(str(tmp_path / "m.npz"), str(tmp_path / "train.txt"))

@@ -1,0 +1,50 @@
+"""The evaluation pipeline through the eval CLI: several lists in one run, score files, DET PNG, threshold file."""
+import json
+
+import numpy as np
+
+from evaluation.embeddings import load_embeddings, save_embeddings
+from evaluation.reports import read_score_file
+from evaluation.scoring import score_lists
+from tests.fakes import random_embeddings, random_trials, run_script
+
+
+def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
+    emb = random_embeddings(30, 6, crops=3)
+    save_embeddings(emb, str(tmp_path / "e.npz"))
+    np.savez(tmp_path / "c.npz", keys=np.array([f"s{i}" for i in range(12)]),
+             embeddings=np.random.default_rng(9).normal(size=(12, 6)).astype(np.float32))
+    lists = {}
+    for name, seed in (("O", 1), ("H", 2)):
+        trials = random_trials(emb.keys, n=50, seed=seed)
+        lists[name] = trials
+        (tmp_path / f"{name}.txt").write_text("".join(f"{y} {e} {t}\n" for y, e, t in
+                                                      zip(trials.labels, trials.enroll, trials.test)))
+    norm = ["--score_norm", "asnorm", "--top_n", "5", "--cohort_embeddings", str(tmp_path / "c.npz")]
+    single = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"), "--embeddings",
+                        str(tmp_path / "e.npz"), *norm, "--score_file", str(tmp_path / "s.txt"), "--threshold", "0.1")
+    assert single.returncode == 0, single.stderr[-2000:]
+    line = single.stdout.strip()
+    assert line.split()[0::2] == ["EER", "MinDCF0.05", "MinDCF0.01", "ActDCF0.05", "ActDCF0.01"]
+    several = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"),
+                         str(tmp_path / "H.txt"), "--embeddings", str(tmp_path / "e.npz"), *norm, "--score_file",
+                         str(tmp_path / "s.txt"))
+    assert several.returncode == 0, several.stderr[-2000:]
+    out = several.stdout.strip().splitlines()
+    assert [o.split()[0] for o in out] == ["O", "H"] and out[0].split()[1:7] == line.split()[:6]
+    expected = score_lists(load_embeddings(str(tmp_path / "e.npz")), lists, "asnorm",
+                           np.load(tmp_path / "c.npz")["embeddings"], 5)
+    for name in ("O", "H"):
+        labels, scores, pairs = read_score_file(str(tmp_path / f"s.{name}.txt"))
+        assert pairs == list(zip(lists[name].enroll, lists[name].test))
+        assert labels.tolist() == lists[name].labels.tolist()
+        np.testing.assert_allclose(scores, expected[name], atol=1e-6)  # file = in-process scores (6 decimals)
+        png = tmp_path / f"s.{name}.txt.det.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        record = json.loads((tmp_path / f"s.{name}.txt.threshold.json").read_text())
+        assert record["score_norm"] == "asnorm" and record["top_n"] == 5
+        fields = out[["O", "H"].index(name)].split()
+        assert f"{record['eer']:.4f}" == fields[2]
+    missing = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"),
+                         str(tmp_path / "none.txt"), "--embeddings", str(tmp_path / "e.npz"))
+    assert missing.returncode == 2 and "none.txt" in missing.stderr and "Traceback" not in missing.stderr

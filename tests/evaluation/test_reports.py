@@ -1,0 +1,50 @@
+"""Score files (evaluation/reports.py): both line formats, errors that name the file and line."""
+
+import numpy as np
+import pytest
+
+from evaluation.reports import read_score_file
+from tests.fakes import write_file
+
+
+def test_read_score_file_four_fields(tmp_path):
+    path = write_file(tmp_path, "1 a/1.wav b/1.wav 0.9\n\n0 a/1.wav c/2.wav -0.25\n  \n1 d.wav e.wav 3e-1\n")
+    labels, scores, pairs = read_score_file(path)
+    np.testing.assert_array_equal(labels, [1, 0, 1])
+    np.testing.assert_allclose(scores, [0.9, -0.25, 0.3])
+    assert pairs == [("a/1.wav", "b/1.wav"), ("a/1.wav", "c/2.wav"), ("d.wav", "e.wav")]
+
+
+def test_read_score_file_two_fields(tmp_path):
+    labels, scores, pairs = read_score_file(write_file(tmp_path, "1 0.5\n0\t0.1\n"))
+    np.testing.assert_array_equal(labels, [1, 0])
+    np.testing.assert_allclose(scores, [0.5, 0.1])
+    assert pairs is None
+
+
+@pytest.mark.parametrize("text,line,fragment", [
+    ("1 0.5\n2 0.4\n", 2, "label '2' is not 0 or 1"),
+    ("1 0.5\n0 abc\n", 2, "score 'abc' is not a finite float"),
+    ("1 0.5\n0 nan\n", 2, "not a finite float"),
+    ("1 a b 0.5\n\n0 a b\n", 3, "expected 2 or 4 fields, got 3"),
+    ("1 0.5\n0 a b 0.4\n", 2, "mixed formats"),
+    ("1 a b 0.5\n0 0.4\n", 2, "mixed formats"),
+])
+def test_read_score_file_line_errors(tmp_path, text, line, fragment):
+    path = write_file(tmp_path, text, "bad_scores.txt")
+    with pytest.raises(ValueError) as err:
+        read_score_file(path)
+    msg = str(err.value)
+    bad_line = text.split("\n")[line - 1]
+    assert path in msg and f"line {line}" in msg and fragment in msg and bad_line in msg
+    assert "label enroll test score" in msg  # says what is expected
+
+
+@pytest.mark.parametrize("text,fragment", [("", "empty"), ("\n  \n", "empty"),
+                                           ("1 0.5\n1 0.4\n", "only label 1"),
+                                           ("0 a b 0.5\n", "EER is undefined")])
+def test_read_score_file_file_errors(tmp_path, text, fragment):
+    path = write_file(tmp_path, text, "bad_scores.txt")
+    with pytest.raises(ValueError) as err:
+        read_score_file(path)
+    assert path in str(err.value) and fragment in str(err.value)

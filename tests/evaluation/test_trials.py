@@ -1,0 +1,49 @@
+"""Trial lists (evaluation/trials.py): formats, fast reading equal to line-by-line parsing, errors naming the line."""
+import numpy as np
+import pytest
+
+from evaluation.trials import read_trials
+
+
+def test_read_trials_formats_and_errors(tmp_path):
+    path = tmp_path / "trials.txt"
+    path.write_text("1 a.wav b.wav\n0 a.wav c.wav\n")
+    trials = read_trials(str(path))
+    assert list(trials.labels) == [1, 0] and trials.enroll == ["a.wav", "a.wav"] and trials.test[1] == "c.wav"
+    path.write_text("a.wav b.wav\n")
+    assert read_trials(str(path)).labels is None  # unlabelled: no random label invented
+    path.write_text("1 a.wav b.wav\n2 a.wav c.wav\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_trials(str(path))
+    path.write_text("1 a.wav b.wav\na.wav c.wav\n")
+    with pytest.raises(ValueError, match="mixes"):
+        read_trials(str(path))
+
+
+def test_read_trials_equals_line_by_line_parsing(tmp_path):
+    rng = np.random.default_rng(5)
+    lines = [f"{rng.integers(2)}{' ' * rng.integers(1, 3)}a/{i}.wav\tb/{rng.integers(99)}.wav" for i in range(200)]
+    text = "\r\n".join(lines[:100]) + "\r\n\n   \n" + "\n".join(lines[100:])  # CRLF, blank lines, no final \n
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode())
+    trials = read_trials(str(path))
+    fields = [line.split() for line in lines]
+    assert trials.labels.tolist() == [int(f[0]) for f in fields]
+    assert trials.enroll == [f[1] for f in fields] and trials.test == [f[2] for f in fields]
+    path.write_text("x/ä.wav y/é.wav\nx/b.wav y/c.wav\n", encoding="utf-8")
+    unlabelled = read_trials(str(path))
+    assert unlabelled.labels is None and unlabelled.enroll == ["x/ä.wav", "x/b.wav"]
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("1 a b\n0 a b c\n1 a b\n", "line 2"),
+    ("1 a b\n1 a b\n2 a c\n", "line 3"),
+    ("1 a b\na b\n", "mixes"),
+    ("a\n", "line 1"),
+    ("\n\n", "no trials"),
+])
+def test_read_trials_errors_name_the_line(tmp_path, text, fragment):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment):
+        read_trials(str(path))

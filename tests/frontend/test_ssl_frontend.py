@@ -1,0 +1,119 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torchaudio.models import wavlm_model
+
+from core.errors import CheckpointError
+from frontend.formats import parse_conv_layers, read_wavlm_checkpoint, wavlm_cfg_to_torchaudio
+from frontend.names import wavlm_state_to_torchaudio
+from frontend.ssl_frontend import load_ssl_frontend
+
+
+def reference_model(path):
+    """torchaudio model built independently from the file (the loader is not used)."""
+    cfg, state = read_wavlm_checkpoint(path)
+    model = wavlm_model(**wavlm_cfg_to_torchaudio(cfg), aux_num_out=None)
+    converted, unknown = wavlm_state_to_torchaudio(state)
+    assert not unknown
+    model.load_state_dict(converted)
+    return model.eval(), cfg, state
+
+
+@pytest.fixture(params=["tiny_checkpoint", "prenorm_checkpoint"])
+def loaded(request):
+    """(front-end loaded by the project, independent reference model, official cfg, official state)
+    for a post-norm and a pre-norm checkpoint."""
+    path = request.getfixturevalue(request.param)
+    return (load_ssl_frontend(path).eval(), *reference_model(path))
+
+
+def test_layers_match_torchaudio_blocks(loaded):
+    frontend, ref, cfg, _ = loaded
+    wav = torch.randn(2, 12000)
+    with torch.no_grad():
+        out = frontend(wav)
+        blocks, _ = ref.extract_features(wav)
+    assert out.shape == (2, cfg["encoder_layers"] + 1, blocks[0].shape[1], cfg["encoder_embed_dim"])
+    for i, block in enumerate(blocks):
+        torch.testing.assert_close(out[:, i + 1], block, atol=1e-5, rtol=1e-5)
+
+
+def test_layer0_is_transformer_input_computed_from_official_weights(loaded):
+    """Layer 0 recomputed by hand from the official tensors: CNN -> LN -> proj -> + pos conv (-> LN if post-norm)."""
+    frontend, ref, cfg, state = loaded
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        feats, _ = ref.feature_extractor(wav, None)  # CNN output [1, T, C]
+        x = F.layer_norm(feats, feats.shape[-1:], state["layer_norm.weight"], state["layer_norm.bias"])
+        x = F.linear(x, state["post_extract_proj.weight"], state["post_extract_proj.bias"])
+        g, v = state["encoder.pos_conv.0.weight_g"], state["encoder.pos_conv.0.weight_v"]
+        weight = g * v / v.norm(dim=(0, 1), keepdim=True)  # weight norm over dim 2
+        k = cfg["conv_pos"]
+        pos = F.conv1d(x.transpose(1, 2), weight, state["encoder.pos_conv.0.bias"], padding=k // 2,
+                       groups=cfg["conv_pos_groups"])
+        pos = F.gelu(pos[:, :, :-1] if k % 2 == 0 else pos).transpose(1, 2)
+        x = x + pos
+        if not cfg["layer_norm_first"]:
+            x = F.layer_norm(x, x.shape[-1:], state["encoder.layer_norm.weight"], state["encoder.layer_norm.bias"])
+        torch.testing.assert_close(frontend(wav)[:, 0], x, atol=1e-5, rtol=1e-5)
+
+
+def test_prenorm_last_layer_has_no_final_layer_norm(prenorm_checkpoint):
+    frontend = load_ssl_frontend(prenorm_checkpoint).eval()
+    ref, _, _ = reference_model(prenorm_checkpoint)
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        last = frontend(wav)[:, -1]
+        final, _ = ref(wav)  # torchaudio forward applies the encoder's final layer norm
+    assert not torch.allclose(last, final, atol=1e-3)
+    torch.testing.assert_close(ref.encoder.transformer.layer_norm(last), final, atol=1e-5, rtol=1e-5)
+
+
+def test_parse_conv_layers_without_eval():
+    assert parse_conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2") == \
+        [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+    for bad in ["__import__('os').system('true')", "[(1, 2)]", "[]", "open('x')"]:
+        with pytest.raises(CheckpointError):
+            parse_conv_layers(bad)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_ssl_frontend(str(tmp_path / "missing.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        load_ssl_frontend(str(garbage))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(open(tiny_checkpoint, "rb").read()[:5000])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        load_ssl_frontend(str(truncated))
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a supported SSL checkpoint"):
+        load_ssl_frontend(str(other))
+
+
+def test_weights_that_do_not_fit_the_cfg_are_reported(tmp_path, tiny_checkpoint):
+    obj = torch.load(tiny_checkpoint)
+    obj["cfg"]["encoder_layers"] = 3  # the file only has 2 blocks
+    path = tmp_path / "wrong_arch.pt"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        load_ssl_frontend(str(path))
+    obj = torch.load(tiny_checkpoint)
+    obj["model"]["encoder.layers.0.extra.weight"] = torch.zeros(1)
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="encoder.layers.0.extra.weight"):
+        load_ssl_frontend(str(path))
+
+
+def test_pickled_objects_need_trust(tmp_path, tiny_checkpoint):
+    import argparse
+    obj = torch.load(tiny_checkpoint)
+    obj["args"] = argparse.Namespace(x=1)  # as fairseq files carry
+    path = tmp_path / "needs_trust.pt"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="trust_checkpoint"):
+        load_ssl_frontend(str(path))
+    assert load_ssl_frontend(str(path), trust_checkpoint=True).num_layers == 3

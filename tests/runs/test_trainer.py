@@ -1,0 +1,34 @@
+"""The trainer (runs/trainer.py): margin ramp, learning-rate decay, mixed precision, the epoch statistics."""
+import pytest
+import torch
+
+from runs.trainer import ModelTrainer
+from tests.fakes import make_net
+
+
+def make_trainer(net, **over):
+    cfg = dict(device=torch.device("cpu"), optimizer="adamw", scheduler="steplr", lr=1e-3, LR_MHFA=1e-3,
+               LR_Transformer=1e-4, LLRD_factor=1.0, test_interval=1, lr_decay=0.5, margin=0.2)
+    cfg.update(over)
+    return ModelTrainer(net, **cfg)
+
+
+def test_margin_ramp_and_lr_decay(tiny_checkpoint):
+    trainer = make_trainer(make_net(tiny_checkpoint), margin_warmup_epochs=4)
+    assert [trainer.margin_at(e) for e in (0, 1, 2, 4, 9)] == pytest.approx([0, 0.05, 0.1, 0.2, 0.2])
+    assert make_trainer(make_net(tiny_checkpoint)).margin_at(0) == 0.2  # no warm-up: fixed margin
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    trainer.optimizer.step()  # (no gradients yet: parameters unchanged)
+    trainer.scheduler.step()
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([lr * 0.5 for lr in lrs])
+
+
+def test_mixed_precision_step_on_cpu(tiny_checkpoint):
+    net = make_net(tiny_checkpoint)
+    trainer = make_trainer(net, mixedprec=True)
+    assert trainer.amp_dtype == torch.bfloat16
+    before = net.encoder.backend.pooling_fc.weight.detach().clone()
+    loader = [(torch.randn(2, 1, 8000), torch.tensor([0, 2]))]
+    stats = trainer.train_epoch(loader, epoch=1, verbose=False)
+    assert stats["steps"] == 1 and torch.isfinite(torch.tensor(stats["loss"]))
+    assert not torch.equal(before, net.encoder.backend.pooling_fc.weight)

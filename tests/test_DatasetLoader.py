@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from core.audio import frames_to_samples, load_audio, wrap_pad
+from core.errors import DataError
+from DatasetLoader import (
+    SpeakerBatchSampler,
+    TrainDataset,
+    mean_power_db,
+    read_random_segment,
+    read_train_list,
+    scale_to_snr,
+    train_crop,
+)
+
+
+# ----------------------------------------------------------------------------- crops
+def test_crop_lengths():
+    assert frames_to_samples(200) == 32240 and frames_to_samples(300) == 48240
+    rng = np.random.default_rng(0)
+    long = np.arange(50000, dtype=np.float32)
+    crop = train_crop(long, 200, rng)
+    assert crop.shape == (32240,)
+    assert np.array_equal(crop, long[int(crop[0]):int(crop[0]) + 32240])  # contiguous slice
+
+
+def test_wrap_padding_repeats_from_the_start():
+    short = np.arange(10, dtype=np.float32)
+    padded = wrap_pad(short, 25)
+    assert padded.shape == (25,)
+    assert np.array_equal(padded, np.concatenate([short, short, short[:5]]))
+    assert wrap_pad(short, 5) is short  # long enough: unchanged
+    crop = train_crop(short, 1, np.random.default_rng(1))  # 400 samples from 10
+    assert crop.shape == (400,) and np.array_equal(crop, np.tile(short, 40))
+
+
+@pytest.mark.parametrize("samples", [50000, 32240, 1000])
+def test_segment_read_from_disk_equals_crop_of_whole_file(tmp_path, samples):
+    """Reading only the segment gives the samples and leaves the random stream as cropping the loaded file."""
+    path = str(tmp_path / "a.wav")
+    soundfile.write(path, (np.random.default_rng(0).uniform(-0.5, 0.5, samples)).astype(np.float32), 16000,
+                    subtype="FLOAT")
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        np.testing.assert_array_equal(read_random_segment(path, 32240, a), train_crop(load_audio(path), 200, b))
+    assert a.integers(1 << 30) == b.integers(1 << 30)
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = tmp_path / "cut.flac"
+    soundfile.write(str(path), np.random.default_rng(0).uniform(-0.5, 0.5, 160000), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 3])  # the header still says 160000 samples
+    with pytest.raises(DataError, match="cut.flac"):
+        read_random_segment(str(path), 32240, np.random.default_rng(2))
+
+
+def test_snr_scaling():
+    rng = np.random.default_rng(0)
+    clean, noise = rng.normal(0, 0.5, 16000), rng.normal(0, 2.0, 16000)
+    scaled = scale_to_snr(clean, noise, 7.0)
+    # powers far above the 1e-4 floor: the measured SNR is the requested one
+    assert mean_power_db(clean) - mean_power_db(scaled) == pytest.approx(7.0, abs=0.01)
+    # the gain uses the floored dB levels, as voxceleb_trainer does
+    gain_db = 10 * np.log10(np.mean(clean ** 2) + 1e-4) - 10 * np.log10(np.mean(noise ** 2) + 1e-4) - 7.0
+    assert np.allclose(scaled, noise * 10 ** (gain_db / 20))
+
+
+# ----------------------------------------------------------------------------- sampler
+def make_labels(counts):
+    return [spk for spk, n in enumerate(counts) for _ in range(n)]
+
+
+@pytest.mark.parametrize("per_speaker", [1, 2])
+def test_sampler_invariants(per_speaker):
+    labels = make_labels([30, 5, 12, 8, 20, 3, 9, 15])
+    s = SpeakerBatchSampler(labels, batch_size=4, nPerSpeaker=per_speaker, max_seg_per_spk=10, seed=7)
+    s.set_epoch(1)
+    groups = s.groups()
+    assert groups and len(groups) % 4 == 0
+    flat = [i for g in groups for i in g]
+    assert len(flat) == len(set(flat))  # each utterance at most once
+    for g in groups:
+        assert len(g) == per_speaker and len({labels[i] for i in g}) == 1
+    for b in range(0, len(groups), 4):
+        speakers = [labels[g[0]] for g in groups[b:b + 4]]
+        assert len(set(speakers)) == 4  # never a speaker twice in a batch
+    per_spk = np.bincount([labels[i] for i in flat], minlength=8)
+    assert per_spk.max() <= 10  # max_seg_per_spk
+
+
+def test_sampler_order_depends_on_seed_and_epoch_only():
+    labels = make_labels([10] * 12)
+    a = SpeakerBatchSampler(labels, batch_size=5, seed=3)
+    b = SpeakerBatchSampler(labels, batch_size=5, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert a.groups() == b.groups()
+    b.set_epoch(3)
+    assert a.groups() != b.groups()
+
+
+def test_sampler_makes_each_epoch_once(monkeypatch):
+    """len(loader) is read every training step: it must not redo the epoch's shuffle each time."""
+    s = SpeakerBatchSampler(make_labels([10] * 12), batch_size=4, seed=1)
+    made = []
+    make = s._make_groups
+    monkeypatch.setattr(s, "_make_groups", lambda: made.append(s.epoch) or make())
+    assert len(s) == len(list(iter(s))) == len(s) and made == [0]
+    s.set_epoch(1)
+    first = list(iter(s))
+    assert len(s) == len(first) and made == [0, 1]
+
+
+def test_sampler_ranks_get_equal_contiguous_shares():
+    labels = make_labels([10] * 12)
+    whole = SpeakerBatchSampler(labels, batch_size=4, seed=1, num_replicas=2, rank=0)
+    r1 = SpeakerBatchSampler(labels, batch_size=4, seed=1, num_replicas=2, rank=1)
+    assert len(whole.groups()) == len(r1.groups()) and len(whole.groups()) % 4 == 0
+    assert not set(map(tuple, whole.groups())) & set(map(tuple, r1.groups()))
+
+
+# ----------------------------------------------------------------------------- lists and audio
+def test_train_list_labels_in_sorted_speaker_order(tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text("id2 a/1.wav\nid1 b/2.wav\n\nid2 a/3.wav\n")
+    files, labels, speakers = read_train_list(str(lst), "/data")
+    assert speakers == ["id1", "id2"] and labels == [1, 0, 1] and files[1] == "/data/b/2.wav"
+
+
+def test_train_list_error_names_file_and_line(tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text("id1 a.wav\nid1 b.wav extra\n")
+    with pytest.raises(DataError, match=r"train.txt, line 2"):
+        read_train_list(str(lst), "")
+
+
+def test_unreadable_audio_is_an_error_not_a_silent_substitute(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    with pytest.raises(DataError, match="bad.wav"):
+        load_audio(str(bad))
+    wrong_rate = tmp_path / "8k.wav"
+    soundfile.write(str(wrong_rate), np.zeros(800), 8000)
+    with pytest.raises(DataError, match="8000 Hz"):
+        load_audio(str(wrong_rate))
+    lst = tmp_path / "train.txt"
+    lst.write_text("id1 bad.wav\n")
+    dataset = TrainDataset(str(lst), str(tmp_path), max_frames=10)
+    with pytest.raises(DataError, match="bad.wav"):
+        dataset[[0]]
+
+
+def test_train_item_shape_and_augmentation(small_demo):
+    data = small_demo
+    plain = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, seed=1)
+    wav, label = plain[[0, 1]]
+    assert wav.shape == (2, frames_to_samples(50)) and wav.dtype == torch.float32 and label == plain.labels[0]
+    aug = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, augment=True,
+                       musan_path=data["musan_dir"], rir_path=data["rir_dir"], seed=1)
+    outs = [aug[[0]][0] for _ in range(12)]
+    assert all(o.shape == (1, frames_to_samples(50)) and torch.isfinite(o).all() for o in outs)
+    # with six choices, 12 draws are not all identical to the clean crop of the same start
+    assert len({round(float(o.abs().sum()), 3) for o in outs}) > 1
+    with pytest.raises(DataError, match="MUSAN"):
+        TrainDataset(data["train_list"], data["train_dir"], max_frames=50, augment=True,
+                     musan_path=data["rir_dir"], rir_path=data["rir_dir"])

@@ -1,0 +1,74 @@
+import os
+
+import pytest
+import torch
+
+from core.errors import CheckpointError
+from SpeakerNet import find_checkpoints, load_model_state, save_model_file, total_loss, weight_distance
+from synthetic.checkpoints import torchaudio_state_to_wavlm
+from tests.fakes import make_net
+
+
+def test_weight_distance_is_sum_of_norms():
+    params = {"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([1.0]), "c": torch.tensor([9.0])}
+    anchor = {"a": torch.zeros(2), "b": torch.tensor([0.0])}  # 'c' is not in the checkpoint
+    assert weight_distance(params, anchor).item() == pytest.approx(5.0 + 1.0)
+
+
+def test_total_loss_original_and_plain():
+    ce = torch.tensor(2.0, requires_grad=True)
+    reg = torch.tensor(4.0, requires_grad=True)
+    original = total_loss(ce, reg, 0.01, "original")
+    assert original.item() == pytest.approx(1.0 + 0.01 * 4.0 / (4.0 + 1e-5))
+    original.backward()
+    assert ce.grad.item() == pytest.approx(1 / 2.0)  # CE gradient scaled by 1/CE
+    assert reg.grad.item() == pytest.approx(0.01 / (4.0 + 1e-5))
+    assert total_loss(torch.tensor(2.0), torch.tensor(4.0), 0.01, "plain").item() == pytest.approx(2.04)
+    assert total_loss(torch.tensor(2.0), None, 0.01, "plain").item() == 2.0
+
+
+def test_regulariser_runs_on_one_device_and_grows_when_weights_move(tiny_checkpoint):
+    net = make_net(tiny_checkpoint)
+    assert net.regulariser().item() == 0.0
+    with torch.no_grad():
+        net.encoder.frontend.transformer_layers()[0].feed_forward.output_dense.bias.add_(0.5)
+    assert net.regulariser().item() > 0
+    loss, ce, acc = net(torch.randn(2, 1, 8000), torch.tensor([0, 1]))
+    assert loss.item() > 1.0  # CE/sg(CE) = 1 plus a positive regulariser term
+
+
+def test_original_repo_model_file_loads_to_the_same_embeddings(tiny_checkpoint, tmp_path):
+    trained = make_net(tiny_checkpoint)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    state = trained.state_dict()
+    frontend = {k[len("encoder.frontend.model."):]: v for k, v in state.items() if k.startswith("encoder.frontend.")}
+    original = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}
+    original.update({k.replace("encoder.backend.", "__S__.backend."): v for k, v in state.items()
+                     if k.startswith("encoder.backend.")})
+    original["__L__.weight"] = state["loss_fn.weight"]
+    torch.save(original, tmp_path / "original.model")
+    fresh = make_net(tiny_checkpoint)
+    torch.manual_seed(1)
+    load_model_state(fresh, str(tmp_path / "original.model"))
+    wav = torch.randn(2, 8000)
+    trained.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.encoder(wav), trained.encoder(wav))
+
+
+def test_mismatched_model_file_is_reported(tiny_checkpoint, tmp_path):
+    torch.save({"model": make_net(tiny_checkpoint, nOut=6).state_dict()}, tmp_path / "m.model")
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_model_state(make_net(tiny_checkpoint), str(tmp_path / "m.model"))
+
+
+def test_atomic_save_and_checkpoint_discovery(tmp_path):
+    save_model_file({"x": torch.ones(1)}, str(tmp_path / "model000000002.model"))
+    save_model_file({"x": torch.ones(1)}, str(tmp_path / "model000000010.model"))
+    (tmp_path / "notes.txt").write_text("x")
+    assert [e for e, _ in find_checkpoints(str(tmp_path))] == [2, 10]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+

@@ -1,0 +1,136 @@
+"""Tiny run through the command-line entry points: train -> checkpoint -> resume -> eval."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from synthetic.checkpoints import torchaudio_state_to_wavlm
+from tests.fakes import run_script
+
+
+@pytest.fixture(scope="module")
+def config(small_demo, tmp_path_factory):
+    d = small_demo
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    save = tmp_path_factory.mktemp("exp") / "run"
+    path.write_text(f"""max_frames: 50
+eval_frames: 50
+num_eval: 2
+batch_size: 4
+nDataLoaderThread: 0
+augment: true
+max_epoch: 2
+test_interval: 1
+nClasses: 6
+margin_warmup_epochs: 1
+LR_MHFA: 1e-3
+LR_Transformer: 1e-4
+nOut: 16
+head_nb: 2
+compression_dim: 8
+pretrained_model_path: {d['checkpoint']}
+save_path: {save}
+train_list: {d['train_list']}
+train_path: {d['train_dir']}
+test_list: {d['trials']}
+test_path: {d['test_dir']}
+musan_path: {d['musan_dir']}
+rir_path: {d['rir_dir']}
+""")
+    return str(path), str(save)
+
+
+def result_line(stdout):
+    lines = [line for line in stdout.splitlines() if line.startswith("EER ")]
+    assert len(lines) == 1, stdout
+    fields = lines[0].split()
+    assert fields[0::2] == ["EER", "MinDCF0.05", "MinDCF0.01"]
+    assert len(fields[1].split(".")[1]) >= 4 and len(fields[3].split(".")[1]) >= 5
+    return lines[0]
+
+
+def test_train_resume_and_evaluate(config, tmp_path):
+    cfg, save = config
+    first = run_script("trainSpeakerNet.py", "--config", cfg)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result_line(first.stdout)
+    models = sorted(os.listdir(os.path.join(save, "model")))
+    assert models == ["model000000001.model", "model000000002.model"]
+    scores_txt = open(os.path.join(save, "result", "scores.txt")).read().splitlines()
+    assert [line.split("Epoch ")[1].split(",")[0] for line in scores_txt] == ["1", "2"]
+    assert all("TLOSS" in line and "EER" in line for line in scores_txt)
+    assert os.path.isfile(os.path.join(save, "result", "config.yaml"))
+    ckpt2 = torch.load(os.path.join(save, "model", "model000000002.model"), weights_only=True)
+    assert ckpt2["epoch"] == 2 and "optimizer" in ckpt2
+
+    # same command with more epochs: resumes at epoch 3 from the newest checkpoint
+    again = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resumed from" in again.stderr and "model000000002.model" in again.stderr
+    assert [line.split("Epoch ")[1].split(",")[0]
+            for line in open(os.path.join(save, "result", "scores.txt")).read().splitlines()] == ["1", "2", "3"]
+    ckpt3 = torch.load(os.path.join(save, "model", "model000000003.model"), weights_only=True)
+    changed = [k for k in ckpt3["model"] if not torch.equal(ckpt3["model"][k], ckpt2["model"][k])]
+    assert any(k.startswith("encoder.backend.") for k in changed)  # training went on
+    assert any(".transformer.layers." in k for k in changed)  # joint fine-tuning updates the blocks
+    assert not any("feature_extractor" in k for k in changed)  # the CNN stays frozen
+
+    # a finished run says so instead of silently training nothing (the original's LMFT trap)
+    done = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
+    assert done.returncode == 0 and "Nothing to train" in done.stderr and "own save_path" in done.stderr
+
+    # eval CLI: result line, score file in trial order, embeddings out and back in
+    model = os.path.join(save, "model", "model000000003.model")
+    score_file, emb_file = str(tmp_path / "scores.txt"), str(tmp_path / "emb.npz")
+    ev = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", model,
+             "--score_file", score_file, "--save_embeddings", emb_file)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    line = result_line(ev.stdout)
+    trials = [t.split() for t in open(config_trials(cfg)).read().splitlines()]
+    scored = [s.split() for s in open(score_file).read().splitlines()]
+    assert [s[:3] for s in scored] == trials
+    emb = np.load(emb_file)
+    assert emb["embeddings"].shape[1] == 16 and emb["crop_embeddings"].shape[1:] == (2, 16)
+    from_emb = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", config_trials(cfg),
+                          "--embeddings", emb_file)
+    assert from_emb.returncode == 0, from_emb.stderr[-3000:]
+    assert result_line(from_emb.stdout) == line
+    metrics = run_script("tuneThreshold.py", score_file)
+    assert metrics.returncode == 0 and metrics.stdout.strip() == line
+
+    # the same weights in the original repository's format evaluate to the same result
+    original = str(tmp_path / "original.model")
+    torch.save(to_original_format(ckpt3["model"]), original)
+    orig = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", original)
+    assert orig.returncode == 0, orig.stderr[-3000:]
+    assert result_line(orig.stdout) == line
+
+
+def to_original_format(state):
+    """Our model state -> the original repo's keys (__S__.model.<official WavLM>, __S__.backend.*, __L__.*)."""
+    prefix = "encoder.frontend.model."
+    frontend = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    out = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}
+    out.update({k.replace("encoder.backend.", "__S__.backend."): v for k, v in state.items()
+                if k.startswith("encoder.backend.")})
+    out.update({k.replace("loss_fn.", "__L__."): v for k, v in state.items() if k.startswith("loss_fn.")})
+    return out
+
+
+def config_trials(cfg):
+    return [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("test_list")][0]
+
+
+def test_errors_name_the_problem(config, tmp_path):
+    cfg, _ = config
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(cfg).read() + "hed_nb: 4\n")
+    proc = run_script("trainSpeakerNet.py", "--config", str(bad))
+    assert proc.returncode == 2 and "hed_nb" in proc.stderr and "head_nb" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--nClasses", "7", "--save_path", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "nClasses" in proc.stderr and "6 speakers" in proc.stderr
+    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model",
+                      str(tmp_path / "none.model"))
+    assert proc.returncode == 2 and "none.model" in proc.stderr and "Traceback" not in proc.stderr

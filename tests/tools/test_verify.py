@@ -1,0 +1,77 @@
+"""tools.verify: the pair's score equals the evaluation's score for that trial, the decision
+follows the saved EER threshold (or a given one), and the eval's AS-norm settings are reused."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import trainSpeakerNet_Eval
+from evaluation.reports import read_score_file
+from tests.fakes import save_tiny_model
+from tools.verify import main as verify_main
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_checkpoint, corpus, tmp_path_factory):
+    """An eval run (AS-norm, score file) of the tiny model on a small trial list."""
+    root, keys = corpus
+    tmp = tmp_path_factory.mktemp("verify")
+    _, model_options = save_tiny_model(tiny_checkpoint, tmp / "m.model")
+    np.savez(tmp / "cohort.npz", keys=np.array([f"s{i}" for i in range(9)]),
+             embeddings=np.random.default_rng(3).normal(size=(9, 16)).astype(np.float32))
+    trials = [(int(i % 2), keys[i], keys[(i * 3 + 1) % len(keys)]) for i in range(len(keys))]
+    (tmp / "trials.txt").write_text("".join(f"{y} {e} {t}\n" for y, e, t in trials))
+    common = [*model_options, "--eval_frames", "40", "--num_eval", "2", "--max_eval_seconds", "0",
+              "--nDataLoaderThread", "0"]
+    trainSpeakerNet_Eval.main([*common, "--eval", "--test_list", str(tmp / "trials.txt"), "--test_path", root,
+                               "--score_norm", "asnorm", "--top_n", "4", "--cohort_embeddings", str(tmp / "cohort.npz"),
+                               "--score_file", str(tmp / "scores.txt")])
+    return root, keys, common, tmp
+
+
+def verify_line(capsys, *argv):
+    capsys.readouterr()
+    verify_main(list(argv))
+    fields = capsys.readouterr().out.split()
+    assert fields[0::2][:2] == ["score", "threshold"] and fields[4] in ("accept", "reject")
+    return float(fields[1]), float(fields[3]), fields[4]
+
+
+def test_verify_matches_the_evaluation_and_its_threshold(evaluated, capsys):
+    root, keys, common, tmp = evaluated
+    labels, scores, pairs = read_score_file(str(tmp / "scores.txt"))
+    record = json.loads((tmp / "scores.txt.threshold.json").read_text())
+    assert record["score_norm"] == "asnorm" and record["top_n"] == 4
+    for (enroll, test), want in list(zip(pairs, scores))[:3]:
+        score, threshold, decision = verify_line(capsys, *common, os.path.join(root, enroll), os.path.join(root, test),
+                                                 "--threshold_file", str(tmp / "scores.txt.threshold.json"))
+        assert score == pytest.approx(want, abs=2e-5)  # AS-norm with the eval's cohort, from the file alone
+        assert threshold == pytest.approx(record["eer_threshold"], abs=1e-6)
+        assert decision == ("accept" if score >= threshold else "reject")
+
+
+def test_given_threshold_and_override(evaluated, capsys):
+    root, keys, common, tmp = evaluated
+    wavs = [os.path.join(root, keys[0]), os.path.join(root, keys[1])]
+    assert verify_line(capsys, *common, *wavs, "--threshold=-1e9")[2] == "accept"
+    assert verify_line(capsys, *common, *wavs, "--threshold", "1e9")[2] == "reject"
+    raw = verify_line(capsys, *common, *wavs, "--threshold", "0")[0]
+    unit = verify_line(capsys, *common, *wavs, "--threshold_file", str(tmp / "scores.txt.threshold.json"),
+                       "--score_norm", "none")[0]
+    assert raw == unit and -1 <= raw <= 1  # a raw cosine-based score, not AS-normalised
+
+
+def test_errors_say_what_to_do(evaluated, capsys):
+    root, keys, common, tmp = evaluated
+    wav = os.path.join(root, keys[0])
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main([*common, wav, wav])
+    assert exit_info.value.code == 2 and "--threshold_file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        verify_main([*common, wav, str(tmp / "missing.wav"), "--threshold", "0"])
+    assert "missing.wav" in capsys.readouterr().err
+    (tmp / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        verify_main([*common, wav, wav, "--threshold_file", str(tmp / "bad.json")])
+    assert "eer_threshold" in capsys.readouterr().err
