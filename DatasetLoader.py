@@ -51,14 +51,20 @@ def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[in
     return [os.path.join(train_path, f) for f in files], [index[spk] for spk in per_file], speakers
 
 
+def random_start(length: int, crop: int, rng: np.random.Generator) -> int:
+    """The original's training crop start on a file of ``length`` samples (already wrap-padded,
+    so ``length > crop``): ``int(random() * (length - crop))``, in [0, length - crop - 1]."""
+    return int(rng.random() * (length - crop))
+
+
 def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.ndarray:
     """``random_segment(load_audio(path), length, rng)`` (same random draw, same samples), reading
     only the segment from disk when the file is longer than ``length``."""
     with open_audio(path) as handle:
         frames = handle.frames
-        if frames < length:  # wrap-padded: the whole file is needed
+        if frames <= length:  # wrap-padded: the whole file is needed
             return random_segment(read_frames(handle, path), length, rng)
-        segment = read_frames(handle, path, length, start=int(rng.integers(0, frames - length + 1)))
+        segment = read_frames(handle, path, length, start=random_start(frames, length, rng))
     if segment.shape[0] != length:
         raise DataError(f"Audio file '{path}' holds fewer samples than its header says ({frames}); it is "
                         f"probably truncated: re-create or remove it.")
@@ -66,9 +72,10 @@ def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.
 
 
 def random_segment(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """One random segment of ``length`` samples (wrap-padded first if too short)."""
+    """One random segment of ``length`` samples (wrap-padded first if not longer), as voxceleb_trainer's
+    ``loadWAV``: pad, then start at ``int(random() * (padded length - length))``."""
     audio = wrap_pad(audio, length)
-    start = int(rng.integers(0, audio.shape[0] - length + 1))
+    start = random_start(audio.shape[0], length, rng)
     return audio[start:start + length]
 
 

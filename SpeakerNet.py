@@ -31,14 +31,14 @@ def weight_distance(params: Dict[str, nn.Parameter], anchor: Dict[str, torch.Ten
 def total_loss(ce: torch.Tensor, reg: Optional[torch.Tensor], weight: float, mode: str) -> torch.Tensor:
     """Combine cross-entropy and the pre-trained-weight regulariser r.
 
-    original (as the paper ran): CE/sg(CE) + w·r/(sg(r) + 1e-5), both terms ≈ 1;
-    plain: CE + w·r. ``sg`` is stop-gradient. Without r, the loss is CE.
+    original (as the paper ran): CE/sg(CE) + w·r/(sg(r) + 1e-5), both terms ≈ 1; without r
+    (``weight_finetuning_reg`` 0, or a frozen front-end) CE/sg(CE), so the CE gradient is
+    always scaled by 1/CE. plain: CE + w·r. ``sg`` is stop-gradient.
     """
-    if reg is None or weight == 0:
-        return ce
+    with_reg = reg is not None and weight != 0
     if mode == "original":
-        return ce / ce.detach() + weight * reg / (reg.detach() + 1e-5)
-    return ce + weight * reg
+        return ce / ce.detach() + (weight * reg / (reg.detach() + 1e-5) if with_reg else 0.0)
+    return ce + weight * reg if with_reg else ce
 
 
 class SpeakerNet(nn.Module):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Extraction speed: batched (tools.extraction) vs one file at a time, same embeddings.
+"""Extraction speed: batched (evaluation/extraction.py) vs one file at a time, same embeddings.
 
 A WavLM-Base-size model with random weights (12 blocks, 768 dims, 512-channel CNN) plus
 MHFA (32 heads, compression 128, 256-d), on random 6 s files, original protocol (5 crops

@@ -25,11 +25,13 @@ def frames_to_samples(frames: int) -> int:
     return frames * HOP + WINDOW_EXTRA
 
 
-def wrap_pad(audio: np.ndarray, length: int) -> np.ndarray:
-    """Extend ``audio`` to at least ``length`` samples by wrap-around padding."""
-    if audio.shape[0] >= length:
+def wrap_pad(audio: np.ndarray, crop: int) -> np.ndarray:
+    """The original's padding: a file of ``length <= crop`` samples (equal too) gets
+    ``crop - length + 1`` samples by wrap-around, so it becomes ``crop + 1`` long; a longer
+    file is returned unchanged (voxceleb_trainer ``loadWAV``)."""
+    if audio.shape[0] > crop:
         return audio
-    return np.pad(audio, (0, length - audio.shape[0]), mode="wrap")
+    return np.pad(audio, (0, crop - audio.shape[0] + 1), mode="wrap")
 
 
 def open_audio(path: str) -> soundfile.SoundFile:

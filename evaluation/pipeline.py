@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
+from core.errors import TrialListError
 from core.options import in_sections
 from evaluation.cache import cached_embeddings
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, save_embeddings
@@ -126,6 +127,10 @@ def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray
     if trials.labels is None:
         logger.warning("Trial list %s has no labels: scores only, no EER.", name)
         return None
+    if trials.labels.min() == trials.labels.max():
+        raise TrialListError(f"Trial list '{name}' has only label {trials.labels[0]} ({len(trials.labels)} trials): "
+                             f"the EER needs target (1) and non-target (0) trials. Give it without labels "
+                             f"('enroll test' lines) to get scores only.")
     rates = compute_error_rates(scores, trials.labels)
     result = evaluate_scores(scores, trials.labels, p_targets=(0.05, 0.01), c_miss=config["dcf_c_miss"],
                              c_fa=config["dcf_c_fa"], threshold=config["threshold"], rates=rates)

@@ -15,6 +15,8 @@ import re
 from typing import Any, Dict, List, NamedTuple, Tuple
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from frontend.names import name_regex, rename_state
 from frontend.formats import HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file
@@ -66,9 +68,6 @@ class HFModel(NamedTuple):
 
 
 def _read_weights(folder: str, trust_checkpoint: bool) -> Dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     files = []
     for name in WEIGHT_FILES:
         index = os.path.join(folder, name + ".index.json")

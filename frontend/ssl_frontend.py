@@ -18,7 +18,7 @@ its last entry).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``scale`` (fairseq's ``feature_grad_mult``)."""
+    """Identity forward; multiplies the gradient by ``scale`` (fairseq's ``GradMultiply``)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
@@ -62,8 +62,10 @@ class SSLFrontend(nn.Module):
             updates them either, but wastes their gradients.
         freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
             layer drop) under ``no_grad``, so nothing is kept for backward.
-        feature_grad_mult: scale of the gradient flowing into the CNN (fairseq option
-            of the same name; wespeaker joint fine-tuning uses 0.1). Needs a trainable CNN.
+        feature_grad_mult: scale of the gradient flowing into the CNN (fairseq's option of
+            the same name). Needs a trainable CNN.
+        layer_grad_mult: scale of the gradient flowing from the back-end into every returned
+            layer (what wespeaker's ``feature_grad_mult`` does: 0.1 in its joint fine-tuning).
         grad_checkpointing: recompute each block in backward instead of storing its
             activations (joint fine-tuning of Large models on long crops).
         family: 'wavlm', 'hubert' or 'wav2vec2' (for messages).
@@ -71,8 +73,10 @@ class SSLFrontend(nn.Module):
 
     def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True,
                  freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
-                 family: str = "wavlm"):
+                 family: str = "wavlm", layer_grad_mult: float = 1.0):
         super().__init__()
+        if layer_grad_mult < 0:
+            raise ConfigError(f"layer_grad_mult must be >= 0, got {layer_grad_mult}")
         if feature_grad_mult < 0:
             raise ConfigError(f"feature_grad_mult must be >= 0, got {feature_grad_mult}")
         if feature_grad_mult != 1.0 and (freeze_cnn or freeze_ssl):
@@ -85,6 +89,7 @@ class SSLFrontend(nn.Module):
         self.freeze_ssl = freeze_ssl
         self.freeze_cnn = freeze_cnn or freeze_ssl
         self.feature_grad_mult = feature_grad_mult
+        self.layer_grad_mult = layer_grad_mult
         self.grad_checkpointing = grad_checkpointing
         if self.freeze_cnn:
             for module in self.input_modules():
@@ -125,15 +130,7 @@ class SSLFrontend(nn.Module):
         yield self.model.encoder.transformer.pos_conv_embed
         yield self.model.encoder.transformer.layer_norm
 
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Valid frames per item for ``lengths`` valid samples (conv arithmetic of the CNN)."""
-        frames = lengths.clone()
-        for block in self.model.feature_extractor.conv_layers:
-            conv = block.conv
-            frames = torch.div(frames - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
-        return frames.clamp(min=0)
-
-    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Any:
         """All layers of a batch.
 
         Args:
@@ -141,49 +138,58 @@ class SSLFrontend(nn.Module):
             lengths: [B] valid samples per row (None: every row is whole). Padded rows
                 give, on their valid frames, the same layers as the unpadded input alone
                 (padded frames are zeroed before the positional convolution and masked
-                out of attention); the frames past :meth:`frame_lengths` are padding.
+                out of attention).
         Returns:
-            [B, L+1, T, D].
+            [B, L+1, T, D]; with ``lengths``, the pair (layers, valid frames per row [B]),
+            the frame counts as torchaudio's feature extractor computes them.
         """
         if self.freeze_ssl:
             with torch.no_grad():
-                return self._layers(wav, lengths)
-        return self._layers(wav, lengths)
+                layers, frames = self._layers(wav, lengths)
+        else:
+            layers, frames = self._layers(wav, lengths)
+        if self.layer_grad_mult != 1.0 and layers.requires_grad:
+            layers = _ScaleGrad.apply(layers, self.layer_grad_mult)
+        return layers if lengths is None else (layers, frames)
 
-    def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        """CNN features [B, T, C]. Group norm normalises over time, so padded rows of a
-        group-norm CNN run one at a time; layer-norm CNN frames depend on their own samples only."""
+    def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """CNN features [B, T, C] and valid frames per row (torchaudio's, None without ``lengths``).
+        Group norm normalises over time, so padded rows of a group-norm CNN run one at a time;
+        layer-norm CNN frames depend on their own samples only."""
         extractor = self.model.feature_extractor
         if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
-            return extractor(wav, None)[0]
-        return _per_row(lambda row: extractor(row[None], None)[0][0], wav, lengths)  # [B, T_max, C]
+            return extractor(wav, lengths)
+        rows = [extractor(wav[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
+        features = nn.utils.rnn.pad_sequence([f[0] for f, _ in rows], batch_first=True)  # [B, T_max, C]
+        return features, torch.cat([n for _, n in rows])
 
-    def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], pad: Optional[torch.Tensor]) -> torch.Tensor:
-        """Layer 0, the transformer input: [B, N] -> [B, T, D]; ``pad`` [B, T] marks padded frames."""
-        features = self._cnn(wav, lengths)
-        if pad is not None:
-            features = features[:, :pad.shape[1]]
+    def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Layer 0, the transformer input [B, T, D], with the valid frames [B] and the padded frames
+        [B, T] of a padded batch (None, None without ``lengths``)."""
+        features, frames = self._cnn(wav, lengths)
+        pad = None
+        if frames is not None:
+            features = features[:, :int(frames.max())]
+            pad = torch.arange(features.shape[1], device=wav.device)[None, :] >= frames[:, None]  # [B, T]
         if self.feature_grad_mult != 1.0 and features.requires_grad:
             features = _ScaleGrad.apply(features, self.feature_grad_mult)
         x = self.model.encoder.feature_projection(features)  # [B, T, D]
         if pad is not None:
             x = x.masked_fill(pad[..., None], 0.0)  # as the official encoder, before the positional conv
-        return self.model.encoder.transformer._preprocess(x)  # + positional conv (and LN for post-norm)
+        return self.model.encoder.transformer._preprocess(x), frames, pad  # + positional conv (and LN, post-norm)
 
     def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         if lengths is None:
             return F.layer_norm(wav, wav.shape[-1:])
         return _per_row(lambda row: F.layer_norm(row, row.shape), wav, lengths)
 
-    def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        pad = None
-        if lengths is not None:
-            frames = self.frame_lengths(lengths)
-            pad = torch.arange(int(frames.max()), device=wav.device)[None, :] >= frames[:, None]  # [B, T]
+    def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if self.normalize_input:
             wav = self._normalise(wav, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
-            x = self._input(wav, lengths, pad)  # [B, T, D]
+            x, frames, pad = self._input(wav, lengths)  # [B, T, D]
         attention_mask, key_padding_mask = None, None
         if pad is not None and self.family == "wavlm":
             # WavLM attention takes a key padding mask; additive float, the type of its position bias
@@ -206,19 +212,19 @@ class SSLFrontend(nn.Module):
                 x, position_bias = layer(x, attention_mask, position_bias=position_bias,
                                          key_padding_mask=key_padding_mask)
             layers.append(x)
-        return torch.stack(layers, dim=1)  # [B, L+1, T, D]
+        return torch.stack(layers, dim=1), frames  # [B, L+1, T, D]
 
 
 def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool = True,
                       trust_checkpoint: bool = False, layer_drop: Optional[float] = None, freeze_ssl: bool = False,
                       feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
-                      allow_partial_checkpoint: bool = False) -> SSLFrontend:
+                      allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0) -> SSLFrontend:
     """Load a pre-trained SSL checkpoint as a front-end returning all layers.
 
     Args:
         path: official WavLM file, fairseq HuBERT / wav2vec 2.0 file, or Hugging Face
             model folder (YAML ``pretrained_model_path``); the format is detected.
-        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, grad_checkpointing:
+        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, layer_grad_mult, grad_checkpointing:
             see :class:`SSLFrontend`.
         trust_checkpoint: allow arbitrary unpickling of the file.
         layer_drop: probability of skipping a block in training; None keeps the checkpoint's
@@ -242,7 +248,7 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
         model.encoder.transformer.layer_drop = layer_drop
     frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
                            feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                           family=ckpt.family)
+                           family=ckpt.family, layer_grad_mult=layer_grad_mult)
     logger.info("Loaded SSL front-end from %s (%s): %d layers (+ input), hidden size %d, LayerDrop %g%s",
                 path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size, frontend.layer_drop,
                 f"; ignored {len(ckpt.ignored)} head tensors" if ckpt.ignored else "")

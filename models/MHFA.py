@@ -71,7 +71,8 @@ class SpeakerEncoder(nn.Module):
         Returns: [B, nOut], for padded rows equal to the embedding of the unpadded input."""
         if lengths is None:
             return self.backend(self.frontend(wav))
-        return self.backend(self.frontend(wav, lengths), self.frontend.frame_lengths(lengths))
+        layers, frames = self.frontend(wav, lengths)
+        return self.backend(layers, frames)
 
     def parameter_groups(self, lr_backend: float, lr_transformer: float, llrd_factor: float,
                          extra_backend: List[nn.Parameter] = ()) -> List[Dict[str, Any]]:
@@ -98,7 +99,7 @@ def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, co
               normalize_input: bool = False, trust_checkpoint: bool = False, freeze_ssl: bool = False,
               freeze_cnn: bool = True, feature_grad_mult: float = 1.0, layer_drop: Optional[float] = None,
               grad_checkpointing: bool = False, allow_partial_checkpoint: bool = False,
-              **kwargs: Any) -> SpeakerEncoder:
+              layer_grad_mult: float = 1.0, **kwargs: Any) -> SpeakerEncoder:
     """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
 
     Front-end options (YAML keys of the same names) are those of
@@ -108,7 +109,7 @@ def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, co
     frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
                                  trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
                                  feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                                 allow_partial_checkpoint=allow_partial_checkpoint)
+                                 allow_partial_checkpoint=allow_partial_checkpoint, layer_grad_mult=layer_grad_mult)
     backend = MHFA(frontend.num_layers, frontend.hidden_size, head_nb=head_nb,
                    compression_dim=compression_dim, outputs_dim=nOut)
     logger.info("MHFA back-end: %d layer weights, %d heads, compression %d, embedding %d",

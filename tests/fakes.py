@@ -10,6 +10,7 @@ from core.options import defaults
 from evaluation.embeddings import Embeddings
 from evaluation.trials import Trials
 from SpeakerNet import SpeakerNet
+from synthetic.checkpoints import torchaudio_state_to_wavlm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,3 +70,14 @@ def save_tiny_model(checkpoint: str, path) -> tuple:
     torch.save({"model": net.state_dict()}, path)
     options = [f"--{k}={v}" for k, v in MODEL_OPTIONS.items()]
     return net.encoder.eval(), options + ["--pretrained_model_path", checkpoint, "--initial_model", str(path)]
+
+
+def to_original_format(state):
+    """Our model state -> the original repo's keys (__S__.model.<official WavLM>, __S__.backend.*, __L__.*)."""
+    prefix = "encoder.frontend.model."
+    frontend = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    out = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}
+    out.update({k.replace("encoder.backend.", "__S__.backend."): v for k, v in state.items()
+                if k.startswith("encoder.backend.")})
+    out.update({k.replace("loss_fn.", "__L__."): v for k, v in state.items() if k.startswith("loss_fn.")})
+    return out

@@ -6,6 +6,7 @@ import torch
 from core.audio import frames_to_samples, load_audio, wrap_pad
 from core.errors import DataError
 from DatasetLoader import (
+    Augmenter,
     SpeakerBatchSampler,
     TrainDataset,
     mean_power_db,
@@ -26,14 +27,33 @@ def test_crop_lengths():
     assert np.array_equal(crop, long[int(crop[0]):int(crop[0]) + 32240])  # contiguous slice
 
 
-def test_wrap_padding_repeats_from_the_start():
+def test_wrap_padding_as_the_original():
+    """A file of length <= crop (equal too) gets crop - length + 1 samples by wrap-around."""
     short = np.arange(10, dtype=np.float32)
     padded = wrap_pad(short, 25)
-    assert padded.shape == (25,)
-    assert np.array_equal(padded, np.concatenate([short, short, short[:5]]))
-    assert wrap_pad(short, 5) is short  # long enough: unchanged
-    crop = train_crop(short, 1, np.random.default_rng(1))  # 400 samples from 10
+    assert padded.shape == (26,)
+    assert np.array_equal(padded, np.concatenate([short, short, short[:6]]))
+    assert np.array_equal(wrap_pad(short, 10), np.r_[short, short[:1]])  # exactly a crop: padded too
+    assert wrap_pad(short, 9) is short  # longer than the crop: unchanged
+    crop = train_crop(short, 1, np.random.default_rng(1))  # 400 samples from 10 (padded to 401, start 0)
     assert crop.shape == (400,) and np.array_equal(crop, np.tile(short, 40))
+
+
+@pytest.mark.parametrize("length", [50000, 32243, 32241, 32240, 20000])
+def test_training_crop_start_is_the_originals(length):
+    """start = int(random() * (len - crop)) on the padded length: in [0, len - crop - 1], one draw per crop."""
+    audio = np.arange(length, dtype=np.float32)
+    rng, same = np.random.default_rng(3), np.random.default_rng(3)
+    padded = max(length, 32241)
+    starts = []
+    for _ in range(200):
+        crop = train_crop(audio, 200, rng)
+        want = int(same.random() * (padded - 32240))
+        assert crop.shape == (32240,) and crop[0] == want % length
+        starts.append(want)
+    assert max(starts) <= padded - 32240 - 1  # never the last possible start, as the original
+    if length == 32243:
+        assert set(starts) == {0, 1, 2}
 
 
 @pytest.mark.parametrize("samples", [50000, 32240, 1000])
@@ -152,17 +172,39 @@ def test_unreadable_audio_is_an_error_not_a_silent_substitute(tmp_path):
         dataset[[0]]
 
 
-def test_train_item_shape_and_augmentation(small_demo):
+def test_train_item_shape(small_demo):
     data = small_demo
     plain = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, seed=1)
     wav, label = plain[[0, 1]]
     assert wav.shape == (2, frames_to_samples(50)) and wav.dtype == torch.float32 and label == plain.labels[0]
-    aug = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, augment=True,
-                       musan_path=data["musan_dir"], rir_path=data["rir_dir"], seed=1)
-    outs = [aug[[0]][0] for _ in range(12)]
-    assert all(o.shape == (1, frames_to_samples(50)) and torch.isfinite(o).all() for o in outs)
-    # with six choices, 12 draws are not all identical to the clean crop of the same start
-    assert len({round(float(o.abs().sum()), 3) for o in outs}) > 1
     with pytest.raises(DataError, match="MUSAN"):
         TrainDataset(data["train_list"], data["train_dir"], max_frames=50, augment=True,
                      musan_path=data["rir_dir"], rir_path=data["rir_dir"])
+
+
+def augmented_pair(data, stream):
+    """The same crop (same random stream: the crop start is its first draw) without and with augmentation."""
+    plain = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, seed=1)
+    aug = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, augment=True,
+                       musan_path=data["musan_dir"], rir_path=data["rir_dir"], seed=1)
+    plain.reseed(stream)
+    aug.reseed(stream)
+    return plain, aug
+
+
+def test_augmentation_changes_the_crop(small_demo):
+    """Each choice but 'clean' changes the audio of the very same crop; 'clean' leaves it as it is."""
+    for choice in Augmenter.CHOICES:
+        plain, aug = augmented_pair(small_demo, stream=7)
+        aug.augmenter.CHOICES = (choice,)  # force this choice
+        clean, noisy = plain[[0]][0], aug[[0]][0]
+        assert noisy.shape == clean.shape and torch.isfinite(noisy).all()
+        if choice == "clean":
+            assert torch.equal(noisy, clean)
+        else:
+            assert (noisy - clean).abs().max() > 1e-3, choice
+    changed = 0
+    for stream in range(12):  # the uniform choice: most draws change the crop
+        plain, aug = augmented_pair(small_demo, stream)
+        changed += not torch.equal(plain[[0]][0], aug[[0]][0])
+    assert changed >= 6

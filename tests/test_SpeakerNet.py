@@ -27,6 +27,18 @@ def test_total_loss_original_and_plain():
     assert total_loss(torch.tensor(2.0), None, 0.01, "plain").item() == 2.0
 
 
+@pytest.mark.parametrize("reg,weight", [(None, 0.01), (torch.tensor(4.0), 0.0), (None, 0.0)])
+def test_original_loss_normalises_ce_also_without_regulariser(reg, weight):
+    """The paper's loss is CE/sg(CE) also when weight_finetuning_reg is 0 or the front-end is frozen (no r)."""
+    ce = torch.tensor(2.0, requires_grad=True)
+    loss = total_loss(ce, reg, weight, "original")
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0) and ce.grad.item() == pytest.approx(0.5)
+    plain = torch.tensor(2.0, requires_grad=True)
+    total_loss(plain, reg, weight, "plain").backward()
+    assert plain.grad.item() == pytest.approx(1.0)
+
+
 def test_regulariser_runs_on_one_device_and_grows_when_weights_move(tiny_checkpoint):
     net = make_net(tiny_checkpoint)
     assert net.regulariser().item() == 0.0

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic.checkpoints import torchaudio_state_to_wavlm
-from tests.fakes import run_script
+from tests.fakes import run_script, to_original_format
 
 
 @pytest.fixture(scope="module")
@@ -107,17 +106,6 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert result_line(orig.stdout) == line
 
 
-def to_original_format(state):
-    """Our model state -> the original repo's keys (__S__.model.<official WavLM>, __S__.backend.*, __L__.*)."""
-    prefix = "encoder.frontend.model."
-    frontend = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    out = {f"__S__.model.{k}": v for k, v in torchaudio_state_to_wavlm(frontend, "group_norm").items()}
-    out.update({k.replace("encoder.backend.", "__S__.backend."): v for k, v in state.items()
-                if k.startswith("encoder.backend.")})
-    out.update({k.replace("loss_fn.", "__L__."): v for k, v in state.items() if k.startswith("loss_fn.")})
-    return out
-
-
 def config_trials(cfg):
     return [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("test_list")][0]
 
@@ -134,3 +122,30 @@ def test_errors_name_the_problem(config, tmp_path):
     proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model",
                       str(tmp_path / "none.model"))
     assert proc.returncode == 2 and "none.model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_several_trial_lists_keep_one_line_per_epoch(config, tmp_path):
+    cfg, _ = config
+    trials = config_trials(cfg)
+    copy = tmp_path / "copy.txt"
+    copy.write_text(open(trials).read())
+    save = tmp_path / "two_lists"
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "1", "--save_path", str(save),
+                      "--test_list", trials, str(copy), "--augment", "false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = open(save / "result" / "scores.txt").read().splitlines()
+    assert len(lines) == 1 and "trials EER" in lines[0] and "copy EER" in lines[0]
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["trials", "copy"]  # stdout: a line per list
+
+
+@pytest.mark.parametrize("key", ["test_list", "test_path", "cohort_embeddings", "initial_model"])
+def test_every_input_is_checked_before_training(config, tmp_path, key):
+    """A wrong evaluation path used to surface at the first evaluation, after an epoch of training."""
+    cfg, _ = config
+    save = tmp_path / "never"
+    extra = ["--score_norm", "snorm"] if key == "cohort_embeddings" else []
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(save), f"--{key}",
+                      str(tmp_path / "missing"), *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"'{key}'" in proc.stderr and "missing" in proc.stderr
+    assert not os.path.exists(save / "model") or not os.listdir(save / "model")  # nothing was trained

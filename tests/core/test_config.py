@@ -2,10 +2,11 @@ import argparse
 import os
 
 import pytest
+import yaml
 
-from core.config import add_options, load_config, read_yaml
+from core.config import add_options, load_config, read_yaml, save_config
 from core.errors import ConfigError
-from core.options import parse_bool
+from core.options import OPTION_BY_NAME, OPTIONS, parse_bool
 from tests.fakes import ROOT
 
 
@@ -80,3 +81,48 @@ def test_original_configs_load(name):
 def test_distributed_is_rejected_clearly(tmp_path):
     with pytest.raises(ConfigError, match="distributed"):
         load_config(parser(), ["--distributed", "true"])
+
+
+def test_evaluation_options_are_options_like_any_other(tmp_path):
+    """score_norm, top_n, cohort_embeddings, qmf_list, ...: YAML and command line, same precedence."""
+    cfg = write(tmp_path, "score_norm: asnorm\ntop_n: 100\ncohort_embeddings: c.npz\nqmf_list: q.txt\n")
+    c = load_config(parser(), ["--config", cfg, "--top_n", "50"])
+    assert (c["score_norm"], c["top_n"], c["cohort_embeddings"], c["qmf_list"]) == ("asnorm", 50, "c.npz", "q.txt")
+    assert load_config(parser(), [])["top_n"] == OPTION_BY_NAME["top_n"].default == 300
+    assert c.cli == {"top_n"}
+
+
+@pytest.mark.parametrize("yaml_text,argv,want", [
+    ("test_list: a.txt\n", [], ["a.txt"]),
+    ("test_list: a.txt,b.txt\n", [], ["a.txt", "b.txt"]),
+    ("test_list: [a.txt, b.txt]\n", [], ["a.txt", "b.txt"]),
+    ("test_list: a.txt\n", ["--test_list", "b.txt", "c.txt"], ["b.txt", "c.txt"]),
+    ("", ["--test_list", "b.txt,c.txt", "d.txt"], ["b.txt", "c.txt", "d.txt"]),
+])
+def test_several_trial_lists(tmp_path, yaml_text, argv, want):
+    assert load_config(parser(), ["--config", write(tmp_path, yaml_text), *argv])["test_list"] == want
+
+
+def test_option_combinations_are_checked_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="cohort_embeddings"):
+        load_config(parser(), ["--score_norm", "asnorm"])
+    with pytest.raises(ConfigError, match="top_n"):
+        load_config(parser(), ["--top_n", "1"])
+    with pytest.raises(ConfigError, match="layer_drop"):
+        load_config(parser(), ["--layer_drop", "1.5"])
+
+
+def test_saved_config_records_every_option_and_loads_back(tmp_path):
+    c = load_config(parser(), ["--config", write(tmp_path, "score_norm: snorm\ncohort_embeddings: c.npz\n"),
+                               "--test_list", "a.txt", "b.txt", "--layer_drop", "0.1"])
+    save_config(c, str(tmp_path / "result" / "config.yaml"))
+    saved = yaml.safe_load(open(tmp_path / "result" / "config.yaml"))
+    assert list(saved) == [o.name for o in OPTIONS]
+    again = load_config(parser(), ["--config", str(tmp_path / "result" / "config.yaml")])
+    assert {o.name: again[o.name] for o in OPTIONS} == {o.name: c[o.name] for o in OPTIONS}
+
+
+def test_layer_drop_defaults_to_the_checkpoint(tmp_path):
+    assert load_config(parser(), [])["layer_drop"] is None
+    assert load_config(parser(), ["--config", write(tmp_path, "layer_drop: null\n")])["layer_drop"] is None
+    assert load_config(parser(), ["--layer_drop", "0"])["layer_drop"] == 0.0

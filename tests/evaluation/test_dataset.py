@@ -27,3 +27,17 @@ def test_whole_file_pieces(length, cap):
     assert whole_file_pieces(length, None, "chunks") == [(0, length)]
     with pytest.raises(ValueError, match="eval_long_files"):
         whole_file_pieces(length, cap, "split")
+
+
+@pytest.mark.parametrize("length", [16000, 16240, 16241, 30000])
+def test_eval_crops_of_short_files_as_the_original(length):
+    """Files of length <= crop are wrap-padded to crop + 1, so the last crop of a short file starts at sample 1."""
+    audio = np.arange(length, dtype=np.float32)
+    crops = eval_crops(audio, 100, 5)  # crop = 16240 samples
+    padded = max(length, 16241)
+    starts = np.linspace(0, padded - 16240, 5).astype(np.int64)
+    assert crops.shape == (5, 16240)
+    np.testing.assert_array_equal(crops[:, 0], starts)
+    np.testing.assert_array_equal(crops[:, -1], (starts + 16239) % length)  # wrapped around past the end
+    if length <= 16240:
+        assert list(starts) == [0, 0, 0, 0, 1]

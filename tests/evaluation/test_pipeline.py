@@ -48,3 +48,18 @@ def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
     missing = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "O.txt"),
                          str(tmp_path / "none.txt"), "--embeddings", str(tmp_path / "e.npz"))
     assert missing.returncode == 2 and "none.txt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_lists_that_cannot_give_an_eer_are_named(tmp_path):
+    emb = random_embeddings(6, 4, crops=0)
+    save_embeddings(emb, str(tmp_path / "e.npz"))
+    (tmp_path / "targets.txt").write_text(f"1 {emb.keys[0]} {emb.keys[1]}\n1 {emb.keys[2]} {emb.keys[3]}\n")
+    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "targets.txt"),
+                      "--embeddings", str(tmp_path / "e.npz"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'targets' has only label 1" in proc.stderr
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "targets.txt").write_text((tmp_path / "targets.txt").read_text())
+    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "targets.txt"),
+                      str(tmp_path / "sub" / "targets.txt"), "--embeddings", str(tmp_path / "e.npz"))
+    assert proc.returncode == 2 and "same file name" in proc.stderr

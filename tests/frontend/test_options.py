@@ -1,4 +1,4 @@
-"""Front-end options: freeze_ssl, freeze_cnn + feature_grad_mult, layer_drop, grad_checkpointing."""
+"""Front-end options: freeze_ssl, freeze_cnn + feature_grad_mult, layer_grad_mult, layer_drop, grad_checkpointing."""
 import pytest
 import torch
 
@@ -6,6 +6,7 @@ from core.config import read_yaml
 from core.options import OPTION_BY_NAME, defaults
 from frontend.ssl_frontend import load_ssl_frontend
 from models.MHFA import MainModel
+from synthetic.checkpoints import TINY_WAVLM, write_tiny_wavlm
 
 SMALL = dict(nOut=8, head_nb=2, compression_dim=4)
 
@@ -120,3 +121,27 @@ def test_options_are_yaml_keys_and_reach_the_model(tmp_path, tiny_checkpoint):
     config = dict(defaults(), **read_yaml(str(yaml_file)), pretrained_model_path=tiny_checkpoint, **SMALL)
     model = MainModel(**config)
     assert model.frontend.freeze_ssl and model.frontend.grad_checkpointing and model.frontend.layer_drop == 0.05
+
+
+def test_layer_drop_defaults_to_the_checkpoints_own(tmp_path):
+    """The original builds WavLM from the checkpoint's config, so its encoder_layerdrop (0.05 in WavLM Base+)
+    is active in training; layer_drop overrides it only when given."""
+    path = str(tmp_path / "with_layerdrop.pt")
+    write_tiny_wavlm(path, seed=4, config=dict(TINY_WAVLM, encoder_layer_drop=0.05))
+    assert load_ssl_frontend(path).layer_drop == 0.05
+    assert load_ssl_frontend(path, layer_drop=0.0).layer_drop == 0.0
+    assert defaults()["layer_drop"] is None
+    assert MainModel(path, **{k: v for k, v in defaults().items() if k != "pretrained_model_path"}
+                     ).frontend.layer_drop == 0.05
+
+
+def test_layer_grad_mult_scales_the_gradient_into_every_layer(tiny_checkpoint):
+    """wespeaker's feature_grad_mult: the back-end's gradient into all SSL layer outputs is scaled."""
+    wav = torch.randn(2, 6000, dtype=torch.float64)
+    grads = []
+    for mult in (1.0, 0.1):
+        frontend = load_ssl_frontend(tiny_checkpoint, layer_grad_mult=mult).double()  # float64: exact enough
+        frontend(wav).pow(2).sum().backward()
+        grads.append(frontend.transformer_layers()[0].feed_forward.output_dense.weight.grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], 0.1 * grads[0], rtol=1e-9, atol=1e-12)

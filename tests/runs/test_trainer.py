@@ -32,3 +32,23 @@ def test_mixed_precision_step_on_cpu(tiny_checkpoint):
     stats = trainer.train_epoch(loader, epoch=1, verbose=False)
     assert stats["steps"] == 1 and torch.isfinite(torch.tensor(stats["loss"]))
     assert not torch.equal(before, net.encoder.backend.pooling_fc.weight)
+
+
+class Clock:
+    """time.time() for the trainer: the epoch starts at 0 s and every later reading is 2 s."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def time(self):
+        self.calls += 1
+        return 0.0 if self.calls == 1 else 2.0
+
+
+def test_rate_counts_utterances_not_speaker_groups(tiny_checkpoint, monkeypatch):
+    net = make_net(tiny_checkpoint)
+    trainer = make_trainer(net)
+    monkeypatch.setattr("runs.trainer.time", Clock())
+    loader = [(torch.randn(2, 3, 4000), torch.tensor([0, 2]))] * 2  # 2 steps x 2 speakers x nPerSpeaker 3
+    stats = trainer.train_epoch(loader, epoch=1, verbose=False)
+    assert stats["utterances"] == 12 and stats["rate"] == pytest.approx(12 / 2.0)

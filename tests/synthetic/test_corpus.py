@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo corpus (tools.demo_corpus, tools.demo_voices)."""
+"""Tests for the synthetic demo corpus (synthetic/corpus.py, synthetic/voices.py)."""
 
 from __future__ import annotations
 

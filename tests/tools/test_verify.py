@@ -75,3 +75,21 @@ def test_errors_say_what_to_do(evaluated, capsys):
     with pytest.raises(SystemExit):
         verify_main([*common, wav, wav, "--threshold_file", str(tmp / "bad.json")])
     assert "eer_threshold" in capsys.readouterr().err
+
+
+def test_extraction_settings_come_from_the_threshold_file(evaluated, capsys):
+    """The evaluation used eval_frames 40, num_eval 2, no whole-file cap; verify is given none of these (the
+    defaults would be 300 frames, 5 crops, 43.75 s) and must take them from the threshold file."""
+    root, keys, common, tmp = evaluated
+    model_only = common[:common.index("--eval_frames")] + ["--nDataLoaderThread", "0"]
+    record = json.loads((tmp / "scores.txt.threshold.json").read_text())
+    assert (record["eval_frames"], record["num_eval"], record["max_eval_seconds"]) == (40, 2, 0.0)
+    labels, scores, pairs = read_score_file(str(tmp / "scores.txt"))
+    (enroll, test), want = pairs[0], scores[0]
+    threshold_file = ["--threshold_file", str(tmp / "scores.txt.threshold.json")]
+    score = verify_line(capsys, *model_only, os.path.join(root, enroll), os.path.join(root, test), *threshold_file)[0]
+    assert score == pytest.approx(want, abs=2e-5)
+    # an option written on the command line still wins over the file
+    other = verify_line(capsys, *model_only, "--num_eval", "3", os.path.join(root, enroll), os.path.join(root, test),
+                        *threshold_file)[0]
+    assert other != pytest.approx(want, abs=2e-5)

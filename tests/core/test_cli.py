@@ -1,0 +1,30 @@
+"""The CLI runner (core/cli.py): toolkit errors end in one line and exit 2; any other exception is a bug and
+keeps its traceback; the result is printed with the command's own format."""
+import pytest
+
+from core.cli import build_parser, run_cli
+from core.errors import CheckpointError, ConfigError, DataError, TrialListError
+
+
+@pytest.mark.parametrize("error", [ConfigError, DataError, TrialListError, CheckpointError])
+def test_toolkit_errors_exit_2_with_one_line(error, capsys):
+    def action(config):
+        raise error("trials.txt, line 3: expected 'label enroll test'")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(build_parser("test"), action, [])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: trials.txt, line 3: expected 'label enroll test'\n"
+
+
+@pytest.mark.parametrize("bug", [RuntimeError("bug"), ValueError("plain ValueError"), KeyError("k"), OSError("io")])
+def test_other_exceptions_are_bugs_and_propagate(bug):
+    def action(config):
+        raise bug
+    with pytest.raises(type(bug)):
+        run_cli(build_parser("test"), action, [])
+
+
+def test_result_is_shown(capsys):
+    assert run_cli(build_parser("test"), lambda config: config["batch_size"], ["--batch_size", "7"],
+                   show=lambda r: f"batch {r}") == 7
+    assert capsys.readouterr().out == "batch 7\n"
