@@ -25,6 +25,8 @@ from SpeakerNet import SpeakerNet, find_checkpoints, load_model_state
 from runs.trainer import ModelTrainer
 
 logger = logging.getLogger(__name__)
+# The evaluation every test_interval epochs scores the model being trained and writes no files.
+EPOCH_EVALUATION = {"embeddings": "", "save_embeddings": "", "score_file": ""}
 
 
 def seed_everything(seed: int) -> None:
@@ -39,7 +41,7 @@ def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
     require_paths(config, ["pretrained_model_path", "train_list", "train_path"]
                   + (["musan_path", "rir_path"] if config["augment"] else []))
     if config["test_list"]:
-        evaluation_paths(config, reads_model_file=False)  # evaluated with the model being trained
+        evaluation_paths({**config, **EPOCH_EVALUATION}, reads_model_file=False)  # the model being trained
     if config["initial_model"] and not find_checkpoints(model_dir):
         require_paths(config, ["initial_model"])
 
@@ -116,7 +118,6 @@ def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, An
         if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
             trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
             if config["test_list"]:
-                result = evaluate({**config, "embeddings": "", "save_embeddings": "", "score_file": ""}, device,
-                                  encoder=net.encoder)
+                result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder)
         epochs.info(epoch_line(epoch, lr, stats, result))  # console, and result/scores.txt
     return result
