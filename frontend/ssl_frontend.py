@@ -59,7 +59,8 @@ class SSLFrontend(nn.Module):
             recipe never does it, so it is off by default).
         freeze_cnn: keep the input modules (CNN feature encoder, feature projection,
             positional convolution) fixed and skip their backward. The original never
-            updates them either, but wastes their gradients.
+            updates them either: it runs the CNN under ``no_grad``, but still computes the
+            (unused) gradients of the feature layer norm, projection and positional conv.
         freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
             layer drop) under ``no_grad``, so nothing is kept for backward.
         feature_grad_mult: scale of the gradient flowing into the CNN (fairseq's option of
@@ -81,8 +82,8 @@ class SSLFrontend(nn.Module):
             raise ConfigError(f"feature_grad_mult must be >= 0, got {feature_grad_mult}")
         if feature_grad_mult != 1.0 and (freeze_cnn or freeze_ssl):
             raise ConfigError(f"feature_grad_mult={feature_grad_mult} only scales the gradient of a trainable CNN, "
-                             f"but the CNN is frozen (freeze_cnn={freeze_cnn}, freeze_ssl={freeze_ssl}): set "
-                             f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
+                              f"but the CNN is frozen (freeze_cnn={freeze_cnn}, freeze_ssl={freeze_ssl}): set "
+                              f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
         self.model = model
         self.family = family
         self.normalize_input = normalize_input
