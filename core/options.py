@@ -85,16 +85,34 @@ _OPTIONS: Dict[str, List[tuple]] = {
     "training": [
         ("test_interval", _I, 1, "evaluate and save a checkpoint every N epochs"),
         ("max_epoch", _I, 15, "number of epochs"),
-        ("trainfunc", _S, "aamsoftmax", "loss plug-in in loss/"),
+        ("trainfunc", _S, "aamsoftmax", "loss plug-in in loss/ (aamsoftmax, aamsoftmax_subcenter, amsoftmax, "
+                                        "softmax)"),
         ("optimizer", _S, "adamw", "optimizer plug-in in optimizer/ (adam, adamw, sgd)"),
-        ("scheduler", _S, "steplr", "scheduler plug-in in scheduler/"),
+        ("scheduler", _S, "steplr", "scheduler plug-in in scheduler/ (steplr, coslr, cyclr, exponential)"),
         ("lr", _F, 0.001, "optimizer default learning rate; every parameter group sets its own "
                           "(LR_MHFA, LR_Transformer), so like the original this is unused by MHFA models"),
         ("lr_decay", _F, 0.95, "learning-rate decay factor every test_interval epochs (steplr)"),
+        ("final_lr_ratio", _F, 0.05, "exponential: each group's learning rate falls to this fraction of its own "
+                                     "over the run (wespeaker: 0.1 -> 5e-3)"),
+        ("warmup_epochs", _F, 0.0, "exponential: learning-rate warm-up epochs (per iteration)"),
+        ("warm_from_zero", _B, True, "exponential: the warm-up starts from 0 (else from the full learning rate)"),
+        ("weight_decay", optional_float, None, "optimizer weight decay; default: the optimizer's own (AdamW 0.01, "
+                                               "Adam and SGD 0), as the original"),
+        ("nesterov", _B, False, "sgd: Nesterov momentum (wespeaker's recipes use it)"),
+        ("grad_clip", _F, 0.0, "clip the gradient norm to this value before each step (wespeaker: 5); 0 = off"),
         ("margin", _F, 0.2, "AAM-softmax margin m"),
         ("scale", _F, 30.0, "AAM-softmax scale s"),
-        ("margin_warmup_epochs", _F, 0.0, "ramp the margin linearly from 0 to `margin` over this many epochs "
+        ("margin_warmup_epochs", _F, 0.0, "ramp the margin from margin_initial to `margin` over this many epochs "
                                           "(per iteration); 0 = fixed margin as the original"),
+        ("margin_warmup_start", _F, 0.0, "epochs of training before the margin ramp starts (wespeaker's "
+                                         "increase_start_epoch - 1)"),
+        ("margin_initial", _F, 0.0, "the margin before and at the start of the ramp"),
+        ("margin_schedule", one_of("linear", "exp"), "linear", "shape of the ramp: linear, or wespeaker's "
+                                                               "exponential approach"),
+        ("subcenters", _I, 3, "aamsoftmax_subcenter: sub-centres per speaker (K)"),
+        ("inter_topk", _I, 5, "aamsoftmax_subcenter: hardest non-target classes penalised (0 = off, as for LMFT)"),
+        ("inter_margin", _F, 0.06, "aamsoftmax_subcenter: margin m' of those classes at margin 0.2 (scaled with "
+                                   "the margin)"),
         ("nClasses", _I, 5994, "number of training speakers"),
         ("initial_model", _S, "", "start from this model file (e.g. the previous stage's); evaluation: the model"),
         ("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),

@@ -30,6 +30,11 @@ def aam_logits(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     return scale * (one_hot * phi + (1.0 - one_hot) * cosine)
 
 
+def ce_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, top-1 accuracy in % of the logits with their margins), as voxceleb_trainer reports."""
+    return F.cross_entropy(logits, labels), (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0
+
+
 class LossFunction(nn.Module):
     """Cross-entropy over AAM-softmax logits.
 
@@ -48,7 +53,4 @@ class LossFunction(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns (mean cross-entropy, top-1 accuracy in %)."""
-        logits = aam_logits(embeddings, self.weight, labels, self.margin, self.scale)
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0
-        return loss, accuracy
+        return ce_and_accuracy(aam_logits(embeddings, self.weight, labels, self.margin, self.scale), labels)

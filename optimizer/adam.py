@@ -1,11 +1,14 @@
 """Adam over the given parameter groups (torch defaults otherwise, as the original)."""
 import logging
+from typing import Optional
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 
-def Optimizer(parameters, lr: float, **kwargs) -> torch.optim.Optimizer:
-    logger.info("Optimizer: Adam")
-    return torch.optim.Adam(parameters, lr=lr)
+def Optimizer(parameters, lr: float, weight_decay: Optional[float] = None, **kwargs) -> torch.optim.Optimizer:
+    """``weight_decay`` None keeps torch's Adam default (0), which the original used."""
+    optimizer = torch.optim.Adam(parameters, lr=lr, **({} if weight_decay is None else {"weight_decay": weight_decay}))
+    logger.info("Optimizer: Adam, weight decay %g", optimizer.defaults["weight_decay"])
+    return optimizer

@@ -3,6 +3,7 @@ the margin ramp and one epoch's loop; saving and resuming its state."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Dict
 
@@ -19,27 +20,49 @@ from SpeakerNet import SpeakerNet, load_model_state, save_model_file
 logger = logging.getLogger(__name__)
 
 
+def margin_at(progress: float, final: float, initial: float = 0.0, start: float = 0.0, length: float = 0.0,
+              shape: str = "linear") -> float:
+    """The AAM margin after ``progress`` epochs of training (a float: updated every iteration).
+
+    ``initial`` until ``start``, ``final`` from ``start + length`` on; in between, with
+    u = (progress - start) / length, initial + (final - initial) * r(u) where r(u) = u
+    (linear) or, as wespeaker's ``MarginScheduler`` (increase_type 'exp'),
+    r(u) = 1 - exp(u * ln(1e-3 / (1 + 1e-6))), which covers 99.9 % of the way at u = 1.
+    ``length`` 0 is a fixed margin (``final``), as the original.
+    """
+    if length <= 0 or progress >= start + length:
+        return final
+    if progress < start:
+        return initial
+    u = (progress - start) / length
+    ratio = u if shape == "linear" else 1.0 - math.exp(u * math.log(1e-3 / (1.0 + 1e-6)))
+    return initial + (final - initial) * ratio
+
+
 class ModelTrainer:
     """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
 
     def __init__(self, net: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
                  LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
-                 margin_warmup_epochs: float = 0.0, mixedprec: bool = False, **config: Any):
+                 margin_warmup_epochs: float = 0.0, margin_warmup_start: float = 0.0, margin_initial: float = 0.0,
+                 margin_schedule: str = "linear", grad_clip: float = 0.0, mixedprec: bool = False,
+                 steps_per_epoch: int = 1, **config: Any):
         self.model = net.to(device)
         self.device = device
         groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
                                               extra_backend=list(net.loss_fn.parameters()))
         self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
-        self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(self.optimizer, **config)
-        self.final_margin, self.margin_warmup = margin, margin_warmup_epochs
+        self.scheduler, self.lr_step = get_plugin("scheduler", scheduler)(
+            self.optimizer, steps_per_epoch=steps_per_epoch, **config)
+        self.margin = dict(final=margin, initial=margin_initial, start=margin_warmup_start,
+                           length=margin_warmup_epochs, shape=margin_schedule)
+        self.grad_clip = grad_clip
         self.amp_dtype = autocast_dtype(device) if mixedprec else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
 
     def margin_at(self, progress_epochs: float) -> float:
-        """Linear margin ramp 0 -> margin over ``margin_warmup_epochs`` (fixed margin when 0)."""
-        if self.margin_warmup <= 0:
-            return self.final_margin
-        return self.final_margin * min(1.0, progress_epochs / self.margin_warmup)
+        """The margin after ``progress_epochs`` of training (:func:`margin_at` with this run's options)."""
+        return margin_at(progress_epochs, **self.margin)
 
     def train_epoch(self, loader, epoch: int, verbose: bool = True) -> Dict[str, float]:
         """One pass over ``loader`` (epochs count from 1).
@@ -61,6 +84,9 @@ class ModelTrainer:
                                 enabled=self.amp_dtype is not None):
                 loss, ce, acc = self.model(wav, labels)
             self.scaler.scale(loss).backward()
+            if self.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradient, also under fp16 scaling
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.lr_step == "iteration":

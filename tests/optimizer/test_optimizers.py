@@ -13,3 +13,13 @@ def test_optimizer_keeps_group_learning_rates_and_steps(name):
     (a.sum() + b.sum()).backward()
     optimizer.step()
     assert torch.all(a < 1) and torch.all(b < 1) and not torch.equal(a.detach()[:2], b.detach())
+
+
+@pytest.mark.parametrize("name,default", [("adamw", 0.01), ("adam", 0.0), ("sgd", 0.0)])
+def test_weight_decay_keeps_the_optimizers_default_unless_given(name, default):
+    factory = get_plugin("optimizer", name)
+    params = [torch.nn.Parameter(torch.ones(1))]
+    assert factory(params, lr=1e-3).defaults["weight_decay"] == default
+    assert factory(params, lr=1e-3, weight_decay=1e-7).defaults["weight_decay"] == 1e-7
+    if name == "sgd":
+        assert factory(params, lr=1e-3, nesterov=True).defaults["nesterov"] is True

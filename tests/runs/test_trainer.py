@@ -1,8 +1,10 @@
 """The trainer (runs/trainer.py): margin ramp, learning-rate decay, mixed precision, the epoch statistics."""
+import math
+
 import pytest
 import torch
 
-from runs.trainer import ModelTrainer
+from runs.trainer import ModelTrainer, margin_at
 from tests.fakes import make_net
 
 
@@ -52,3 +54,26 @@ def test_rate_counts_utterances_not_speaker_groups(tiny_checkpoint, monkeypatch)
     loader = [(torch.randn(2, 3, 4000), torch.tensor([0, 2]))] * 2  # 2 steps x 2 speakers x nPerSpeaker 3
     stats = trainer.train_epoch(loader, epoch=1, verbose=False)
     assert stats["utterances"] == 12 and stats["rate"] == pytest.approx(12 / 2.0)
+
+
+def test_margin_schedules():
+    assert margin_at(3.0, 0.2) == 0.2  # fixed, as the original
+    linear = [margin_at(t, 0.2, 0.0, 1.0, 3.0) for t in (0.0, 1.0, 2.5, 4.0, 9.0)]
+    assert linear == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.2])
+    # wespeaker MHFA frozen stage: increase_start_epoch 2, fix_start_epoch 5, exponential, 0 -> 0.2
+    exp = [margin_at(t, 0.2, 0.0, 1.0, 3.0, "exp") for t in (0.5, 1.0, 2.5, 3.999, 4.0)]
+    want_mid = 0.2 * (1 - math.exp(0.5 * math.log(1e-3 / (1 + 1e-6))))
+    assert exp[:3] == pytest.approx([0.0, 0.0, want_mid]) and exp[3] == pytest.approx(0.2, abs=3e-4)
+    assert exp[4] == 0.2 and exp[2] > linear[2]  # the exponential approach is fast at first
+
+
+def test_gradient_clipping_bounds_the_step(tiny_checkpoint):
+    changes = []
+    for clip in (0.0, 1e-3):
+        net = make_net(tiny_checkpoint)
+        trainer = make_trainer(net, optimizer="sgd", LR_MHFA=1.0, LR_Transformer=1.0, grad_clip=clip)
+        before = [p.detach().clone() for p in net.parameters()]
+        torch.manual_seed(0)
+        trainer.train_epoch([(torch.randn(2, 1, 4000), torch.tensor([0, 2]))], epoch=1, verbose=False)
+        changes.append(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before))))
+    assert changes[0] > 1e-2 and changes[1] == pytest.approx(1e-3, rel=1e-3)  # lr 1 x the clipped norm

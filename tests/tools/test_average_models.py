@@ -1,0 +1,38 @@
+"""tools/average_models.py: the mean of the newest checkpoints, a model file that loads like any other."""
+import os
+
+import pytest
+import torch
+
+from SpeakerNet import load_model_state
+from tests.fakes import make_net
+from tools.average_models import main as average_main
+
+
+def test_average_of_the_last_checkpoints(tiny_checkpoint, tmp_path, capsys):
+    model_dir = tmp_path / "run" / "model"
+    model_dir.mkdir(parents=True)
+    states = []
+    for epoch in (1, 2, 3):
+        net = make_net(tiny_checkpoint)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(epoch * 0.01)
+        states.append(net.state_dict())
+        torch.save({"model": net.state_dict(), "epoch": epoch}, model_dir / f"model{epoch:09d}.model")
+    out = str(tmp_path / "avg.model")
+    average_main(["--save_path", str(tmp_path / "run"), "--last", "2", "--out", out])
+    assert "averaged model written to" in capsys.readouterr().out
+    averaged = make_net(tiny_checkpoint)
+    load_model_state(averaged, out)  # strict: every tensor there
+    for key, value in averaged.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[1][key] + states[2][key]) / 2)
+    with pytest.raises(SystemExit) as exit_info:
+        average_main(["--save_path", str(tmp_path / "run"), "--last", "5", "--out", out])
+    assert exit_info.value.code == 2 and "holds 3 checkpoints" in capsys.readouterr().err
+    other = tmp_path / "other.model"
+    torch.save({"model": make_net(tiny_checkpoint, nOut=6).state_dict()}, other)
+    with pytest.raises(SystemExit):
+        average_main(["--models", str(model_dir / "model000000001.model"), str(other), "--out", out])
+    assert "does not hold the same tensors" in capsys.readouterr().err and os.path.exists(out)
