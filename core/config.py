@@ -110,7 +110,7 @@ def validate(config: Dict[str, Any]) -> None:
     if config["distributed"]:
         raise ConfigError("'distributed: true' is not available yet in this toolkit; "
                           "run on one device (remove the key or set it to false).")
-    for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval"):
+    for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval", "grad_accum"):
         if config[key] < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")
     if config["top_n"] < 2:

@@ -99,6 +99,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("weight_decay", optional_float, None, "optimizer weight decay; default: the optimizer's own (AdamW 0.01, "
                                                "Adam and SGD 0), as the original"),
         ("nesterov", _B, False, "sgd: Nesterov momentum (wespeaker's recipes use it)"),
+        ("grad_accum", _I, 1, "batches accumulated per optimizer step (k batches = the update of k data-parallel "
+                              "processes; the paper's global batch on fewer GPUs)"),
         ("grad_clip", _F, 0.0, "clip the gradient norm to this value before each step (wespeaker: 5); 0 = off"),
         ("margin", _F, 0.2, "AAM-softmax margin m"),
         ("scale", _F, 30.0, "AAM-softmax scale s"),

@@ -99,7 +99,7 @@ def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, An
 
     loader = make_loader(config)  # checks the list against nClasses before the checkpoint is loaded
     net = SpeakerNet(**config)
-    trainer = ModelTrainer(net, **{**config, "device": device, "steps_per_epoch": len(loader)})
+    trainer = ModelTrainer(net, **{**config, "device": device, "steps_per_epoch": len(loader) // config["grad_accum"]})
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])

@@ -45,8 +45,8 @@ class ModelTrainer:
     def __init__(self, net: SpeakerNet, device: torch.device, optimizer: str, scheduler: str, lr: float,
                  LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
                  margin_warmup_epochs: float = 0.0, margin_warmup_start: float = 0.0, margin_initial: float = 0.0,
-                 margin_schedule: str = "linear", grad_clip: float = 0.0, mixedprec: bool = False,
-                 steps_per_epoch: int = 1, **config: Any):
+                 margin_schedule: str = "linear", grad_clip: float = 0.0, grad_accum: int = 1,
+                 mixedprec: bool = False, steps_per_epoch: int = 1, **config: Any):
         self.model = net.to(device)
         self.device = device
         groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
@@ -56,7 +56,7 @@ class ModelTrainer:
             self.optimizer, steps_per_epoch=steps_per_epoch, **config)
         self.margin = dict(final=margin, initial=margin_initial, start=margin_warmup_start,
                            length=margin_warmup_epochs, shape=margin_schedule)
-        self.grad_clip = grad_clip
+        self.grad_clip, self.grad_accum = grad_clip, grad_accum
         self.amp_dtype = autocast_dtype(device) if mixedprec else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
 
@@ -67,43 +67,61 @@ class ModelTrainer:
     def train_epoch(self, loader, epoch: int, verbose: bool = True) -> Dict[str, float]:
         """One pass over ``loader`` (epochs count from 1).
 
+        With ``grad_accum`` k, each optimizer step accumulates the gradients of k consecutive
+        batches, each loss divided by k: the mean of k per-batch gradients, which is what k
+        data-parallel processes with one batch each average to. Batches left over at the end of
+        the epoch (fewer than k) are not used, as data-parallel training drops them.
+
         Returns:
-            mean loss and accuracy, steps, utterances (batches x speakers x nPerSpeaker), the rate
-            in utterances per second, and the margin at the end.
+            mean loss and accuracy over the batches, optimizer steps, utterances (speakers x
+            nPerSpeaker), the rate in utterances per second, and the margin at the end.
         """
         self.model.train()
+        accum = self.grad_accum
         total_ce = total_acc = 0.0
-        steps, utterances, start = 0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, **progress_options())
-        steps_per_epoch = max(1, len(loader))
-        for step, (wav, labels) in enumerate(bar):
-            self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
+        batches, utterances, start = 0, 0, time.time()
+        steps_per_epoch = len(loader) // accum
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, total=steps_per_epoch * accum,
+                   **progress_options())
+        for batch, (wav, labels) in enumerate(bar):
+            step, micro = divmod(batch, accum)
+            if step >= steps_per_epoch:
+                break
+            if micro == 0:
+                self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
+                self.optimizer.zero_grad(set_to_none=True)
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 loss, ce, acc = self.model(wav, labels)
-            self.scaler.scale(loss).backward()
-            if self.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradient, also under fp16 scaling
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.lr_step == "iteration":
-                self.scheduler.step()
-            steps += 1
+            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+            if micro == accum - 1:
+                self.optimizer_step()
+            batches += 1
             utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
             total_ce += ce.item()
             total_acc += acc.item()
-            bar.set_postfix(loss=f"{total_ce / steps:.3f}", acc=f"{total_acc / steps:.1f}%",
+            bar.set_postfix(loss=f"{total_ce / batches:.3f}", acc=f"{total_acc / batches:.1f}%",
                             rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":
             self.scheduler.step()
-        if steps == 0:
-            raise ConfigError("The training loader produced no batch: the list has fewer speakers/utterances "
-                               "than one batch needs (lower batch_size or nPerSpeaker).")
-        return {"loss": total_ce / steps, "acc": total_acc / steps, "steps": steps, "utterances": utterances,
-                "rate": utterances / (time.time() - start), "margin": self.model.loss_fn.margin}
+        if batches == 0:
+            raise ConfigError("The training loader produced no optimizer step: the list has fewer speakers/utterances "
+                              "than one batch needs (lower batch_size or nPerSpeaker), or fewer batches than "
+                              "grad_accum.")
+        return {"loss": total_ce / batches, "acc": total_acc / batches, "steps": steps_per_epoch,
+                "utterances": utterances, "rate": utterances / (time.time() - start),
+                "margin": self.model.loss_fn.margin}
+
+    def optimizer_step(self) -> None:
+        """Clip (when ``grad_clip``), step the optimizer and scaler, and a per-iteration scheduler."""
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradient, also under fp16 scaling
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.lr_step == "iteration":
+            self.scheduler.step()
 
     def current_lr(self) -> float:
         return max(g["lr"] for g in self.optimizer.param_groups)

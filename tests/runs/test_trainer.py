@@ -77,3 +77,32 @@ def test_gradient_clipping_bounds_the_step(tiny_checkpoint):
         trainer.train_epoch([(torch.randn(2, 1, 4000), torch.tensor([0, 2]))], epoch=1, verbose=False)
         changes.append(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before))))
     assert changes[0] > 1e-2 and changes[1] == pytest.approx(1e-3, rel=1e-3)  # lr 1 x the clipped norm
+
+
+def test_gradient_accumulation_is_the_mean_of_the_batch_gradients(tiny_checkpoint):
+    """grad_accum k: one update with the mean of k per-batch gradients (what k data-parallel processes average)."""
+    torch.manual_seed(3)
+    batches = [(torch.randn(2, 1, 4000), torch.tensor([0, 2])), (torch.randn(2, 1, 4000), torch.tensor([1, 0])),
+               (torch.randn(2, 1, 4000), torch.tensor([2, 1]))]  # the third is left over with k = 2
+    net = make_net(tiny_checkpoint)
+    start = {k: v.detach().clone() for k, v in net.named_parameters()}
+    grads = []
+    for wav, labels in batches[:2]:  # reference: the gradient of each batch's loss alone, at the start weights
+        net.zero_grad()
+        net.train()
+        net(wav, labels)[0].backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None})
+    trainer = make_trainer(make_net(tiny_checkpoint), optimizer="sgd", LR_MHFA=0.5, LR_Transformer=0.1,
+                           grad_accum=2)
+    lrs = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}  # before steplr decays
+    stats = trainer.train_epoch(batches, epoch=1, verbose=False)
+    assert stats["steps"] == 1 and stats["utterances"] == 4  # the left-over batch is not used
+    changed = 0
+    for name, p in trainer.model.named_parameters():
+        if name in grads[0]:
+            want = start[name] - lrs[id(p)] * (grads[0][name] + grads[1][name]) / 2  # SGD's first step: lr x grad
+            torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-6, msg=name)
+            changed += 1
+        else:
+            torch.testing.assert_close(p.detach(), start[name], rtol=0, atol=0)  # frozen: untouched
+    assert changed > 10
