@@ -117,6 +117,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
                                    "the margin)"),
         ("nClasses", _I, 5994, "number of training speakers"),
         ("initial_model", _S, "", "start from this model file (e.g. the previous stage's); evaluation: the model"),
+        ("initial_model_from", _S, "", "start from the newest checkpoint of this save_path (the previous stage's), "
+                                       "when initial_model is not set"),
         ("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),
     ],
     "fine-tuning": [

@@ -35,6 +35,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_model(config: Dict[str, Any]) -> str:
+    """The model file a fresh run starts from: ``initial_model``, else the newest checkpoint of the
+    previous stage's save_path ``initial_model_from``, else none ('')."""
+    if config["initial_model"] or not config["initial_model_from"]:
+        return config["initial_model"]
+    found = find_checkpoints(os.path.join(config["initial_model_from"], "model"))
+    if not found:
+        raise ConfigError(f"initial_model_from '{config['initial_model_from']}' holds no checkpoint "
+                          f"(model/model*.model): train that stage first, or set initial_model.")
+    return found[-1][1]
+
+
 def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
     """Every path the run will read, checked before anything is loaded: training data, augmentation
     folders, the evaluation inputs of each test_interval, and initial_model when a fresh run uses it."""
@@ -89,6 +101,8 @@ def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, An
     """The whole training run; returns the last evaluation result (None if never evaluated)."""
     model_dir = os.path.join(config["save_path"], "model")
     result_dir = os.path.join(config["save_path"], "result")
+    if not find_checkpoints(model_dir):  # a fresh run: its seed model, checked with the other inputs
+        config = {**config, "initial_model": seed_model(config)}
     check_inputs(config, model_dir)
     os.makedirs(model_dir, exist_ok=True)
     setup_logging(os.path.join(result_dir, "scores.txt"))
