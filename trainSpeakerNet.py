@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 from core.cli import build_parser, run_cli
-from core.device import resolve_device
+from core.distributed import launch
 from evaluation.metrics import format_result
 from runs.evaluate import evaluate_model
 from runs.train import train
@@ -19,7 +19,7 @@ from runs.train import train
 def train_command(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if config["eval"]:
         return evaluate_model(config)
-    return train(config, resolve_device(config["device"]))
+    return launch(train, config)  # one process, or data-parallel with --distributed
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

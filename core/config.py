@@ -107,9 +107,6 @@ def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] =
 
 def validate(config: Dict[str, Any]) -> None:
     """Checks that need no data: value ranges, option combinations, options that cannot run here."""
-    if config["distributed"]:
-        raise ConfigError("'distributed: true' is not available yet in this toolkit; "
-                          "run on one device (remove the key or set it to false).")
     for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval", "grad_accum"):
         if config[key] < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")

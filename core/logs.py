@@ -9,11 +9,13 @@ from typing import Optional
 EPOCH_LOGGER = "epochs"  # records of this logger also go to result/scores.txt
 
 
-def setup_logging(scores_file: Optional[str] = None) -> None:
-    """Console handler on stderr at INFO; epoch lines are appended to ``scores_file`` as well."""
+def setup_logging(scores_file: Optional[str] = None, main: bool = True) -> None:
+    """Console handler on stderr at INFO; epoch lines are appended to ``scores_file`` as well.
+    A process other than rank 0 (``main`` false) logs warnings and errors only, and writes no file."""
     root = logging.getLogger()
     root.handlers.clear()
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if main else logging.WARNING)
+    scores_file = scores_file if main else None
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     root.addHandler(console)

@@ -205,7 +205,11 @@ _OPTIONS: Dict[str, List[tuple]] = {
     "runtime": [
         ("device", _S, "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"),
         ("port", _S, "7888", "port for distributed training"),
-        ("distributed", _B, False, "distributed data-parallel training (not available yet: rejected)"),
+        ("distributed", _B, False, "data-parallel training: one process per visible GPU (NCCL), or nproc_per_node "
+                                   "CPU processes (gloo); under torchrun/SLURM the launcher's processes; batch_size "
+                                   "is per process"),
+        ("nproc_per_node", _I, 2, "distributed without GPUs: the number of CPU processes"),
+        ("dist_timeout", _F, 30.0, "distributed: minutes a collective may wait for the other processes"),
         ("mixedprec", _B, False, "mixed precision (float16 autocast + grad scaling on CUDA, bfloat16 on CPU)"),
         ("eval", _B, False, "evaluate only"),
     ],

@@ -40,6 +40,17 @@ def trial_rows(emb: Embeddings, trial_sets: Dict[str, Trials]) -> Dict[str, Tupl
             for name, t in trial_sets.items()}
 
 
+def merge_embeddings(parts: List[Embeddings], keys: Sequence[str]) -> Embeddings:
+    """One Embeddings in the order of ``keys`` from parts that hold them between them (the shards that
+    data-parallel processes extracted)."""
+    every = [k for part in parts for k in part.keys]
+    rows = rows_of(key_index(every), keys, "extracted")
+    def stack(field: str) -> Optional[np.ndarray]:
+        arrays = [getattr(part, field) for part in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)[rows]
+    return Embeddings(list(keys), stack("embeddings"), stack("crop_embeddings"), stack("durations"))
+
+
 def load_mean(path: str, keys_list: str = "") -> np.ndarray:
     """Mean whole-file embedding of an .npz (of the files named in ``keys_list`` when given:
     one file per line, last field, e.g. a training list ``speaker path``)."""

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
+from core.distributed import Context, all_gather
 from core.errors import TrialListError
 from core.options import in_sections
 from evaluation.cache import cached_embeddings
-from evaluation.embeddings import Embeddings, load_embeddings, load_mean, save_embeddings
+from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
 from evaluation.extraction import extract_embeddings
 from evaluation.metrics import compute_error_rates, evaluate_scores
 from evaluation.qmf import calibrate_lists
@@ -62,13 +63,20 @@ def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: 
 
 
 def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: torch.device,
-                     encoder: Optional[torch.nn.Module] = None,
-                     build_encoder: Optional[EncoderBuilder] = None) -> Embeddings:
+                     encoder: Optional[torch.nn.Module] = None, build_encoder: Optional[EncoderBuilder] = None,
+                     context: Optional[Context] = None) -> Optional[Embeddings]:
     """Embeddings from ``embeddings`` when set, else extracted once for the files of all lists
-    (from the embedding cache when ``initial_model`` was evaluated the same way before)."""
+    (from the embedding cache when ``initial_model`` was evaluated the same way before).
+    Data-parallel (``context`` of several processes, with ``encoder``): each process extracts every
+    world-th file, and rank 0 gets them all (the others get None)."""
     if config["embeddings"]:
         return load_embeddings(config["embeddings"])
     files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
+    if context is not None and context.world > 1:
+        shard = extract_files(config, files[context.rank::context.world], config["test_path"], encoder, device,
+                              verbose=context.main)
+        parts = all_gather(shard, context)
+        return None if parts is None else merge_embeddings(parts, files)
 
     def extract() -> Embeddings:
         model = encoder if encoder is not None else build_encoder()
@@ -88,18 +96,22 @@ def score_file_for(score_file: str, name: str, several: bool) -> str:
 
 
 def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[torch.nn.Module] = None,
-             build_encoder: Optional[EncoderBuilder] = None) -> Optional[Dict[str, Any]]:
+             build_encoder: Optional[EncoderBuilder] = None,
+             context: Optional[Context] = None) -> Optional[Dict[str, Any]]:
     """The whole evaluation of the lists in ``test_list``.
 
     Embeddings come from ``embeddings`` when set, else from ``encoder`` (or the model
     ``build_encoder()`` returns). Returns the metrics of the single list, or
     ``{'lists': {name: metrics}}`` for several lists (None where a list is unlabelled).
+    Data-parallel (``context``): every process extracts a share, rank 0 scores; the others return None.
     """
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
     trial_sets = {list_name(p): read_trials(p) for p in paths}
     extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
-    emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder)
+    emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder, context)
+    if emb is None:
+        return None
     if config["save_embeddings"]:
         save_embeddings(emb, config["save_embeddings"])
         logger.info("Embeddings saved to %s", config["save_embeddings"])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from core.config import require_paths, save_config
+from core.distributed import Context, barrier
 from core.errors import ConfigError
 from core.logs import EPOCH_LOGGER, setup_logging
 from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
@@ -58,12 +59,16 @@ def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
         require_paths(config, ["initial_model"])
 
 
-def make_loader(config: Dict[str, Any]) -> torch.utils.data.DataLoader:
+def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.DataLoader:
+    """The training loader; data-parallel, each process gets its share of every epoch and its own
+    random crops and augmentation."""
     dataset = TrainDataset(**config)
     if len(dataset.speakers) != config["nClasses"]:
         raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "
                           f"{len(dataset.speakers)} speakers; set nClasses: {len(dataset.speakers)}.")
-    sampler = SpeakerBatchSampler(dataset.labels, **config)
+    if context.world > 1:
+        dataset.reseed(context.rank)
+    sampler = SpeakerBatchSampler(dataset.labels, **config, num_replicas=context.world, rank=context.rank)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
         num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
@@ -97,23 +102,30 @@ def epoch_line(epoch: int, lr: float, stats: Dict[str, float], result: Optional[
     return line + (f", {format_result(result, list_separator=' | ')}" if result else "")
 
 
-def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, Any]]:
-    """The whole training run; returns the last evaluation result (None if never evaluated)."""
+def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
+    """The whole training run in this process (rank ``context.rank`` of ``context.world``); returns
+    the last evaluation result (None if never evaluated, and on ranks other than 0)."""
+    device = context.device
     model_dir = os.path.join(config["save_path"], "model")
     result_dir = os.path.join(config["save_path"], "result")
     if not find_checkpoints(model_dir):  # a fresh run: its seed model, checked with the other inputs
         config = {**config, "initial_model": seed_model(config)}
     check_inputs(config, model_dir)
     os.makedirs(model_dir, exist_ok=True)
-    setup_logging(os.path.join(result_dir, "scores.txt"))
-    save_config(config, os.path.join(result_dir, "config.yaml"))
+    setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main)
+    if context.main:
+        save_config(config, os.path.join(result_dir, "config.yaml"))
     logger.info("Config: %s", dict(config))
-    logger.info("Device: %s; torch %s", device, torch.__version__)
+    logger.info("Device: %s; torch %s; %d process(es), batch_size %d each", device, torch.__version__,
+                context.world, config["batch_size"])
     seed_everything(config["seed"])
 
-    loader = make_loader(config)  # checks the list against nClasses before the checkpoint is loaded
+    loader = make_loader(config, context)  # checks the list against nClasses before the checkpoint is loaded
     net = SpeakerNet(**config)
-    trainer = ModelTrainer(net, **{**config, "device": device, "steps_per_epoch": len(loader) // config["grad_accum"]})
+    trainer = ModelTrainer(net, **{**config, "device": device, "world": context.world,
+                                   "steps_per_epoch": len(loader) // config["grad_accum"]})
+    if context.world > 1:
+        torch.manual_seed(config["seed"] + context.rank)  # same model everywhere; own LayerDrop and workers' seeds
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
@@ -127,11 +139,13 @@ def train(config: Dict[str, Any], device: torch.device) -> Optional[Dict[str, An
     for epoch in range(first, config["max_epoch"] + 1):
         loader.sampler.set_epoch(epoch)
         lr = trainer.current_lr()
-        stats = trainer.train_epoch(loader, epoch)
+        stats = trainer.train_epoch(loader, epoch, verbose=context.main)
         result = None
         if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
-            trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
+            if context.main:
+                trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
             if config["test_list"]:
-                result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder)
-        epochs.info(epoch_line(epoch, lr, stats, result))  # console, and result/scores.txt
+                result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder, context=context)
+            barrier(context)  # the checkpoint is complete before any process goes on
+        epochs.info(epoch_line(epoch, lr, stats, result))  # rank 0: console and result/scores.txt
     return result

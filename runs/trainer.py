@@ -2,6 +2,7 @@
 the margin ramp and one epoch's loop; saving and resuming its state."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -46,9 +47,14 @@ class ModelTrainer:
                  LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
                  margin_warmup_epochs: float = 0.0, margin_warmup_start: float = 0.0, margin_initial: float = 0.0,
                  margin_schedule: str = "linear", grad_clip: float = 0.0, grad_accum: int = 1,
-                 mixedprec: bool = False, steps_per_epoch: int = 1, **config: Any):
+                 mixedprec: bool = False, steps_per_epoch: int = 1, world: int = 1, **config: Any):
         self.model = net.to(device)
         self.device = device
+        # Data-parallel: gradients averaged over the processes in backward. Blocks skipped by LayerDrop
+        # (decided per process) leave parameters unused in that step.
+        self.forward_model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=getattr(getattr(net.encoder, "frontend", None), "layer_drop", 0.0) > 0)
         groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
                                               extra_backend=list(net.loss_fn.parameters()))
         self.optimizer = get_plugin("optimizer", optimizer)(groups, lr=lr, **config)
@@ -70,7 +76,8 @@ class ModelTrainer:
         With ``grad_accum`` k, each optimizer step accumulates the gradients of k consecutive
         batches, each loss divided by k: the mean of k per-batch gradients, which is what k
         data-parallel processes with one batch each average to. Batches left over at the end of
-        the epoch (fewer than k) are not used, as data-parallel training drops them.
+        the epoch (fewer than k) are not used, as data-parallel training drops them. Under
+        data-parallel training the gradients are averaged over the processes once per step.
 
         Returns:
             mean loss and accuracy over the batches, optimizer steps, utterances (speakers x
@@ -91,10 +98,12 @@ class ModelTrainer:
                 self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                loss, ce, acc = self.model(wav, labels)
-            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+            sync = micro == accum - 1 or self.forward_model is self.model  # all-reduce on the last batch only
+            with contextlib.nullcontext() if sync else self.forward_model.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss, ce, acc = self.forward_model(wav, labels)
+                self.scaler.scale(loss / accum if accum > 1 else loss).backward()
             if micro == accum - 1:
                 self.optimizer_step()
             batches += 1

@@ -149,3 +149,21 @@ def test_every_input_is_checked_before_training(config, tmp_path, key):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"'{key}'" in proc.stderr and "missing" in proc.stderr
     assert not os.path.exists(save / "model") or not os.listdir(save / "model")  # nothing was trained
+
+
+def test_distributed_training_on_two_cpu_processes(config, tmp_path):
+    """--distributed without a launcher: nproc_per_node gloo processes; rank 0 alone writes files."""
+    cfg, _ = config
+    save = tmp_path / "ddp"
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--distributed", "--nproc_per_node", "2",
+                      "--max_epoch", "2", "--save_path", str(save), "--port", "29531", "--dist_timeout", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result_line(proc.stdout)
+    assert sorted(os.listdir(save / "model")) == ["model000000001.model", "model000000002.model"]
+    lines = open(save / "result" / "scores.txt").read().splitlines()
+    assert [line.split("Epoch ")[1].split(",")[0] for line in lines] == ["1", "2"]  # once, not once per rank
+    assert "2 process(es), batch_size 4 each" in proc.stderr
+    # a bad input in the processes ends them all, with the message and exit 2
+    bad = run_script("trainSpeakerNet.py", "--config", cfg, "--distributed", "--nproc_per_node", "2",
+                     "--nClasses", "7", "--save_path", str(tmp_path / "bad"), "--port", "29532", "--dist_timeout", "1")
+    assert bad.returncode == 2 and "nClasses" in bad.stderr and "Traceback" not in bad.stderr.split("error:")[-1]

@@ -78,9 +78,9 @@ def test_original_configs_load(name):
     assert c["margin"] == (0.5 if "lm" in name else 0.2)
 
 
-def test_distributed_is_rejected_clearly(tmp_path):
-    with pytest.raises(ConfigError, match="distributed"):
-        load_config(parser(), ["--distributed", "true"])
+def test_distributed_options(tmp_path):
+    c = load_config(parser(), ["--distributed", "--nproc_per_node", "3"])
+    assert c["distributed"] is True and c["nproc_per_node"] == 3 and c["dist_timeout"] == 30.0
 
 
 def test_evaluation_options_are_options_like_any_other(tmp_path):

@@ -1,9 +1,11 @@
 """The trainer (runs/trainer.py): margin ramp, learning-rate decay, mixed precision, the epoch statistics."""
 import math
+import os
 
 import pytest
 import torch
 
+from core.distributed import launch
 from runs.trainer import ModelTrainer, margin_at
 from tests.fakes import make_net
 
@@ -106,3 +108,38 @@ def test_gradient_accumulation_is_the_mean_of_the_batch_gradients(tiny_checkpoin
         else:
             torch.testing.assert_close(p.detach(), start[name], rtol=0, atol=0)  # frozen: untouched
     assert changed > 10
+
+
+def ddp_steps(config, context):
+    """Two data-parallel steps: rank r trains on batches [r] and [2 + r]; returns its parameters (as a list)."""
+    net = make_net(config["checkpoint"])
+    trainer = make_trainer(net, optimizer="sgd", LR_MHFA=0.5, LR_Transformer=0.1, world=context.world)
+    batches = ddp_batches()
+    trainer.train_epoch([batches[context.rank], batches[2 + context.rank]], epoch=1, verbose=False)
+    params = [p.detach().clone() for p in net.parameters()]
+    torch.save(params, os.path.join(config["out"], f"rank{context.rank}.pt"))
+    return "done"
+
+
+def ddp_batches():
+    gen = torch.Generator().manual_seed(5)
+    return [(torch.randn(2, 1, 4000, generator=gen), torch.tensor(labels)) for labels in ([0, 2], [1, 0], [2, 1], [0, 1])]
+
+
+def test_data_parallel_steps_equal_gradient_accumulation(tiny_checkpoint, tmp_path):
+    """2 gloo processes: identical parameters on both ranks, equal to one process accumulating the same
+    batches (grad_accum 2: batches 0, 1 for step 1 and 2, 3 for step 2)."""
+    config = {"distributed": True, "nproc_per_node": 2, "device": "cpu", "port": "29517", "dist_timeout": 2.0,
+              "checkpoint": tiny_checkpoint, "out": str(tmp_path)}
+    assert launch(ddp_steps, config) == "done"
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for a, b in zip(rank0, rank1):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    net = make_net(tiny_checkpoint)
+    trainer = make_trainer(net, optimizer="sgd", LR_MHFA=0.5, LR_Transformer=0.1, grad_accum=2)
+    trainer.train_epoch(ddp_batches(), epoch=1, verbose=False)
+    moved = 0
+    for a, b, start in zip(rank0, net.parameters(), make_net(tiny_checkpoint).parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+        moved += not torch.equal(a, start.detach())
+    assert moved > 10

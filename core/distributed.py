@@ -1,0 +1,117 @@
+"""Data-parallel processes: one per GPU on this node (NCCL), or ``nproc_per_node`` on CPU (gloo), or the
+processes of a launcher (``torchrun`` / SLURM with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set).
+
+``launch(fn, config)`` runs ``fn(config, context)`` in every process and returns rank 0's result.
+Collectives time out after ``dist_timeout`` minutes, so a rank that died never leaves the others waiting
+for ever; an error in any rank ends them all, and a toolkit error keeps its one-line message.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import queue as queue_module
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from core.device import resolve_device
+from core.errors import ConfigError, ToolkitError
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+class Context(NamedTuple):
+    """Where a process runs: its rank among ``world`` processes and its device."""
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes logs, checkpoints and scores."""
+        return self.rank == 0
+
+
+def single(config: Dict[str, Any]) -> Context:
+    return Context(0, 1, resolve_device(config["device"]))
+
+
+def _device(config: Dict[str, Any], local_rank: int) -> torch.device:
+    device = resolve_device(config["device"])
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
+
+
+def _init(config: Dict[str, Any], rank: int, world: int, local_rank: int) -> Context:
+    device = _device(config, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(minutes=config["dist_timeout"]))
+    return Context(rank, world, device)
+
+
+def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, results: Any) -> None:
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(config["port"]))
+    context = _init(config, local_rank, world, local_rank)
+    try:
+        result = fn(config, context)
+        if context.main:
+            results.put(("result", result))
+    except ToolkitError as err:
+        results.put(("error", f"rank {local_rank}: {err}"))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any]) -> Any:
+    """Run ``fn(config, context)`` on one device, or data-parallel when ``distributed`` is set."""
+    if not config["distributed"]:
+        return fn(config, single(config))
+    if all(name in os.environ for name in LAUNCHER_VARIABLES):  # torchrun or SLURM started the processes
+        context = _init(config, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+        try:
+            return fn(config, context)
+        finally:
+            dist.destroy_process_group()
+    world = torch.cuda.device_count() if resolve_device(config["device"]).type == "cuda" else config["nproc_per_node"]
+    if world < 1:
+        raise ConfigError("distributed: no process to start (nproc_per_node must be at least 1).")
+    results = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_worker, args=(fn, config, world, results), nprocs=world, join=True)
+    except mp.ProcessRaisedException as err:
+        messages = _drain(results)
+        errors = [text for kind, text in messages if kind == "error"]
+        if errors:
+            raise ConfigError(errors[0]) from None  # a toolkit error in a rank: its message, exit 2
+        raise RuntimeError(f"a training process failed; all {world} were stopped:\n{err}") from None
+    outcome = dict(_drain(results))
+    return outcome.get("result")
+
+
+def _drain(results: Any) -> List[tuple]:
+    items = []
+    while not results.empty():
+        try:
+            items.append(results.get())
+        except queue_module.Empty:  # pragma: no cover - SimpleQueue.get blocks; empty() was checked
+            break
+    return items
+
+
+def all_gather(obj: Any, context: Context) -> Optional[List[Any]]:
+    """Every rank's ``obj`` on rank 0 (in rank order), None on the others; just ``[obj]`` in one process."""
+    if context.world == 1:
+        return [obj]
+    gathered: List[Any] = [None] * context.world
+    dist.all_gather_object(gathered, obj)
+    return gathered if context.main else None
+
+
+def barrier(context: Context) -> None:
+    if context.world > 1:
+        dist.barrier()
