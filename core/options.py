@@ -176,6 +176,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("save_embeddings", _S, "", "save the extracted embeddings (.npz)"),
         ("score_file", _S, "", "write 'label enroll test score' per trial here (plus <score_file>.det.png and "
                                ".threshold.json); with several lists <stem>.<list name><ext>"),
+        ("eval_checkpoints", _I, 4, "evaluation without --initial_model on its command line: how many of the newest "
+                                    "checkpoints of save_path to evaluate (the original's 4)"),
         ("embedding_cache", _B, True, "cache the embeddings of initial_model and reuse them when the same model, "
                                       "files and embedding options come again"),
         ("embedding_cache_dir", _S, "", "folder of the embedding cache (default: <save_path>/embedding_cache; "

@@ -160,18 +160,23 @@ def evaluate_scores(scores, labels, p_targets: Sequence[float] = (0.05, 0.01),
     return result
 
 
-def format_result(result: Dict, list_separator: str = "\n") -> str:
+def format_result(result: Dict, list_separator: str = "\n", parts: bool = False) -> str:
     """One line: 'EER <pct:.4f> MinDCF<p> <v:.5f> ...' with one MinDCF field per p_target, in order.
 
-    A result of several trial lists ({'lists': {name: result}}) gives one such part per
-    list, prefixed by the list name and joined by ``list_separator`` (a line each by default;
-    the per-epoch record joins them on one line). An 'actual_dcf' entry adds 'ActDCF<p> <v>' fields.
+    A result of several trial lists ({'lists': {name: result}}) gives one such part per list,
+    prefixed by the list name and joined by ``list_separator`` (a line each by default; the
+    per-epoch record joins them on one line). An 'actual_dcf' entry adds 'ActDCF<p> <v>' fields;
+    with ``parts``, a 'parts' entry adds the crop-only and whole-file-only EERs ('CropEER',
+    'WholeEER'). A result of several model files ({'checkpoints': {name: result}}) gives a line
+    per file, prefixed by its name, with the parts.
     """
+    if "checkpoints" in result:
+        return "\n".join(f"{name} {format_result(r, ' | ', parts=True)}" for name, r in result["checkpoints"].items())
     if "lists" in result:
-        return list_separator.join(f"{name} {format_result(r)}" for name, r in result["lists"].items())
+        return list_separator.join(f"{name} {format_result(r, parts=parts)}" for name, r in result["lists"].items())
     fields = [f"EER {result['eer']:.4f}"]
     fields += [f"MinDCF{p:g} {v:.5f}" for p, v in result["min_dcf"].items()]
     fields += [f"ActDCF{p:g} {v:.5f}" for p, v in result.get("actual_dcf", {}).items()]
+    if parts and "parts" in result:
+        fields += [f"CropEER {result['parts']['crops']:.4f}", f"WholeEER {result['parts']['whole']:.4f}"]
     return " ".join(fields)
-
-

@@ -22,10 +22,10 @@ from core.options import in_sections
 from evaluation.cache import cached_embeddings
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
 from evaluation.extraction import extract_embeddings
-from evaluation.metrics import compute_error_rates, evaluate_scores
+from evaluation.metrics import compute_eer, compute_error_rates, evaluate_scores
 from evaluation.qmf import calibrate_lists
 from evaluation.reports import det_curve_png, threshold_path, write_score_file, write_threshold_file
-from evaluation.scoring import Scored, score_all
+from evaluation.scoring import Scored, protocol_parts, score_all
 from evaluation.trials import Trials, list_name, list_paths, read_trials
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,12 @@ def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[tor
                                  rows=scored.rows)
     results = {name: report(config, name, trials, scores[name], len(trial_sets) > 1)
                for name, trials in trial_sets.items()}
+    raw = config["score_norm"] == "none" and not config["mean_embeddings"] and not extra
+    for name, result in results.items():
+        if result is not None and raw and emb.crop_embeddings is not None:
+            s1, s2 = protocol_parts(emb.embeddings, *scored.rows[name], emb.crop_embeddings)
+            result["parts"] = {"crops": compute_eer(s1, trial_sets[name].labels)[0],
+                               "whole": compute_eer(s2, trial_sets[name].labels)[0]}
     if len(results) == 1:
         return next(iter(results.values()))
     labelled = {name: r for name, r in results.items() if r is not None}

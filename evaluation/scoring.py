@@ -98,6 +98,20 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def protocol_parts(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
+                   crops: Optional[np.ndarray] = None) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """The two halves of the original protocol (module docstring): (s1 from the crops, or None without
+    crops; s2 from the whole files), [N] float64 each, for trials given as row indices."""
+    whole = np.asarray(whole, dtype=np.float32)
+    norms = np.maximum(row_norms(whole), 1e-12)  # [F]
+    s2 = pair_dots(whole, whole, enroll, test) / (norms[enroll] * norms[test])  # no normalised copy of `whole`
+    if crops is None:
+        return None, s2
+    mean_crop = np.concatenate([l2_normalise(crops[i:i + COHORT_CHUNK]).mean(axis=1)  # [F, D], in blocks: no
+                                for i in range(0, len(crops), COHORT_CHUNK)])  # full normalised copy of all crops
+    return pair_dots(mean_crop, mean_crop, enroll, test), s2
+
+
 def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
                  crops: Optional[np.ndarray] = None) -> np.ndarray:
     """Original-protocol scores (module docstring) for trials given as row indices.
@@ -109,14 +123,8 @@ def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
     Returns:
         [N] float64 scores.
     """
-    whole = np.asarray(whole, dtype=np.float32)
-    norms = np.maximum(row_norms(whole), 1e-12)  # [F]
-    s2 = pair_dots(whole, whole, enroll, test) / (norms[enroll] * norms[test])  # no normalised copy of `whole`
-    if crops is None:
-        return s2
-    mean_crop = np.concatenate([l2_normalise(crops[i:i + COHORT_CHUNK]).mean(axis=1)  # [F, D], in blocks: no
-                                for i in range(0, len(crops), COHORT_CHUNK)])  # full normalised copy of all crops
-    return (pair_dots(mean_crop, mean_crop, enroll, test) + s2) / 2.0
+    s1, s2 = protocol_parts(whole, enroll, test, crops)
+    return s2 if s1 is None else (s1 + s2) / 2.0
 
 
 def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple[np.ndarray, np.ndarray]:

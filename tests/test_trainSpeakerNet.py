@@ -167,3 +167,24 @@ def test_distributed_training_on_two_cpu_processes(config, tmp_path):
     bad = run_script("trainSpeakerNet.py", "--config", cfg, "--distributed", "--nproc_per_node", "2",
                      "--nClasses", "7", "--save_path", str(tmp_path / "bad"), "--port", "29532", "--dist_timeout", "1")
     assert bad.returncode == 2 and "nClasses" in bad.stderr and "Traceback" not in bad.stderr.split("error:")[-1]
+
+
+def test_evaluation_without_a_model_scores_the_newest_checkpoints(config, tmp_path):
+    cfg, _ = config
+    save = tmp_path / "run"
+    none = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save))
+    assert none.returncode == 2 and "No checkpoint to evaluate" in none.stderr and "--initial_model" in none.stderr
+    trained = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--save_path", str(save),
+                         "--augment", "false")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save),
+                      "--eval_checkpoints", "2", "--score_file", str(tmp_path / "s.txt"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["model000000002", "model000000003"]
+    assert all(line.split()[1::2] == ["EER", "MinDCF0.05", "MinDCF0.01", "CropEER", "WholeEER"] for line in lines)
+    assert (tmp_path / "s.model000000003.txt").is_file() and (tmp_path / "s.model000000002.txt").is_file()
+    # the same result as naming the newest file, which prints the contract's single line
+    newest = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save),
+                        "--initial_model", str(save / "model" / "model000000003.model"))
+    assert newest.stdout.strip() == " ".join(lines[1].split()[1:7])

@@ -80,7 +80,7 @@ def test_original_model_file_scores_short_files_as_the_original(tiny_checkpoint,
 
 
 def test_a_support_module_is_no_model(small_demo, tmp_path):
-    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--model", "ssl_frontend",
+    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--model", "ssl_frontend", "--initial_model", "none",
                       "--pretrained_model_path", small_demo["checkpoint"], "--test_list", small_demo["trials"],
                       "--test_path", small_demo["test_dir"], "--save_path", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -14,7 +14,7 @@ rm -rf exps/demo
 mkdir -p exps
 
 echo "== Untrained model (tiny random WavLM + fresh MHFA) =="
-untrained=$("$PY" trainSpeakerNet_Eval.py --config "$CONFIG" --eval)
+untrained=$("$PY" trainSpeakerNet_Eval.py --config "$CONFIG" --eval --initial_model none)
 echo "$untrained"
 
 echo "== Training (log: exps/demo/result/scores.txt) =="
