@@ -53,7 +53,7 @@ class ModelTrainer:
         # Data-parallel: gradients averaged over the processes in backward. Blocks skipped by LayerDrop
         # (decided per process) leave parameters unused in that step.
         self.forward_model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            net, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
             find_unused_parameters=getattr(getattr(net.encoder, "frontend", None), "layer_drop", 0.0) > 0)
         groups = net.encoder.parameter_groups(LR_MHFA, LR_Transformer, LLRD_factor,
                                               extra_backend=list(net.loss_fn.parameters()))
