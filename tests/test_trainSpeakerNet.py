@@ -188,3 +188,24 @@ def test_evaluation_without_a_model_scores_the_newest_checkpoints(config, tmp_pa
     newest = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save),
                         "--initial_model", str(save / "model" / "model000000003.model"))
     assert newest.stdout.strip() == " ".join(lines[1].split()[1:7])
+
+
+def test_the_papers_three_commands(config, tmp_path):
+    """As the paper ran them, on a demo-sized YAML pair: stage 1 and LMFT with --distributed, then --eval."""
+    cfg, _ = config
+    base = open(cfg).read().replace("max_epoch: 2", "max_epoch: 1").replace("augment: true", "augment: false")
+    base = "\n".join(line for line in base.splitlines() if not line.startswith("save_path"))
+    stage1, stage2 = tmp_path / "Baseline.yaml", tmp_path / "Baseline_lm.yaml"
+    stage1.write_text(base + f"\nsave_path: {tmp_path / 'Baseline'}\n")
+    stage2.write_text(base.replace("margin_warmup_epochs: 1", "margin: 0.5") + f"\nsave_path: {tmp_path / 'Baseline_lm'}\n"
+                      f"initial_model_from: {tmp_path / 'Baseline'}\n")
+    for yaml_file, port in ((stage1, "29541"), (stage2, "29542")):
+        proc = run_script("trainSpeakerNet.py", "--config", str(yaml_file), "--distributed", "--port", port)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    first = torch.load(tmp_path / "Baseline" / "model" / "model000000001.model", weights_only=True)["model"]
+    second = torch.load(tmp_path / "Baseline_lm" / "model" / "model000000001.model", weights_only=True)["model"]
+    backend = [k for k in first if k.startswith("encoder.backend.")]
+    assert any(not torch.equal(first[k], second[k]) for k in backend)  # stage 2 changed stage 1's model
+    assert max(float((first[k] - second[k]).abs().max()) for k in backend) < 1.0  # ... starting from it
+    ev = run_script("trainSpeakerNet_Eval.py", "--config", str(stage2), "--eval")
+    assert ev.returncode == 0 and ev.stdout.split()[:2] == ["model000000001", "EER"], ev.stderr[-3000:]
