@@ -125,6 +125,20 @@ def save_model_file(obj: Dict[str, Any], path: str) -> None:
         torch.save(obj, tmp)
 
 
+def step_checkpoint_name(epochs_done: int, step: int) -> str:
+    """The file of a checkpoint taken ``step`` optimizer steps into epoch ``epochs_done + 1``."""
+    return f"model{epochs_done:09d}.step{step:09d}.model"
+
+
+def find_step_checkpoints(model_dir: str) -> List[Tuple[int, int, str]]:
+    """(epochs done, steps into the next epoch, path) of the in-epoch checkpoints (``save_every_steps``)."""
+    if not os.path.isdir(model_dir):
+        return []
+    found = [(int(m.group(1)), int(m.group(2)), os.path.join(model_dir, f)) for f in os.listdir(model_dir)
+             for m in [re.fullmatch(r"model(\d{9})\.step(\d{9})\.model", f)] if m]
+    return sorted(found)
+
+
 def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
     """(epoch, path) of ``model%09d.model`` files, sorted by epoch."""
     if not os.path.isdir(model_dir):

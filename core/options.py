@@ -116,6 +116,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("inter_margin", _F, 0.06, "aamsoftmax_subcenter: margin m' of those classes at margin 0.2 (scaled with "
                                    "the margin)"),
         ("nClasses", _I, 5994, "number of training speakers"),
+        ("save_every_steps", _I, 0, "also write a resumable checkpoint every N optimizer steps inside an epoch "
+                                    "(model<epochs done>.step<N>.model; removed by the next epoch's); 0 = off"),
         ("initial_model", _S, "", "start from this model file (e.g. the previous stage's); evaluation: the model"),
         ("initial_model_from", _S, "", "start from the newest checkpoint of this save_path (the previous stage's), "
                                        "when initial_model is not set"),

@@ -10,20 +10,21 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
 from core.config import require_paths, save_config
-from core.distributed import Context, barrier
+from core.distributed import Context, all_gather, barrier
 from core.errors import ConfigError
 from core.logs import EPOCH_LOGGER, setup_logging
 from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
 from evaluation.metrics import format_result
 from evaluation.pipeline import evaluate, evaluation_paths
-from SpeakerNet import SpeakerNet, find_checkpoints, load_model_state
-from runs.trainer import ModelTrainer
+from runs.trainer import ModelTrainer, random_state, set_random_state
+from SpeakerNet import (SpeakerNet, find_checkpoints, find_step_checkpoints, load_model_state,
+                        step_checkpoint_name)
 
 logger = logging.getLogger(__name__)
 # The evaluation every test_interval epochs scores the model being trained and writes no files.
@@ -55,7 +56,7 @@ def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
                   + (["musan_path", "rir_path"] if config["augment"] else []))
     if config["test_list"]:
         evaluation_paths({**config, **EPOCH_EVALUATION}, reads_model_file=False)  # the model being trained
-    if config["initial_model"] and not find_checkpoints(model_dir):
+    if config["initial_model"] and not resume_points(model_dir):
         require_paths(config, ["initial_model"])
 
 
@@ -78,21 +79,41 @@ def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.Da
     return loader
 
 
-def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str) -> int:
-    """Resume from the newest checkpoint in save_path, else start from initial_model (if any)."""
-    checkpoints = find_checkpoints(model_dir)
-    if checkpoints:
+class Start(NamedTuple):
+    """Where training (re)starts: the epoch to run, optimizer steps of it already done, and this
+    process's random states to resume with (None: a fresh start, or states that do not apply)."""
+    epoch: int
+    step: int
+    random: Optional[Dict[str, Any]]
+
+
+def resume_points(model_dir: str) -> List[Tuple[int, int, str]]:
+    """(epochs done, steps done in the next epoch, path) of every checkpoint, oldest first."""
+    return sorted([(epoch, 0, path) for epoch, path in find_checkpoints(model_dir)] + find_step_checkpoints(model_dir))
+
+
+def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str, context: Context) -> Start:
+    """Resume from the newest checkpoint in save_path (an epoch's, or a step's inside an epoch), else
+    start from initial_model (if any)."""
+    points = resume_points(model_dir)
+    if points:
         if config["initial_model"]:
             logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
                            "seeds a run that starts fresh. Give a new stage its own save_path.",
                            config["save_path"], config["initial_model"])
-        epoch = trainer.resume(checkpoints[-1][1])
-        logger.info("Resumed from %s (epoch %d)", checkpoints[-1][1], epoch)
-        return epoch + 1
+        epoch, step, states = trainer.resume(points[-1][2])
+        logger.info("Resumed from %s (epoch %d done%s)", points[-1][2], epoch,
+                    f", {step} steps of epoch {epoch + 1}" if step else "")
+        if states is not None and len(states) != context.world:
+            logger.warning("The checkpoint was written by %d process(es), this run has %d: the random streams "
+                           "start afresh, so the run will not repeat the interrupted one exactly.", len(states),
+                           context.world)
+        mine = states[context.rank] if states is not None and len(states) == context.world else None
+        return Start(epoch + 1, step, mine)
     if config["initial_model"]:
         load_model_state(trainer.model, config["initial_model"])
         logger.info("Initial model %s loaded (a new stage starts at epoch 1)", config["initial_model"])
-    return 1
+    return Start(1, 0, None)
 
 
 def epoch_line(epoch: int, lr: float, stats: Dict[str, float], result: Optional[Dict[str, Any]]) -> str:
@@ -108,7 +129,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     device = context.device
     model_dir = os.path.join(config["save_path"], "model")
     result_dir = os.path.join(config["save_path"], "result")
-    if not find_checkpoints(model_dir):  # a fresh run: its seed model, checked with the other inputs
+    if not resume_points(model_dir):  # a fresh run: its seed model, checked with the other inputs
         config = {**config, "initial_model": seed_model(config)}
     check_inputs(config, model_dir)
     os.makedirs(model_dir, exist_ok=True)
@@ -129,23 +150,45 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
-    first = start_epoch(trainer, config, model_dir)
+    start = start_epoch(trainer, config, model_dir, context)
     epochs = logging.getLogger(EPOCH_LOGGER)
     result = None
-    if first > config["max_epoch"]:
+    if start.epoch > config["max_epoch"]:
         logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
-                       "to continue, or use a new save_path for a new stage).", config["save_path"], first - 1,
+                       "to continue, or use a new save_path for a new stage).", config["save_path"], start.epoch - 1,
                        config["max_epoch"])
-    for epoch in range(first, config["max_epoch"] + 1):
+    dataset = loader.dataset
+    for epoch in range(start.epoch, config["max_epoch"] + 1):
+        resuming = start.random if epoch == start.epoch else None
+        if resuming is not None:  # the streams as they were at the start of this epoch (or at its end)
+            set_random_state(resuming["start"] if start.step else resuming["now"], dataset)
+        epoch_start = random_state(dataset)
         loader.sampler.set_epoch(epoch)
         lr = trainer.current_lr()
-        stats = trainer.train_epoch(loader, epoch, verbose=context.main)
+
+        def step_checkpoint(step: int, epoch: int = epoch, epoch_start: Dict[str, Any] = epoch_start) -> None:
+            if config["save_every_steps"] and step % config["save_every_steps"] == 0 \
+                    and step < len(loader) // config["grad_accum"]:
+                states = all_gather({"start": epoch_start, "now": random_state(dataset)}, context)
+                if context.main:
+                    trainer.save(os.path.join(model_dir, step_checkpoint_name(epoch - 1, step)), epoch - 1, config,
+                                 step=step, random_states=states)
+
+        stats = trainer.train_epoch(loader, epoch, verbose=context.main,
+                                    start_step=start.step if epoch == start.epoch else 0,
+                                    resumed=resuming["now"] if resuming is not None and start.step else None,
+                                    after_step=step_checkpoint)
         result = None
         if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
+            states = all_gather({"now": random_state(dataset)}, context)
             if context.main:
-                trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config)
+                trainer.save(os.path.join(model_dir, f"model{epoch:09d}.model"), epoch, config, random_states=states)
+                for _, _, path in find_step_checkpoints(model_dir):  # superseded by this epoch's checkpoint
+                    os.remove(path)
             if config["test_list"]:
-                result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder, context=context)
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # training's streams
+                    result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder,  # stay untouched
+                                      context=context)
             barrier(context)  # the checkpoint is complete before any process goes on
         epochs.info(epoch_line(epoch, lr, stats, result))  # rank 0: console and result/scores.txt
     return result

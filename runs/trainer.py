@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -40,6 +42,31 @@ def margin_at(progress: float, final: float, initial: float = 0.0, start: float 
     return initial + (final - initial) * ratio
 
 
+def random_state(dataset: Any = None) -> Dict[str, Any]:
+    """Every random stream of this process that training draws from: torch (CPU and CUDA), NumPy's and
+    Python's global generators, and the training dataset's own generator (crops, augmentation)."""
+    numpy_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [numpy_state[1].tolist(), int(numpy_state[2])],
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if dataset is not None:
+        state["dataset"] = dataset.rng.bit_generator.state
+    return state
+
+
+def set_random_state(state: Dict[str, Any], dataset: Any = None) -> None:
+    """Restore what :func:`random_state` returned (the dataset's stream only when ``dataset`` is given)."""
+    torch.set_rng_state(state["torch"])
+    keys, position = state["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), position, 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if dataset is not None and "dataset" in state:
+        dataset.rng.bit_generator.state = state["dataset"]
+
+
 class ModelTrainer:
     """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
 
@@ -70,7 +97,9 @@ class ModelTrainer:
         """The margin after ``progress_epochs`` of training (:func:`margin_at` with this run's options)."""
         return margin_at(progress_epochs, **self.margin)
 
-    def train_epoch(self, loader, epoch: int, verbose: bool = True) -> Dict[str, float]:
+    def train_epoch(self, loader, epoch: int, verbose: bool = True, start_step: int = 0,
+                    resumed: Optional[Dict[str, Any]] = None,
+                    after_step: Optional[Callable[[int], None]] = None) -> Dict[str, float]:
         """One pass over ``loader`` (epochs count from 1).
 
         With ``grad_accum`` k, each optimizer step accumulates the gradients of k consecutive
@@ -78,6 +107,11 @@ class ModelTrainer:
         data-parallel processes with one batch each average to. Batches left over at the end of
         the epoch (fewer than k) are not used, as data-parallel training drops them. Under
         data-parallel training the gradients are averaged over the processes once per step.
+
+        Resuming inside an epoch (``start_step`` optimizer steps already done): the loader is walked
+        through those steps' batches without training (so the data streams advance exactly as they
+        did), then the random state ``resumed`` of the interrupted run is restored and training goes
+        on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch).
 
         Returns:
             mean loss and accuracy over the batches, optimizer steps, utterances (speakers x
@@ -94,6 +128,10 @@ class ModelTrainer:
             step, micro = divmod(batch, accum)
             if step >= steps_per_epoch:
                 break
+            if step < start_step:  # done before the interruption: only the data streams move on
+                if batch == start_step * accum - 1 and resumed is not None:
+                    set_random_state(resumed)
+                continue
             if micro == 0:
                 self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -106,6 +144,8 @@ class ModelTrainer:
                 self.scaler.scale(loss / accum if accum > 1 else loss).backward()
             if micro == accum - 1:
                 self.optimizer_step()
+                if after_step is not None:
+                    after_step(step + 1)
             batches += 1
             utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
             total_ce += ce.item()
@@ -114,10 +154,11 @@ class ModelTrainer:
                             rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":
             self.scheduler.step()
-        if batches == 0:
+        if batches == 0 and start_step < steps_per_epoch:
             raise ConfigError("The training loader produced no optimizer step: the list has fewer speakers/utterances "
                               "than one batch needs (lower batch_size or nPerSpeaker), or fewer batches than "
                               "grad_accum.")
+        batches = max(batches, 1)  # an epoch resumed at its very end trains nothing more
         return {"loss": total_ce / batches, "acc": total_acc / batches, "steps": steps_per_epoch,
                 "utterances": utterances, "rate": utterances / (time.time() - start),
                 "margin": self.model.loss_fn.margin}
@@ -135,17 +176,22 @@ class ModelTrainer:
     def current_lr(self) -> float:
         return max(g["lr"] for g in self.optimizer.param_groups)
 
-    def save(self, path: str, epoch: int, config: Dict[str, Any]) -> None:
+    def save(self, path: str, epoch: int, config: Dict[str, Any], step: int = 0,
+             random_states: Optional[Any] = None) -> None:
+        """A resumable checkpoint: ``epoch`` epochs done, plus ``step`` optimizer steps of the next one;
+        ``random_states``: what to resume the random streams with (per process, see runs.train)."""
         save_model_file({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                         "epoch": epoch, "config": {o.name: config[o.name] for o in OPTIONS}}, path)
+                         "epoch": epoch, "step": step, "random": random_states,
+                         "config": {o.name: config[o.name] for o in OPTIONS}}, path)
 
-    def resume(self, path: str) -> int:
-        """Restore model, optimiser and scheduler from our checkpoint; returns its epoch."""
+    def resume(self, path: str) -> Tuple[int, int, Optional[Any]]:
+        """Restore model, optimiser, scheduler and scaler from our checkpoint; returns (epochs done,
+        optimizer steps done in the next epoch, the saved random states or None)."""
         obj = load_model_state(self.model, path)
         for key, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
             if key not in obj:
                 raise CheckpointError(f"'{path}' holds no {key} state, so it cannot be resumed; "
                                       f"start a new stage from it with initial_model instead.")
             target.load_state_dict(obj[key])
-        return int(obj["epoch"])
+        return int(obj["epoch"]), int(obj.get("step", 0)), obj.get("random")

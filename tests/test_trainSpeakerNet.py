@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import trainSpeakerNet
+from runs.trainer import ModelTrainer
 from tests.fakes import run_script, to_original_format
 
 
@@ -209,3 +211,36 @@ def test_the_papers_three_commands(config, tmp_path):
     assert max(float((first[k] - second[k]).abs().max()) for k in backend) < 1.0  # ... starting from it
     ev = run_script("trainSpeakerNet_Eval.py", "--config", str(stage2), "--eval")
     assert ev.returncode == 0 and ev.stdout.split()[:2] == ["model000000001", "EER"], ev.stderr[-3000:]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_run_interrupted_mid_epoch_ends_with_the_same_weights(config, tmp_path, monkeypatch, workers):
+    """Interrupt training inside epoch 2, after a step checkpoint; the same command again resumes there and
+    ends with the weights of the uninterrupted run (augmentation on, data loader with and without workers)."""
+    cfg, _ = config
+    common = ["--config", cfg, "--max_epoch", "2", "--save_every_steps", "2", "--nDataLoaderThread", str(workers)]
+    trainSpeakerNet.main([*common, "--save_path", str(tmp_path / "whole")])
+    now = {}
+    train_epoch, step = ModelTrainer.train_epoch, ModelTrainer.optimizer_step
+
+    def tracked(self, loader, epoch, **options):
+        now.update(epoch=epoch, steps=0)
+        return train_epoch(self, loader, epoch, **options)
+
+    def interrupted(self):
+        step(self)
+        now["steps"] += 1
+        if now["epoch"] == 2 and now["steps"] == 3:  # after the step-2 checkpoint of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModelTrainer, "train_epoch", tracked)
+    monkeypatch.setattr(ModelTrainer, "optimizer_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainSpeakerNet.main([*common, "--save_path", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "cut" / "model")) == ["model000000001.model", "model000000001.step000000002.model"]
+    trainSpeakerNet.main([*common, "--save_path", str(tmp_path / "cut")])
+    final = torch.load(tmp_path / "cut" / "model" / "model000000002.model", weights_only=True)["model"]
+    want = torch.load(tmp_path / "whole" / "model" / "model000000002.model", weights_only=True)["model"]
+    assert sorted(os.listdir(tmp_path / "cut" / "model")) == ["model000000001.model", "model000000002.model"]
+    assert all(torch.equal(final[k], want[k]) for k in want)
