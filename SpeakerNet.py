@@ -130,22 +130,22 @@ def step_checkpoint_name(epochs_done: int, step: int) -> str:
     return f"model{epochs_done:09d}.step{step:09d}.model"
 
 
-def find_step_checkpoints(model_dir: str) -> List[Tuple[int, int, str]]:
-    """(epochs done, steps into the next epoch, path) of the in-epoch checkpoints (``save_every_steps``)."""
+def _scan(model_dir: str, pattern: str) -> List[tuple]:
+    """(the pattern's numbers..., path) of the files of ``model_dir`` matching ``pattern``, sorted."""
     if not os.path.isdir(model_dir):
         return []
-    found = [(int(m.group(1)), int(m.group(2)), os.path.join(model_dir, f)) for f in os.listdir(model_dir)
-             for m in [re.fullmatch(r"model(\d{9})\.step(\d{9})\.model", f)] if m]
-    return sorted(found)
+    return sorted((*map(int, m.groups()), os.path.join(model_dir, f)) for f in os.listdir(model_dir)
+                  for m in [re.fullmatch(pattern, f)] if m)
+
+
+def find_step_checkpoints(model_dir: str) -> List[Tuple[int, int, str]]:
+    """(epochs done, steps into the next epoch, path) of the in-epoch checkpoints (``save_every_steps``)."""
+    return _scan(model_dir, r"model(\d{9})\.step(\d{9})\.model")
 
 
 def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
     """(epoch, path) of ``model%09d.model`` files, sorted by epoch."""
-    if not os.path.isdir(model_dir):
-        return []
-    found = [(int(m.group(1)), os.path.join(model_dir, f))
-             for f in os.listdir(model_dir) for m in [re.fullmatch(r"model(\d{9})\.model", f)] if m]
-    return sorted(found)
+    return _scan(model_dir, r"model(\d{9})\.model")
 
 
 def build_encoder(config: Dict[str, Any], device: torch.device) -> nn.Module:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import queue as queue_module
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import torch
@@ -94,12 +93,10 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
 
 
 def _drain(results: Any) -> List[tuple]:
+    """What the processes put in ``results`` (all of them have ended)."""
     items = []
     while not results.empty():
-        try:
-            items.append(results.get())
-        except queue_module.Empty:  # pragma: no cover - SimpleQueue.get blocks; empty() was checked
-            break
+        items.append(results.get())
     return items
 
 

@@ -96,14 +96,15 @@ def score_file_for(score_file: str, name: str, several: bool) -> str:
 
 
 def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[torch.nn.Module] = None,
-             build_encoder: Optional[EncoderBuilder] = None,
-             context: Optional[Context] = None) -> Optional[Dict[str, Any]]:
+             build_encoder: Optional[EncoderBuilder] = None, context: Optional[Context] = None,
+             parts: bool = False) -> Optional[Dict[str, Any]]:
     """The whole evaluation of the lists in ``test_list``.
 
     Embeddings come from ``embeddings`` when set, else from ``encoder`` (or the model
     ``build_encoder()`` returns). Returns the metrics of the single list, or
     ``{'lists': {name: metrics}}`` for several lists (None where a list is unlabelled).
     Data-parallel (``context``): every process extracts a share, rank 0 scores; the others return None.
+    ``parts``: also the crop-only and whole-file-only EERs (``result['parts']``) of the raw protocol.
     """
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
@@ -125,7 +126,7 @@ def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[tor
                for name, trials in trial_sets.items()}
     raw = config["score_norm"] == "none" and not config["mean_embeddings"] and not extra
     for name, result in results.items():
-        if result is not None and raw and emb.crop_embeddings is not None:
+        if parts and result is not None and raw and emb.crop_embeddings is not None:
             s1, s2 = protocol_parts(emb.embeddings, *scored.rows[name], emb.crop_embeddings)
             result["parts"] = {"crops": compute_eer(s1, trial_sets[name].labels)[0],
                                "whole": compute_eer(s2, trial_sets[name].labels)[0]}

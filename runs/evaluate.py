@@ -35,7 +35,7 @@ def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         several = len(checkpoints) > 1  # output files get the checkpoint's name: <stem>.<name><ext>
         one = {**config, "initial_model": path, "score_file": score_file_for(config["score_file"], name, several),
                "save_embeddings": score_file_for(config["save_embeddings"], name, several)}
-        result = evaluate(one, device, build_encoder=lambda: build_encoder(one, device))
+        result = evaluate(one, device, build_encoder=lambda: build_encoder(one, device), parts=True)
         if result is not None:
             results[name] = result
     return {"checkpoints": results} if results else None

@@ -49,14 +49,15 @@ def seed_model(config: Dict[str, Any]) -> str:
     return found[-1][1]
 
 
-def check_inputs(config: Dict[str, Any], model_dir: str) -> None:
+def check_inputs(config: Dict[str, Any], fresh: bool) -> None:
     """Every path the run will read, checked before anything is loaded: training data, augmentation
-    folders, the evaluation inputs of each test_interval, and initial_model when a fresh run uses it."""
+    folders, the evaluation inputs of each test_interval, and initial_model when a ``fresh`` run
+    (no checkpoint in save_path) uses it."""
     require_paths(config, ["pretrained_model_path", "train_list", "train_path"]
                   + (["musan_path", "rir_path"] if config["augment"] else []))
     if config["test_list"]:
         evaluation_paths({**config, **EPOCH_EVALUATION}, reads_model_file=False)  # the model being trained
-    if config["initial_model"] and not resume_points(model_dir):
+    if config["initial_model"] and fresh:
         require_paths(config, ["initial_model"])
 
 
@@ -92,10 +93,10 @@ def resume_points(model_dir: str) -> List[Tuple[int, int, str]]:
     return sorted([(epoch, 0, path) for epoch, path in find_checkpoints(model_dir)] + find_step_checkpoints(model_dir))
 
 
-def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], model_dir: str, context: Context) -> Start:
-    """Resume from the newest checkpoint in save_path (an epoch's, or a step's inside an epoch), else
-    start from initial_model (if any)."""
-    points = resume_points(model_dir)
+def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], points: List[Tuple[int, int, str]],
+                context: Context) -> Start:
+    """Resume from the newest of ``points`` (:func:`resume_points`: an epoch's checkpoint, or a step's
+    inside an epoch), else start from initial_model (if any)."""
     if points:
         if config["initial_model"]:
             logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
@@ -129,9 +130,10 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     device = context.device
     model_dir = os.path.join(config["save_path"], "model")
     result_dir = os.path.join(config["save_path"], "result")
-    if not resume_points(model_dir):  # a fresh run: its seed model, checked with the other inputs
+    points = resume_points(model_dir)
+    if not points:  # a fresh run: its seed model, checked with the other inputs
         config = {**config, "initial_model": seed_model(config)}
-    check_inputs(config, model_dir)
+    check_inputs(config, fresh=not points)
     os.makedirs(model_dir, exist_ok=True)
     setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main)
     if context.main:
@@ -150,7 +152,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
-    start = start_epoch(trainer, config, model_dir, context)
+    start = start_epoch(trainer, config, points, context)
     epochs = logging.getLogger(EPOCH_LOGGER)
     result = None
     if start.epoch > config["max_epoch"]:
@@ -159,9 +161,8 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
                        config["max_epoch"])
     dataset = loader.dataset
     for epoch in range(start.epoch, config["max_epoch"] + 1):
-        resuming = start.random if epoch == start.epoch else None
-        if resuming is not None:  # the streams as they were at the start of this epoch (or at its end)
-            set_random_state(resuming["start"] if start.step else resuming["now"], dataset)
+        if start.random is not None:  # the streams as they were at the start of this epoch (or at its end)
+            set_random_state(start.random["start"] if start.step else start.random["now"], dataset)
         epoch_start = random_state(dataset)
         loader.sampler.set_epoch(epoch)
         lr = trainer.current_lr()
@@ -174,10 +175,10 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
                     trainer.save(os.path.join(model_dir, step_checkpoint_name(epoch - 1, step)), epoch - 1, config,
                                  step=step, random_states=states)
 
-        stats = trainer.train_epoch(loader, epoch, verbose=context.main,
-                                    start_step=start.step if epoch == start.epoch else 0,
-                                    resumed=resuming["now"] if resuming is not None and start.step else None,
+        stats = trainer.train_epoch(loader, epoch, verbose=context.main, start_step=start.step,
+                                    resumed=start.random["now"] if start.random is not None and start.step else None,
                                     after_step=step_checkpoint)
+        start = Start(epoch + 1, 0, None)  # the resume point is used up: later epochs start afresh
         result = None
         if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:
             states = all_gather({"now": random_state(dataset)}, context)
