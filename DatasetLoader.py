@@ -5,50 +5,43 @@ see :mod:`core.audio`. Evaluation input is in :mod:`evaluation.dataset`.
 """
 from __future__ import annotations
 
-import glob
+import functools
 import logging
-import os
+import math
 from collections import defaultdict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from scipy import signal
 
-from core.audio import frames_to_samples, load_audio, open_audio, read_frames, wrap_pad
-from core.errors import DataError
+from core.audio import (SAMPLE_RATE, frames_to_samples, is_native, load_audio, open_audio, quiet_conversions,
+                        read_converted, read_frames, resample, wrap_pad)
+from core.errors import ConfigError, DataError
+from dataprep.lists import read_training_entries, speaker_labels
+from dataprep.musan import musan_files
+from dataprep.rirs import find_rirs
 
 logger = logging.getLogger(__name__)
+RIR_CACHE_SIZE = 1024  # RIRs kept in memory per process (simulated RIRs: <= 64 KB each)
 
 
 def read_speaker_list(list_path: str) -> Tuple[List[str], List[str]]:
-    """(speaker id, relative path) per line of a ``speaker_id relative/path.wav`` list."""
-    speakers, files = [], []
-    with open(list_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise DataError(f"{list_path}, line {number}: expected 'speaker_id relative/path.wav', "
-                                f"got {line.strip()!r}")
-            speakers.append(fields[0])
-            files.append(fields[1])
-    if not files:
-        raise DataError(f"Training list '{list_path}' has no entries.")
-    return speakers, files
+    """(speaker id, relative path) per line of a ``speaker_id relative/path.wav`` list (or of a Kaldi data
+    folder: speaker, wav.scp path)."""
+    entries = read_training_entries(list_path, "")
+    return [e.speaker for e in entries], [e.path for e in entries]
 
 
 def read_train_list(list_path: str, train_path: str) -> Tuple[List[str], List[int], List[str]]:
-    """Read a VoxCeleb training list (``speaker_id relative/path.wav`` per line).
+    """Read a training list (VoxCeleb list or Kaldi data folder, :mod:`dataprep.lists`).
 
     Returns:
         (file paths joined with train_path, label per file, speakers in sorted order = label names).
     """
-    per_file, files = read_speaker_list(list_path)
-    speakers = sorted(set(per_file))
-    index = {spk: i for i, spk in enumerate(speakers)}
-    return [os.path.join(train_path, f) for f in files], [index[spk] for spk in per_file], speakers
+    entries = read_training_entries(list_path, train_path)
+    labels, speakers = speaker_labels(entries)
+    return [e.path for e in entries], labels, speakers
 
 
 def random_start(length: int, crop: int, rng: np.random.Generator) -> int:
@@ -59,9 +52,11 @@ def random_start(length: int, crop: int, rng: np.random.Generator) -> int:
 
 def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.ndarray:
     """``random_segment(load_audio(path), length, rng)`` (same random draw, same samples), reading
-    only the segment from disk when the file is longer than ``length``."""
+    only the segment from disk when the file is 16 kHz mono and longer than ``length``."""
     with open_audio(path) as handle:
         frames = handle.frames
+        if not is_native(handle):  # resampled / averaged as a whole first
+            return random_segment(read_converted(handle, path), length, rng)
         if frames <= length:  # wrap-padded: the whole file is needed
             return random_segment(read_frames(handle, path), length, rng)
         segment = read_frames(handle, path, length, start=random_start(frames, length, rng))
@@ -69,6 +64,16 @@ def read_random_segment(path: str, length: int, rng: np.random.Generator) -> np.
         raise DataError(f"Audio file '{path}' holds fewer samples than its header says ({frames}); it is "
                         f"probably truncated: re-create or remove it.")
     return segment
+
+
+def read_speed_segment(path: str, length: int, speed: float, rng: np.random.Generator) -> np.ndarray:
+    """A random segment of ``length`` samples of the file played ``speed`` times faster (speed
+    perturbation: the audio resampled by 1/speed with torchaudio, so pitch and tempo change together,
+    as wespeaker's). Only the ceil(length * speed) + 1 source samples the segment needs are resampled."""
+    if speed == 1.0:
+        return read_random_segment(path, length, rng)
+    source = read_random_segment(path, int(math.ceil(length * speed)) + 1, rng)
+    return resample(source, int(round(SAMPLE_RATE * speed)), SAMPLE_RATE)[:length]
 
 
 def random_segment(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,49 +100,64 @@ def scale_to_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndar
     return noise * np.sqrt(10.0 ** (gain_db / 10.0))
 
 
-class Augmenter:
-    """MUSAN noise/music/babble and RIR reverberation, one of six choices per utterance.
+@functools.lru_cache(maxsize=RIR_CACHE_SIZE)
+def normalised_rir(path: str) -> np.ndarray:
+    """An RIR scaled to unit energy (kept in memory by each process)."""
+    rir = load_audio(path)
+    energy = float(np.sum(rir.astype(np.float64) ** 2))
+    if not energy > 0.0:
+        raise DataError(f"RIR file '{path}' is silent (zero energy); remove it from rir_path.")
+    return rir / np.float32(np.sqrt(energy))
 
-    Choices (uniform): clean, reverb, music, speech (babble), noise, speech + music.
-    SNR ranges (dB): noise 0–15, speech 13–20, music 5–15; files overlaid: noise 1,
-    speech 3–8, music 1. Layouts: ``musan_path/<category>/<subset>/<file>.wav``,
-    ``rir_path/<room type>/<room>/<file>.wav``.
+
+class Augmenter:
+    """MUSAN noise/music/babble and RIR reverberation (voxceleb_trainer's ``AugmentWAV``).
+
+    Choices: clean, reverb, music, speech (babble), noise, speech + music; the original draws one of the six
+    uniformly (``aug_prob`` None). With ``aug_prob`` p (wespeaker: 0.6) an utterance is augmented with
+    probability p, by one of the five others drawn uniformly. SNR ranges (dB): noise 0–15, speech 13–20,
+    music 5–15; files overlaid: noise 1, speech 3–8, music 1; each noise file gives a random segment of the
+    crop's length (wrap-padded when the 5 s chunk is shorter). Layouts: ``musan_path`` is voxceleb_trainer's
+    split MUSAN (:mod:`dataprep.musan`), ``rir_path`` a folder or index (:mod:`dataprep.rirs`). RIRs are
+    normalised to unit energy, convolved ("full") and truncated to the crop; each process keeps the RIRs it
+    has read in memory.
     """
 
     SNR = {"noise": (0.0, 15.0), "speech": (13.0, 20.0), "music": (5.0, 15.0)}
     COUNT = {"noise": (1, 1), "speech": (3, 8), "music": (1, 1)}
     CHOICES = ("clean", "reverb", "music", "speech", "noise", "speech+music")
 
-    def __init__(self, musan_path: str, rir_path: str):
-        self.noise_files: Dict[str, List[str]] = {}
-        for category in self.SNR:
-            files = sorted(glob.glob(os.path.join(musan_path, category, "*", "*.wav")))
-            if not files:
-                raise DataError(f"No MUSAN '{category}' files found as {musan_path}/{category}/<subset>/<file>.wav;"
-                                f" fix musan_path or set augment: false.")
-            self.noise_files[category] = files
-        self.rir_files = sorted(glob.glob(os.path.join(rir_path, "*", "*", "*.wav")))
-        if not self.rir_files:
-            raise DataError(f"No RIR files found as {rir_path}/<room type>/<room>/<file>.wav; "
-                            f"fix rir_path or set augment: false.")
+    def __init__(self, musan_path: str, rir_path: str, aug_prob: Optional[float] = None):
+        self.noise_files: Dict[str, List[str]] = musan_files(musan_path)
+        self.rir_files = find_rirs(rir_path)
+        if aug_prob is not None and not 0.0 <= aug_prob <= 1.0:
+            raise ConfigError(f"aug_prob must be in [0, 1] (or null for the original's six-way choice), "
+                              f"got {aug_prob}.")
+        self.aug_prob = aug_prob
 
     def additive(self, audio: np.ndarray, category: str, rng: np.random.Generator) -> np.ndarray:
         low, high = self.COUNT[category]
         count = min(int(rng.integers(low, high + 1)), len(self.noise_files[category]))
         picks = rng.choice(len(self.noise_files[category]), size=count, replace=False)
-        noises = []
+        total = audio.copy()
         for pick in picks:
             noise = read_random_segment(self.noise_files[category][pick], audio.shape[0], rng)
-            noises.append(scale_to_snr(audio, noise, float(rng.uniform(*self.SNR[category]))))
-        return np.sum(noises, axis=0) + audio
+            total += scale_to_snr(audio, noise, float(rng.uniform(*self.SNR[category])))
+        return total
 
     def reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rir = load_audio(self.rir_files[int(rng.integers(len(self.rir_files)))])
-        rir = rir / np.sqrt(np.sum(rir ** 2))
+        rir = normalised_rir(self.rir_files[int(rng.integers(len(self.rir_files)))])
         return signal.fftconvolve(audio, rir, mode="full")[:audio.shape[0]].astype(np.float32)
 
+    def choose(self, rng: np.random.Generator) -> str:
+        if self.aug_prob is None:
+            return self.CHOICES[int(rng.integers(len(self.CHOICES)))]
+        if rng.random() >= self.aug_prob:
+            return "clean"
+        return self.CHOICES[1 + int(rng.integers(len(self.CHOICES) - 1))]
+
     def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        choice = self.CHOICES[int(rng.integers(len(self.CHOICES)))]
+        choice = self.choose(rng)
         if choice == "reverb":
             return self.reverberate(audio, rng)
         if choice == "speech+music":
@@ -147,14 +167,29 @@ class Augmenter:
         return audio
 
 
+SPEEDS = (1.0, 0.9, 1.1)  # speed perturbation: class offset k * speakers for SPEEDS[k], as wespeaker
+
+
 class TrainDataset(torch.utils.data.Dataset):
-    """Training crops. An item is a group of indices (one speaker) -> ([n, samples], label)."""
+    """Training crops. An item is a group of indices (one speaker) -> ([n, samples], label).
+
+    ``keep`` (per list entry) drops entries the data check found unusable; labels are given over the whole
+    list, so dropping never renumbers speakers. With ``speed_perturb`` each group is read at a speed drawn
+    from 1.0 / 0.9 / 1.1 and its label is ``speaker + k * speakers`` (3x the classes, as wespeaker).
+    """
 
     def __init__(self, train_list: str, train_path: str, max_frames: int, augment: bool = False,
-                 musan_path: str = "", rir_path: str = "", seed: int = 0, **kwargs):
-        self.files, self.labels, self.speakers = read_train_list(train_list, train_path)
+                 musan_path: str = "", rir_path: str = "", seed: int = 0, aug_prob: Optional[float] = None,
+                 speed_perturb: bool = False, keep: Optional[Sequence[bool]] = None, **kwargs):
+        entries = read_training_entries(train_list, train_path)
+        labels, self.speakers = speaker_labels(entries)
+        if keep is not None:
+            entries, labels = [e for e, k in zip(entries, keep) if k], [lb for lb, k in zip(labels, keep) if k]
+        self.files, self.labels = [e.path for e in entries], labels
         self.max_frames = max_frames
-        self.augmenter = Augmenter(musan_path, rir_path) if augment else None
+        self.augmenter = Augmenter(musan_path, rir_path, aug_prob) if augment else None
+        self.speeds = SPEEDS if speed_perturb else SPEEDS[:1]
+        self.num_classes = len(self.speakers) * len(self.speeds)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
@@ -166,13 +201,15 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, group: Sequence[int]) -> Tuple[torch.Tensor, int]:
+        speed = int(self.rng.integers(len(self.speeds))) if len(self.speeds) > 1 else 0
         crops = []
         for index in group:
-            audio = read_random_segment(self.files[index], frames_to_samples(self.max_frames), self.rng)
+            audio = read_speed_segment(self.files[index], frames_to_samples(self.max_frames), self.speeds[speed],
+                                       self.rng)
             if self.augmenter is not None:
                 audio = self.augmenter(audio, self.rng)
             crops.append(audio)
-        return torch.from_numpy(np.stack(crops).astype(np.float32)), self.labels[group[0]]
+        return torch.from_numpy(np.stack(crops).astype(np.float32)), self.labels[group[0]] + speed * len(self.speakers)
 
 
 class SpeakerBatchSampler(torch.utils.data.Sampler):
@@ -243,3 +280,4 @@ def collate_groups(items: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor,
 def worker_init(worker_id: int) -> None:
     """DataLoader hook: torch gives each worker a distinct seed drawn from the (seeded) main RNG."""
     torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2 ** 63)
+    quiet_conversions()  # the data check has reported them in the main process

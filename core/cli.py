@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 from core.config import PRECEDENCE, add_options, load_config
 from core.errors import ToolkitError
+from core.logs import setup_logging
 
 Result = TypeVar("Result")
 
@@ -35,3 +36,15 @@ def run_cli(parser: argparse.ArgumentParser, action: Callable[[Dict[str, Any]], 
     if show is not None and result is not None:
         print(show(result), flush=True)
     return result
+
+
+def run_tool(parser: argparse.ArgumentParser, action: Callable[[argparse.Namespace], Result],
+             argv: Optional[Sequence[str]] = None) -> Optional[Result]:
+    """A tool with its own arguments (not the option table): log to stderr, run ``action(args)``; toolkit
+    errors exit with status 2 and a one-line message."""
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return action(args)
+    except ToolkitError as err:
+        parser.exit(2, f"error: {err}\n")

@@ -80,6 +80,19 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("nPerSpeaker", _I, 1, "utterances per speaker per batch"),
         ("nDataLoaderThread", _I, 4, "data loader worker processes"),
         ("augment", _B, False, "augment training audio with MUSAN noise and RIR reverberation"),
+        ("aug_prob", optional_float, None, "probability that an utterance is augmented, then by one of reverb, "
+                                           "music, babble, noise, babble+music (wespeaker: 0.6); default: the "
+                                           "original's uniform choice of those five and clean"),
+        ("speed_perturb", _B, False, "speed perturbation: each utterance at speed 0.9, 1.0 or 1.1 as a different "
+                                     "speaker (wespeaker); nClasses becomes 3 x the speakers"),
+        ("check_data", _B, True, "check every listed file (exists, readable audio, at least min_audio_seconds) "
+                                 "before training and evaluation; results are cached"),
+        ("drop_bad_data", _B, False, "training: leave out the entries the data check finds unusable (reported with "
+                                     "their count) instead of stopping"),
+        ("min_audio_seconds", _F, 0.1, "data check: shorter files are unusable (the CNN needs 0.025 s; VoxCeleb "
+                                       "utterances are >= 4 s, CN-Celeb's can be under 1 s)"),
+        ("data_check_cache", _S, "", "file of the data check's per-file results (default: "
+                                     "<save_path>/data_check.json)"),
         ("seed", _I, 20211202, "random seed"),
     ],
     "training": [
@@ -201,10 +214,13 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("dcf_c_fa", _F, 1.0, "cost of a false alarm"),
     ],
     "training paths": [
-        ("train_list", _S, "", "training list: 'speaker_id relative/path.wav' per line"),
+        ("train_list", _S, "", "training list: 'speaker_id relative/path.wav' per line, or a Kaldi data folder "
+                               "(wav.scp + utt2spk)"),
         ("train_path", _S, "", "folder the training list paths are relative to"),
-        ("musan_path", _S, "", "MUSAN folder (noise/ speech/ music/)"),
-        ("rir_path", _S, "", "RIR folder (<room type>/<room>/<file>.wav)"),
+        ("musan_path", _S, "", "MUSAN split in 5 s chunks as the original: <noise|speech|music>/<subset>/<recording>/"
+                               "<NNNNN>.wav (python -m tools.split_musan makes it from raw MUSAN)"),
+        ("rir_path", _S, "", "RIR folder (<room type>/<room>/<file>.wav, e.g. RIRS_NOISES/simulated_rirs) or an "
+                             "index of one (python -m tools.index_rirs)"),
     ],
     "runtime": [
         ("device", _S, "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"),

@@ -15,10 +15,12 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from core.audio import quiet_conversions
 from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
 from core.distributed import Context, all_gather
-from core.errors import TrialListError
+from core.errors import DataError, TrialListError
 from core.options import in_sections
+from dataprep.check import check_files, format_problems
 from evaluation.cache import cached_embeddings
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
 from evaluation.extraction import extract_embeddings
@@ -26,7 +28,7 @@ from evaluation.metrics import compute_eer, compute_error_rates, evaluate_scores
 from evaluation.qmf import calibrate_lists
 from evaluation.reports import det_curve_png, threshold_path, write_score_file, write_threshold_file
 from evaluation.scoring import Scored, protocol_parts, score_all
-from evaluation.trials import Trials, list_name, list_paths, read_trials
+from evaluation.trials import Trials, file_lines, list_name, list_paths, read_trials
 
 logger = logging.getLogger(__name__)
 QMF_LIST = "__qmf_calibration__"
@@ -42,6 +44,35 @@ def evaluation_paths(config: Dict[str, Any], reads_model_file: bool = True) -> N
     extracts = not config["embeddings"]
     require_paths(config, ["test_list"] + (["test_path", "pretrained_model_path"] if extracts else []))
     require_paths_if_set(config, PATHS_IF_SET + (("initial_model",) if extracts and reads_model_file else ()))
+
+
+def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
+    """The data check of the files the trial lists name, resolved against test_path (no model needed): a
+    DataError lists each unusable file at the list line where it first appears. Missing files under speaker
+    folders that test_path lacks get a hint (VoxCeleb1-E/H span the dev and test parts)."""
+    problems, wheres, files = [], [], []
+    for path in paths:
+        read_trials(path)  # a malformed list is reported as such first
+        for name, line in file_lines(path).items():
+            files.append(name)
+            wheres.append(f"{path}:{line}")
+    cache = config["data_check_cache"] or os.path.join(config["save_path"], "data_check.json")
+    report = check_files([os.path.join(config["test_path"], f) for f in files], wheres, config["min_audio_seconds"],
+                         cache, workers=max(8, config["nDataLoaderThread"]), desc="data check (trials)")
+    for conversion, count in sorted(report.converted.items()):
+        logger.warning("Trial lists: %d file(s) will be %s on reading.", count, conversion)
+    quiet_conversions()  # reported here with their counts
+    problems = report.problems
+    if not problems:
+        return
+    absent = sorted({f.split("/")[0] for f, ok in zip(files, report.good)
+                     if not ok and "/" in f and not os.path.isdir(os.path.join(config["test_path"], f.split("/")[0]))})
+    hint = (f"\n{len(absent)} speaker folder(s) the lists use are not in test_path '{config['test_path']}' (e.g. "
+            f"{', '.join(absent[:3])}): VoxCeleb1-E and -H trials span the dev and test parts, so test_path must "
+            f"hold the speaker folders of both." if absent else "")
+    raise DataError(f"Trial lists: {len(problems)} of {len(files)} files are unusable; fix test_path or the files "
+                    f"(evaluation never drops trials: that would change the protocol):\n"
+                    f"{format_problems(problems)}{hint}")
 
 
 def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[str, Trials]) -> Scored:
@@ -108,6 +139,8 @@ def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[tor
     """
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
+    if config["check_data"] and not config["embeddings"] and (context is None or context.main):
+        check_trial_files(config, paths)
     trial_sets = {list_name(p): read_trials(p) for p in paths}
     extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
     emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder, context)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -77,3 +77,13 @@ def list_paths(test_list: Sequence[str]) -> List[str]:
 def list_name(path: str) -> str:
     """Name of a trial list in result lines and score file names: file name without extension."""
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def file_lines(path: str) -> Dict[str, int]:
+    """The line of a trial list where each file it names appears first (for reports that point there)."""
+    first: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            for name in line.split()[-2:]:
+                first.setdefault(name, number)
+    return first

@@ -15,20 +15,25 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
+from core.audio import quiet_conversions
 from core.config import require_paths, save_config
 from core.distributed import Context, all_gather, barrier
 from core.errors import ConfigError
 from core.logs import EPOCH_LOGGER, setup_logging
+from dataprep.check import CheckReport, check_files, enforce
+from dataprep.lists import read_training_entries
 from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
 from evaluation.metrics import format_result
-from evaluation.pipeline import evaluate, evaluation_paths
+from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
+from evaluation.trials import list_paths
 from runs.trainer import ModelTrainer, random_state, set_random_state
 from SpeakerNet import (SpeakerNet, find_checkpoints, find_step_checkpoints, load_model_state,
                         step_checkpoint_name)
 
 logger = logging.getLogger(__name__)
 # The evaluation every test_interval epochs scores the model being trained and writes no files.
-EPOCH_EVALUATION = {"embeddings": "", "save_embeddings": "", "score_file": ""}
+# Its trial files were checked once before training (check_inputs).
+EPOCH_EVALUATION = {"embeddings": "", "save_embeddings": "", "score_file": "", "check_data": False}
 
 
 def seed_everything(seed: int) -> None:
@@ -49,7 +54,7 @@ def seed_model(config: Dict[str, Any]) -> str:
     return found[-1][1]
 
 
-def check_inputs(config: Dict[str, Any], fresh: bool) -> None:
+def check_inputs(config: Dict[str, Any], fresh: bool, context: Context) -> None:
     """Every path the run will read, checked before anything is loaded: training data, augmentation
     folders, the evaluation inputs of each test_interval, and initial_model when a ``fresh`` run
     (no checkpoint in save_path) uses it."""
@@ -57,17 +62,43 @@ def check_inputs(config: Dict[str, Any], fresh: bool) -> None:
                   + (["musan_path", "rir_path"] if config["augment"] else []))
     if config["test_list"]:
         evaluation_paths({**config, **EPOCH_EVALUATION}, reads_model_file=False)  # the model being trained
+        if config["check_data"] and context.main:
+            check_trial_files(config, list_paths(config["test_list"]))
     if config["initial_model"] and fresh:
         require_paths(config, ["initial_model"])
+
+
+def data_check_cache(config: Dict[str, Any]) -> str:
+    return config["data_check_cache"] or os.path.join(config["save_path"], "data_check.json")
+
+
+def checked_entries(config: Dict[str, Any], context: Context) -> Optional[List[bool]]:
+    """The data check of the training list (rank 0 probes and caches, the others then read the cache):
+    stops on unusable entries, or with drop_bad_data returns the keep mask (None when not checking)."""
+    if not config["check_data"]:
+        return None
+    entries = read_training_entries(config["train_list"], config["train_path"])
+
+    def check() -> CheckReport:
+        return check_files([e.path for e in entries], [e.where for e in entries], config["min_audio_seconds"],
+                           data_check_cache(config), workers=max(8, config["nDataLoaderThread"]),
+                           desc="data check (training list)")
+    report = check() if context.main else None
+    barrier(context)
+    keep = enforce(report if context.main else check(), f"Training list '{config['train_list']}'",
+                   config["drop_bad_data"])
+    quiet_conversions()  # reported above with their counts
+    return keep
 
 
 def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.DataLoader:
     """The training loader; data-parallel, each process gets its share of every epoch and its own
     random crops and augmentation."""
-    dataset = TrainDataset(**config)
-    if len(dataset.speakers) != config["nClasses"]:
+    dataset = TrainDataset(**config, keep=checked_entries(config, context))
+    if dataset.num_classes != config["nClasses"]:
+        times = " x 3 speeds (speed_perturb)" if config["speed_perturb"] else ""
         raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "
-                          f"{len(dataset.speakers)} speakers; set nClasses: {len(dataset.speakers)}.")
+                          f"{len(dataset.speakers)} speakers{times}; set nClasses: {dataset.num_classes}.")
     if context.world > 1:
         dataset.reseed(context.rank)
     sampler = SpeakerBatchSampler(dataset.labels, **config, num_replicas=context.world, rank=context.rank)
@@ -133,7 +164,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     points = resume_points(model_dir)
     if not points:  # a fresh run: its seed model, checked with the other inputs
         config = {**config, "initial_model": seed_model(config)}
-    check_inputs(config, fresh=not points)
+    check_inputs(config, fresh=not points, context=context)
     os.makedirs(model_dir, exist_ok=True)
     setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main)
     if context.main:

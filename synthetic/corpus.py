@@ -5,8 +5,10 @@ Layout written under ``out_dir`` (all wavs 16 kHz mono int16)::
     train/idXXXXX/<session>/<nnnnn>.wav   train_list.txt  ("speaker_id id/session/nnnnn.wav")
     test/idYYYYY/<session>/<nnnnn>.wav    trials.txt      ("label enroll.wav test.wav")
     musan/{noise/free-sound,music/fma,speech/librivox}/<category>-<subset>-XXXX.wav
-        (speech: one held-out synthetic talker per file; mix several files for babble,
-        as voxceleb_trainer-style augmentation does)
+        raw-MUSAN-shaped recordings of 6-16 s (speech: one held-out synthetic talker per file;
+        mix several files for babble, as voxceleb_trainer-style augmentation does)
+    musan_split/<category>/<subset>/<recording>/<NNNNN>.wav
+        the same cut into 5 s chunks by dataprep.musan, the layout the augmenter reads
     rir/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav
 
 Voices come from ``synthetic.voices``.  Every random draw uses a generator derived from
@@ -27,6 +29,7 @@ import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
 
+from dataprep.musan import split_musan
 from synthetic.voices import (SAMPLE_RATE, coloured_noise, sample_channel, sample_voice,
                                synth_utterance)
 
@@ -37,7 +40,7 @@ MAX_SPEAKERS = 9999  # per split, keeps the two id ranges disjoint
 SESSION_CHARS = np.array(list(string.ascii_letters + string.digits))
 SESSION_ID_LEN = 11  # like a YouTube video id
 MUSAN_FILES_PER_CATEGORY = 10
-MUSAN_SECONDS = (3.0, 8.0)
+MUSAN_SECONDS = (6.0, 16.0)  # 1-4 chunks of 5 s each
 # room type -> RT60 range (s); every RIR's RT60 stays within RT60_LIMITS
 RIR_ROOM_TYPES = {"smallroom": (0.2, 0.4), "mediumroom": (0.35, 0.6), "largeroom": (0.5, 0.8)}
 RT60_LIMITS = (0.2, 0.8)
@@ -177,7 +180,7 @@ MUSAN_CATEGORIES = {  # category -> (subset, stream, synthesiser)
 
 
 def write_musan(root: Path, seed: int) -> list[Path]:
-    """MUSAN_FILES_PER_CATEGORY clips of 3-8 s per category, each normalised to a random
+    """MUSAN_FILES_PER_CATEGORY clips of MUSAN_SECONDS per category, each normalised to a random
     peak in [0.3, 0.9]; returns the written paths."""
     written = []
     for category, (subset, stream, synth) in MUSAN_CATEGORIES.items():
@@ -265,14 +268,15 @@ def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_
     trials_path = out / "trials.txt"
     trials_path.write_text("".join(f"{label} {enroll} {test}\n" for label, enroll, test in trials))
     musan, rirs = write_musan(out / "musan", seed), write_rirs(out / "rir", seed)
+    chunks = split_musan(str(out / "musan"), str(out / "musan_split"))["chunks_written"]
     logger.info("wrote %d train / %d test files, %d trials, %d musan, %d rir files to %s",
                 len(files["train"]), len(files["test"]), len(trials), len(musan), len(rirs), out)
     return {
         "out_dir": str(out), "train_dir": str(out / "train"), "test_dir": str(out / "test"),
         "train_list": str(train_list), "trials": str(trials_path),
-        "musan_dir": str(out / "musan"), "rir_dir": str(out / "rir"),
+        "musan_dir": str(out / "musan_split"), "musan_raw_dir": str(out / "musan"), "rir_dir": str(out / "rir"),
         "n_train_speakers": n_train_speakers, "n_test_speakers": n_test_speakers,
         "n_train_files": len(files["train"]), "n_test_files": len(files["test"]),
         "n_trials": len(trials), "n_target_trials": sum(label for label, _, _ in trials),
-        "n_musan_files": len(musan), "n_rir_files": len(rirs),
+        "n_musan_files": len(musan), "n_musan_chunks": chunks, "n_rir_files": len(rirs),
     }

@@ -1,10 +1,14 @@
+import collections
+import glob
+
 import numpy as np
 import pytest
 import soundfile
 import torch
 
+import DatasetLoader
 from core.audio import frames_to_samples, load_audio, wrap_pad
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from DatasetLoader import (
     Augmenter,
     SpeakerBatchSampler,
@@ -152,7 +156,7 @@ def test_train_list_labels_in_sorted_speaker_order(tmp_path):
 def test_train_list_error_names_file_and_line(tmp_path):
     lst = tmp_path / "train.txt"
     lst.write_text("id1 a.wav\nid1 b.wav extra\n")
-    with pytest.raises(DataError, match=r"train.txt, line 2"):
+    with pytest.raises(DataError, match=r"train.txt:2: "):
         read_train_list(str(lst), "")
 
 
@@ -161,10 +165,6 @@ def test_unreadable_audio_is_an_error_not_a_silent_substitute(tmp_path):
     bad.write_bytes(b"not audio")
     with pytest.raises(DataError, match="bad.wav"):
         load_audio(str(bad))
-    wrong_rate = tmp_path / "8k.wav"
-    soundfile.write(str(wrong_rate), np.zeros(800), 8000)
-    with pytest.raises(DataError, match="8000 Hz"):
-        load_audio(str(wrong_rate))
     lst = tmp_path / "train.txt"
     lst.write_text("id1 bad.wav\n")
     dataset = TrainDataset(str(lst), str(tmp_path), max_frames=10)
@@ -208,3 +208,119 @@ def test_augmentation_changes_the_crop(small_demo):
         plain, aug = augmented_pair(small_demo, stream)
         changed += not torch.equal(plain[[0]][0], aug[[0]][0])
     assert changed >= 6
+
+
+# ----------------------------------------------------------------------------- the original's augmentation rules
+class Recorder:
+    """Wraps read_random_segment: records (path, length) of every noise read."""
+    def __init__(self, monkeypatch):
+        self.reads = []
+        real = DatasetLoader.read_random_segment
+
+        def read(path, length, rng):
+            self.reads.append((path, length))
+            return real(path, length, rng)
+        monkeypatch.setattr(DatasetLoader, "read_random_segment", read)
+
+
+def augmenter(data, **kw):
+    return Augmenter(data["musan_dir"], data["rir_dir"], **kw)
+
+
+@pytest.mark.parametrize("category", ["noise", "speech", "music"])
+def test_additive_counts_snr_ranges_and_split_files(small_demo, monkeypatch, category):
+    """Each category overlays its number of files (noise 1, speech 3-8, music 1), drawn from the split
+    chunks, each scaled to an SNR (mean-power dB, +1e-4) in its range."""
+    aug = augmenter(small_demo)
+    recorder = Recorder(monkeypatch)
+    snrs = []
+    real_scale = DatasetLoader.scale_to_snr
+    monkeypatch.setattr(DatasetLoader, "scale_to_snr", lambda c, n, snr: snrs.append(snr) or real_scale(c, n, snr))
+    first = small_demo["train_dir"] + "/" + open(small_demo["train_list"]).readline().split()[1]
+    clean = train_crop(load_audio(first), 200, np.random.default_rng(0))
+    counts = set()
+    for seed in range(40):
+        before = len(recorder.reads)
+        aug.additive(clean, category, np.random.default_rng(seed))
+        counts.add(len(recorder.reads) - before)
+    low, high = Augmenter.COUNT[category]
+    assert counts <= set(range(low, high + 1)) and (len(counts) > 2 if high > low else counts == {low})
+    assert min(snrs) >= Augmenter.SNR[category][0] and max(snrs) <= Augmenter.SNR[category][1]
+    for path, length in recorder.reads:
+        assert f"/{category}/" in path and path.count("/") - small_demo["musan_dir"].count("/") == 4 and length == 32240
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(32240).astype(np.float32) * 0.01
+    assert mean_power_db(noise) == pytest.approx(10 * np.log10(np.mean(noise.astype(np.float64) ** 2) + 1e-4))
+    gain = np.sqrt(10 ** ((mean_power_db(clean) - mean_power_db(noise) - 7.5) / 10))  # the original's formula
+    np.testing.assert_allclose(real_scale(clean, noise, 7.5), gain * noise, rtol=1e-5)
+
+
+def test_noise_chunks_wrap_for_crops_longer_than_a_chunk(small_demo):
+    """A 6 s crop from a 5 s chunk: wrap-padded by crop - length + 1, as the original's loadWAV."""
+    chunk = sorted(glob.glob(small_demo["musan_dir"] + "/noise/*/*/*.wav"))[0]
+    audio = load_audio(chunk)
+    assert audio.shape[0] == 80000
+    crop = frames_to_samples(600)
+    segment = read_random_segment(chunk, crop, np.random.default_rng(3))
+    padded = np.pad(audio, (0, crop - 80000 + 1), mode="wrap")
+    start = int(np.random.default_rng(3).random() * (padded.shape[0] - crop))
+    assert segment.shape == (crop,) and np.array_equal(segment, padded[start:start + crop])
+
+
+def test_reverb_unit_energy_rir_full_convolution_truncated(small_demo):
+    aug = augmenter(small_demo)
+    audio = np.random.default_rng(0).standard_normal(16240).astype(np.float32)
+    out = aug.reverberate(audio, np.random.default_rng(5))
+    path = aug.rir_files[int(np.random.default_rng(5).integers(len(aug.rir_files)))]
+    rir = load_audio(path).astype(np.float64)
+    rir /= np.sqrt(np.sum(rir ** 2))
+    expected = np.convolve(audio.astype(np.float64), rir, mode="full")[:16240]
+    assert out.shape == audio.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_six_choices_uniform_and_aug_prob(small_demo):
+    """The original: one of six uniformly, clean included. aug_prob p: clean with probability 1 - p, else one of
+    the five others uniformly."""
+    rng = np.random.default_rng(0)
+    draws = collections.Counter(augmenter(small_demo).choose(rng) for _ in range(6000))
+    assert set(draws) == set(Augmenter.CHOICES) and all(800 < n < 1200 for n in draws.values())
+    for p in (0.0, 0.6, 1.0):
+        draws = collections.Counter(augmenter(small_demo, aug_prob=p).choose(rng) for _ in range(5000))
+        assert abs(draws["clean"] / 5000 - (1 - p)) < 0.03
+        others = [draws[c] for c in Augmenter.CHOICES[1:]]
+        assert p == 0 and sum(others) == 0 or min(others) > 5000 * p / 5 * 0.8
+    with pytest.raises(ConfigError, match="aug_prob"):
+        augmenter(small_demo, aug_prob=1.5)
+
+
+# ----------------------------------------------------------------------------- speed perturbation, kept entries
+def test_speed_perturbation_labels_and_resampling(small_demo, tmp_path):
+    """Speeds 1.0 / 0.9 / 1.1 as speakers k * n_speakers apart; the audio is resampled by 1/speed (a tone's
+    frequency scales with the speed)."""
+    data = small_demo
+    dataset = TrainDataset(data["train_list"], data["train_dir"], max_frames=100, speed_perturb=True, seed=0)
+    n = len(dataset.speakers)
+    assert dataset.num_classes == 3 * n
+    labels = collections.Counter()
+    for stream in range(60):
+        dataset.reseed(stream)
+        wav, label = dataset[[0]]
+        assert wav.shape == (1, frames_to_samples(100)) and label % n == dataset.labels[0]
+        labels[label // n] += 1
+    assert set(labels) == {0, 1, 2}
+    t = np.arange(32000) / 16000
+    soundfile.write(str(tmp_path / "tone.wav"), (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 16000)
+    for speed in (0.9, 1.1):
+        seg = DatasetLoader.read_speed_segment(str(tmp_path / "tone.wav"), 16000, speed, np.random.default_rng(0))
+        spectrum = np.abs(np.fft.rfft(seg * np.hanning(16000)))
+        assert seg.shape == (16000,) and np.argmax(spectrum) == pytest.approx(1000 * speed, abs=2)
+
+
+def test_keep_mask_drops_entries_but_not_speakers(small_demo):
+    data = small_demo
+    full = TrainDataset(data["train_list"], data["train_dir"], max_frames=50)
+    keep = [i % 2 == 0 for i in range(len(full))]
+    kept = TrainDataset(data["train_list"], data["train_dir"], max_frames=50, keep=keep)
+    assert kept.speakers == full.speakers and len(kept) == sum(keep)
+    assert kept.files == full.files[::2] and kept.labels == full.labels[::2]

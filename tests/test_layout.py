@@ -11,7 +11,7 @@ from tests.fakes import ROOT
 # Lower layers never import higher ones; a module imports lower layers and its own package only.
 LAYERS = {
     "core": 0,
-    "frontend": 1,
+    "frontend": 1, "dataprep": 1,
     "models": 2, "loss": 2, "optimizer": 2, "scheduler": 2, "synthetic": 2,
     "SpeakerNet": 3, "DatasetLoader": 3, "evaluation": 3,
     "runs": 4,

@@ -1,8 +1,10 @@
 """Tiny run through the command-line entry points: train -> checkpoint -> resume -> eval."""
+import json
 import os
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 import trainSpeakerNet
@@ -124,6 +126,58 @@ def test_errors_name_the_problem(config, tmp_path):
     proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model",
                       str(tmp_path / "none.model"))
     assert proc.returncode == 2 and "none.model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def bad_training_list(cfg, tmp_path):
+    """The config's training list plus a missing file, an empty file, an 8 kHz and a stereo file."""
+    lines = [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("train_")]
+    train_list, train_path = lines
+    first = open(train_list).readline().split()
+    audio, _ = soundfile.read(os.path.join(train_path, first[1]), dtype="float32")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    soundfile.write(str(extra / "k8.wav"), audio[::2], 8000)
+    soundfile.write(str(extra / "stereo.wav"), np.stack([audio, audio], 1), 16000)
+    (extra / "empty.wav").write_bytes(b"")
+    bad = tmp_path / "train_bad.txt"
+    bad.write_text(open(train_list).read() + f"{first[0]} {extra}/k8.wav\n{first[0]} {extra}/stereo.wav\n"
+                   f"{first[0]} nowhere/x.wav\n{first[0]} {extra}/empty.wav\n")
+    return str(bad), len(open(train_list).read().splitlines())
+
+
+def test_bad_training_data_stops_the_run_or_is_dropped(config, tmp_path):
+    """Before any training: unusable entries are listed as list:line: path: reason (exit 2); with drop_bad_data
+    the run trains without them and says how many it dropped; 8 kHz and stereo files are converted, reported
+    once with their counts."""
+    cfg, _ = config
+    bad, n = bad_training_list(cfg, tmp_path)
+    save = tmp_path / "stopped"
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--train_list", bad, "--save_path", str(save))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{bad}:{n + 3}: " in proc.stderr and "nowhere/x.wav: missing" in proc.stderr
+    assert f"{bad}:{n + 4}: " in proc.stderr and "empty.wav: empty file" in proc.stderr
+    assert "2 of " in proc.stderr and "drop_bad_data" in proc.stderr and not os.listdir(save / "model")
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--train_list", bad, "--save_path", str(save),
+                      "--drop_bad_data", "true", "--max_epoch", "1", "--max_seg_per_spk", "100", "--batch_size", "6",
+                      "--nPerSpeaker", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"dropping 2 of {n + 4} entries" in proc.stderr
+    assert proc.stderr.count("resampled from 8000 Hz") == 1 and proc.stderr.count("averaged from 2 channels") == 1
+    assert "logged once per run" not in proc.stderr  # the readers stay quiet: the check reported them
+    # every file that exists is in the cache (trial files too), so the next start probes none
+    cache = json.load(open(save / "data_check.json"))["files"]
+    assert len([k for k in cache if "/data/test/" not in k]) == n + 3 and not any(k.endswith("x.wav") for k in cache)
+
+
+def test_trial_files_missing_under_absent_speaker_folders_get_the_vox1_hint(config, tmp_path):
+    cfg, _ = config
+    train_path = [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("train_path")][0]
+    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+                      "--test_path", train_path, "--save_path", str(tmp_path / "e"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    trials = config_trials(cfg)
+    assert f"{trials}:1: {train_path}/" in proc.stderr and ": missing" in proc.stderr
+    assert "speaker folder(s) the lists use are not in test_path" in proc.stderr and "dev and test" in proc.stderr
 
 
 def test_several_trial_lists_keep_one_line_per_epoch(config, tmp_path):

@@ -111,7 +111,9 @@ def test_train_and_test_speakers_disjoint(corpus: dict) -> None:
 
 
 def test_musan_layout(corpus: dict) -> None:
-    musan = Path(corpus["musan_dir"])
+    """Raw-MUSAN-shaped recordings, and beside them the split layout the augmenter reads: 5 s chunks
+    named by their start second (the original's rule)."""
+    musan = Path(corpus["musan_raw_dir"])
     expected = {"noise": "free-sound", "music": "fma", "speech": "librivox"}
     assert {p.name for p in musan.iterdir()} == set(expected)
     for category, subset in expected.items():
@@ -120,7 +122,13 @@ def test_musan_layout(corpus: dict) -> None:
         assert len(files) == MUSAN_FILES_PER_CATEGORY
         for path in files:
             assert re.fullmatch(rf"{category}-{subset}-\d{{4}}\.wav", path.name), path
-            _assert_wav(path, 3.0, 8.0)
+            audio = _assert_wav(path, 6.0, 16.0)
+            chunks = sorted((Path(corpus["musan_dir"]) / category / subset / path.stem).iterdir())
+            starts = range(0, len(audio) - 5 * 16000, 3 * 16000)
+            assert [c.name for c in chunks] == [f"{s // 16000:05d}.wav" for s in starts]
+            raw = sf.read(str(path), dtype="int16")[0]
+            for chunk, start in zip(chunks, starts):
+                np.testing.assert_array_equal(sf.read(str(chunk), dtype="int16")[0], raw[start:start + 80000])
     assert corpus["n_musan_files"] == 3 * MUSAN_FILES_PER_CATEGORY
 
 
