@@ -91,13 +91,14 @@ def train_crop(audio: np.ndarray, max_frames: int, rng: np.random.Generator) -> 
 
 def mean_power_db(audio: np.ndarray) -> float:
     """10·log10(mean(x²) + 1e-4), the level used for SNR as in voxceleb_trainer."""
-    return float(10.0 * np.log10(np.mean(audio ** 2) + 1e-4))
+    flat = audio.reshape(-1)
+    return float(10.0 * np.log10(np.dot(flat, flat) / max(flat.size, 1) + 1e-4))
 
 
-def scale_to_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """Scale ``noise`` so that mean_power_db(clean) - mean_power_db(noise) = snr_db (in that measure)."""
-    gain_db = mean_power_db(clean) - mean_power_db(noise) - snr_db
-    return noise * np.sqrt(10.0 ** (gain_db / 10.0))
+def snr_gain(clean_db: float, noise_db: float, snr_db: float) -> float:
+    """Amplitude gain that puts a noise of level ``noise_db`` at ``snr_db`` below ``clean_db`` (the original's
+    formula: sqrt(10^((clean_db - noise_db - snr) / 10)))."""
+    return float(np.sqrt(10.0 ** ((clean_db - noise_db - snr_db) / 10.0)))
 
 
 @functools.lru_cache(maxsize=RIR_CACHE_SIZE)
@@ -139,10 +140,12 @@ class Augmenter:
         low, high = self.COUNT[category]
         count = min(int(rng.integers(low, high + 1)), len(self.noise_files[category]))
         picks = rng.choice(len(self.noise_files[category]), size=count, replace=False)
+        clean_db = mean_power_db(audio)
         total = audio.copy()
         for pick in picks:
             noise = read_random_segment(self.noise_files[category][pick], audio.shape[0], rng)
-            total += scale_to_snr(audio, noise, float(rng.uniform(*self.SNR[category])))
+            gain = snr_gain(clean_db, mean_power_db(noise), float(rng.uniform(*self.SNR[category])))
+            total += np.multiply(noise, np.float32(gain), out=noise)
         return total
 
     def reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -29,6 +29,7 @@ SAMPLE_RATE = 16000
 HOP = 160  # samples per 10 ms frame
 WINDOW_EXTRA = 240  # a 25 ms window needs 240 more samples than its hop
 AUDIO_ERRORS = (OSError, RuntimeError, soundfile.LibsndfileError)
+INT16_SCALE = np.float32(1.0 / 32768.0)  # libsndfile's int16 -> float scaling
 _NOTED: Set[str] = set()  # conversions already logged by this process
 
 
@@ -91,13 +92,19 @@ def is_native(handle: soundfile.SoundFile) -> bool:
 
 
 def read_frames(handle: soundfile.SoundFile, path: str, frames: int = -1, start: int = 0) -> np.ndarray:
-    """``frames`` samples (all: -1) from ``start`` of an open 16 kHz mono file, float32 in [-1, 1]."""
+    """``frames`` samples (all: -1) from ``start`` of an open 16 kHz mono file, float32 in [-1, 1].
+
+    16-bit files (VoxCeleb, MUSAN) are read as int16 and scaled by 1/32768 here: the same values as
+    libsndfile's float conversion, in half the time."""
     try:
         if start:
             handle.seek(start)
-        return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
+        if handle.subtype != "PCM_16":
+            return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
+        pcm = handle.read(frames, dtype="int16", always_2d=True)[:, 0]
     except AUDIO_ERRORS as err:
         raise DataError(f"Cannot read audio file '{path}': {err}") from err
+    return np.multiply(pcm, INT16_SCALE, dtype=np.float32)
 
 
 def read_converted(handle: soundfile.SoundFile, path: str) -> np.ndarray:

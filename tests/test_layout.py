@@ -1,5 +1,6 @@
-"""The layout: imports run one way (entry scripts -> runs -> model, data, evaluation -> plug-ins -> front-end -> core),
-no function-local imports of project modules, plug-in folders hold plug-ins only, tests mirror the tree."""
+"""The layout: imports run one way (entry scripts -> runs -> model, data, evaluation -> plug-ins -> front-end and
+data preparation -> core), no function-local imports of project modules, plug-in folders hold plug-ins only,
+tests mirror the tree."""
 import ast
 import os
 
