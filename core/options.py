@@ -167,10 +167,12 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("normalize_input", _B, False, "normalise each waveform before the SSL model (off, as the original)"),
     ],
     "model": [
-        ("model", _S, "MHFA", "model plug-in in models/ (MHFA; Baseline.Spk_Encoder is an alias)"),
+        ("model", _S, "MHFA", "model plug-in in models/ (MHFA; CAMHFA, the context-aware MHFA; Baseline.Spk_Encoder "
+                              "is an alias of MHFA)"),
         ("nOut", _I, 256, "embedding size"),
-        ("head_nb", _I, 32, "MHFA number of attention heads"),
+        ("head_nb", _I, 32, "MHFA number of attention heads (CA-MHFA: number of query groups G)"),
         ("compression_dim", _I, 128, "MHFA compression dimension"),
+        ("context", _I, 3, "CAMHFA: frames L each query group looks at (odd; 1 = MHFA's attention without bias)"),
     ],
     "extraction": [
         ("eval_frames", _I, 300, "evaluation crop length in frames; 0 uses the whole file only"),

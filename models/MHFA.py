@@ -43,15 +43,22 @@ class MHFA(nn.Module):
         self.att_head = nn.Linear(compression_dim, head_nb)
         self.pooling_fc = nn.Linear(head_nb * compression_dim, outputs_dim)
 
+    def attention_logits(self, k: torch.Tensor, pad: Optional[torch.Tensor]) -> torch.Tensor:
+        """Compressed keys k [B, T, c] (pad [B, T]: padded frames, or None) -> logits [B, T, H]: one query per
+        head, frame by frame."""
+        return self.att_head(k)
+
     def forward(self, x: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: x [B, L+1, T, D]; frame_lengths [B] valid frames (None: all). Returns: [B, nOut]."""
         k = torch.einsum("bltd,l->btd", x, self.weights_k.softmax(dim=0))  # [B, T, D]
         v = torch.einsum("bltd,l->btd", x, self.weights_v.softmax(dim=0))  # [B, T, D]
         k = self.cmp_linear_k(k)  # [B, T, c]
         v = self.cmp_linear_v(v)  # [B, T, c]
-        logits = self.att_head(k)  # [B, T, H]
-        if frame_lengths is not None:  # padded frames get no attention
+        pad = None
+        if frame_lengths is not None:
             pad = torch.arange(x.shape[2], device=x.device)[None, :] >= frame_lengths.to(x.device)[:, None]
+        logits = self.attention_logits(k, pad)  # [B, T, H]
+        if pad is not None:  # padded frames get no attention
             logits = logits.masked_fill(pad[..., None], float("-inf"))
         att = logits.softmax(dim=1)  # [B, T, H], normalised over time
         pooled = torch.einsum("bth,btc->bhc", att, v)  # [B, H, c]
@@ -95,21 +102,27 @@ class SpeakerEncoder(nn.Module):
         return groups
 
 
+def build_frontend(pretrained_model_path: str, normalize_input: bool = False, trust_checkpoint: bool = False,
+                   freeze_ssl: bool = False, freeze_cnn: bool = True, feature_grad_mult: float = 1.0,
+                   layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
+                   allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0, **kwargs: Any) -> SSLFrontend:
+    """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
+    :func:`frontend.ssl_frontend.load_ssl_frontend`)."""
+    return load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
+                             trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
+                             feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                             allow_partial_checkpoint=allow_partial_checkpoint, layer_grad_mult=layer_grad_mult)
+
+
 def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,
-              normalize_input: bool = False, trust_checkpoint: bool = False, freeze_ssl: bool = False,
-              freeze_cnn: bool = True, feature_grad_mult: float = 1.0, layer_drop: Optional[float] = None,
-              grad_checkpointing: bool = False, allow_partial_checkpoint: bool = False,
-              layer_grad_mult: float = 1.0, **kwargs: Any) -> SpeakerEncoder:
+              **options: Any) -> SpeakerEncoder:
     """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
 
     Front-end options (YAML keys of the same names) are those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`; by default the input modules are
     frozen (the original never updates them) and the transformer blocks are fine-tuned.
     """
-    frontend = load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
-                                 trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
-                                 feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                                 allow_partial_checkpoint=allow_partial_checkpoint, layer_grad_mult=layer_grad_mult)
+    frontend = build_frontend(pretrained_model_path, **options)
     backend = MHFA(frontend.num_layers, frontend.hidden_size, head_nb=head_nb,
                    compression_dim=compression_dim, outputs_dim=nOut)
     logger.info("MHFA back-end: %d layer weights, %d heads, compression %d, embedding %d",

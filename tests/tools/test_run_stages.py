@@ -16,7 +16,7 @@ RECIPES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 
                                                                 recursive=True) if "demo" not in p)
 STAGED = [("yaml/Baseline.yaml", "yaml/Baseline_lm.yaml")] + [
     tuple(f"yaml/{name}/{stage}.yaml" for stage in ("1_frozen", "2_joint", "3_lmft"))
-    for name in ("wespeaker_base_plus", "wespeaker_large")]
+    for name in ("wespeaker_base_plus", "wespeaker_large", "camhfa_base_plus")]
 
 
 def demo_options(small_demo, save_path):
