@@ -18,6 +18,7 @@ from scipy import signal
 from core.audio import (SAMPLE_RATE, frames_to_samples, is_native, load_audio, open_audio, quiet_conversions,
                         read_converted, read_frames, resample, wrap_pad)
 from core.errors import ConfigError, DataError
+from core.interrupt import ignore_in_worker
 from dataprep.lists import read_training_entries, speaker_labels
 from dataprep.musan import musan_files
 from dataprep.rirs import find_rirs
@@ -284,3 +285,4 @@ def worker_init(worker_id: int) -> None:
     """DataLoader hook: torch gives each worker a distinct seed drawn from the (seeded) main RNG."""
     torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2 ** 63)
     quiet_conversions()  # the data check has reported them in the main process
+    ignore_in_worker()  # SIGINT/SIGTERM: the training process stops at a step boundary and ends the workers

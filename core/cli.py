@@ -32,7 +32,7 @@ def run_cli(parser: argparse.ArgumentParser, action: Callable[[Dict[str, Any]], 
     try:
         result = action(load_config(parser, argv))
     except ToolkitError as err:
-        parser.exit(2, f"error: {err}\n")
+        parser.exit(getattr(err, "exit_code", 2), f"error: {err}\n")
     if show is not None and result is not None:
         print(show(result), flush=True)
     return result

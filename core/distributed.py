@@ -7,9 +7,11 @@ for ever; an error in any rank ends them all, and a toolkit error keeps its one-
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+import signal
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -59,8 +61,9 @@ def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, r
         result = fn(config, context)
         if context.main:
             results.put(("result", result))
+        dist.barrier()  # all ranks done before any tears down (gloo aborted a rank that closed first)
     except ToolkitError as err:
-        results.put(("error", f"rank {local_rank}: {err}"))
+        results.put(("error", (f"rank {local_rank}: {err}", getattr(err, "exit_code", 2))))
         raise
     finally:
         dist.destroy_process_group()
@@ -73,7 +76,9 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
     if all(name in os.environ for name in LAUNCHER_VARIABLES):  # torchrun or SLURM started the processes
         context = _init(config, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
         try:
-            return fn(config, context)
+            result = fn(config, context)
+            dist.barrier()  # all ranks done before any tears down
+            return result
         finally:
             dist.destroy_process_group()
     world = torch.cuda.device_count() if resolve_device(config["device"]).type == "cuda" else config["nproc_per_node"]
@@ -81,15 +86,39 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
         raise ConfigError("distributed: no process to start (nproc_per_node must be at least 1).")
     results = mp.get_context("spawn").SimpleQueue()
     try:
-        mp.spawn(_worker, args=(fn, config, world, results), nprocs=world, join=True)
+        processes = mp.start_processes(_worker, args=(fn, config, world, results), nprocs=world, join=False,
+                                       start_method="spawn")
+        with forwarded_signals(processes.processes):
+            while not processes.join():
+                pass
     except mp.ProcessRaisedException as err:
         messages = _drain(results)
         errors = [text for kind, text in messages if kind == "error"]
-        if errors:
-            raise ConfigError(errors[0]) from None  # a toolkit error in a rank: its message, exit 2
+        if errors:  # a toolkit error in a rank: its message and exit status (2, or 128 + signal when stopped)
+            error = ConfigError(errors[0][0])
+            error.exit_code = errors[0][1]  # type: ignore[attr-defined]
+            raise error from None
         raise RuntimeError(f"a training process failed; all {world} were stopped:\n{err}") from None
     outcome = dict(_drain(results))
     return outcome.get("result")
+
+
+@contextlib.contextmanager
+def forwarded_signals(processes: List[Any]) -> Iterator[None]:
+    """While the launcher waits: SIGTERM is passed on to the training processes (each stops at its next step
+    boundary with a checkpoint); SIGINT from a terminal reaches them directly, so the launcher only waits."""
+    def forward(signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            for process in processes:
+                if process.is_alive():
+                    os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _drain(results: Any) -> List[tuple]:

@@ -29,3 +29,15 @@ class CheckpointError(ToolkitError):
 
 class OutputError(ToolkitError):
     """An output file (checkpoint, scores, embeddings, ...) could not be written."""
+
+
+class TrainingError(ToolkitError):
+    """Training cannot go on (e.g. a run of non-finite losses or gradients); names the last good checkpoint."""
+
+
+class Interrupted(ToolkitError):
+    """The run was stopped by a signal after writing a resumable checkpoint; exits with 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -115,6 +115,9 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("grad_accum", _I, 1, "batches accumulated per optimizer step (k batches = the update of k data-parallel "
                               "processes; the paper's global batch on fewer GPUs)"),
         ("grad_clip", _F, 0.0, "clip the gradient norm to this value before each step (wespeaker: 5); 0 = off"),
+        ("max_bad_steps", _I, 20, "an optimizer step whose gradients are not finite (NaN/inf loss) is skipped and "
+                                  "counted; after this many in a row the run stops, naming the last good checkpoint; "
+                                  "0 = never stop"),
         ("margin", _F, 0.2, "AAM-softmax margin m"),
         ("scale", _F, 30.0, "AAM-softmax scale s"),
         ("margin_warmup_epochs", _F, 0.0, "ramp the margin from margin_initial to `margin` over this many epochs "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 from core.audio import quiet_conversions
 from core.config import require_paths, save_config
 from core.distributed import Context, all_gather, barrier
-from core.errors import ConfigError
+from core.errors import ConfigError, Interrupted, TrainingError
+from core.interrupt import StopRequest
 from core.logs import EPOCH_LOGGER, setup_logging
 from dataprep.check import CheckReport, check_files, enforce
 from dataprep.lists import read_training_entries
@@ -152,6 +154,8 @@ def epoch_line(epoch: int, lr: float, stats: Dict[str, float], result: Optional[
     """The one-line record of an epoch (several trial lists stay on the same line)."""
     line = (f"Epoch {epoch:d}, TAcc {stats['acc']:2.2f}, TLOSS {stats['loss']:f}, LR {lr:g}, "
             f"margin {stats['margin']:.3f}, {stats['rate']:.1f} utt/s")
+    if stats.get("skipped"):
+        line += f", {stats['skipped']} steps skipped (non-finite)"
     return line + (f", {format_result(result, list_separator=' | ')}" if result else "")
 
 
@@ -184,13 +188,30 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
     start = start_epoch(trainer, config, points, context)
-    epochs = logging.getLogger(EPOCH_LOGGER)
-    result = None
     if start.epoch > config["max_epoch"]:
         logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
                        "to continue, or use a new save_path for a new stage).", config["save_path"], start.epoch - 1,
                        config["max_epoch"])
-    dataset = loader.dataset
+    with StopRequest() as stop:
+        return run_epochs(config, context, trainer, loader, start, stop)
+
+
+def agreed_signal(signum: Optional[int], context: Context) -> int:
+    """The stop signal any process received (0: none); data-parallel processes agree on it every step."""
+    if context.world == 1:
+        return signum or 0
+    flag = torch.tensor([signum or 0], device=context.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, loader: torch.utils.data.DataLoader,
+               start: Start, stop: StopRequest) -> Optional[Dict[str, Any]]:
+    """The epochs from ``start`` to max_epoch: train, save, evaluate, log; a stop request ends the run at the
+    next step boundary with a step checkpoint (Interrupted)."""
+    device, dataset = context.device, loader.dataset
+    model_dir = os.path.join(config["save_path"], "model")
+    net, epochs, result = trainer.model, logging.getLogger(EPOCH_LOGGER), None
     for epoch in range(start.epoch, config["max_epoch"] + 1):
         if start.random is not None:  # the streams as they were at the start of this epoch (or at its end)
             set_random_state(start.random["start"] if start.step else start.random["now"], dataset)
@@ -199,16 +220,29 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
         lr = trainer.current_lr()
 
         def step_checkpoint(step: int, epoch: int = epoch, epoch_start: Dict[str, Any] = epoch_start) -> None:
-            if config["save_every_steps"] and step % config["save_every_steps"] == 0 \
-                    and step < len(loader) // config["grad_accum"]:
-                states = all_gather({"start": epoch_start, "now": random_state(dataset)}, context)
-                if context.main:
-                    trainer.save(os.path.join(model_dir, step_checkpoint_name(epoch - 1, step)), epoch - 1, config,
-                                 step=step, random_states=states)
+            signum = agreed_signal(stop.signum, context)
+            periodic = config["save_every_steps"] and step % config["save_every_steps"] == 0 \
+                and step < len(loader) // config["grad_accum"]
+            if not (periodic or signum):
+                return
+            path = os.path.join(model_dir, step_checkpoint_name(epoch - 1, step))
+            states = all_gather({"start": epoch_start, "now": random_state(dataset)}, context)
+            if context.main:
+                trainer.save(path, epoch - 1, config, step=step, random_states=states)
+            if signum:
+                barrier(context)
+                raise Interrupted(f"Stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step}: the "
+                                  f"checkpoint {path} holds this point; run the same command again to resume.",
+                                  signum)
 
-        stats = trainer.train_epoch(loader, epoch, verbose=context.main, start_step=start.step,
-                                    resumed=start.random["now"] if start.random is not None and start.step else None,
-                                    after_step=step_checkpoint)
+        try:
+            stats = trainer.train_epoch(loader, epoch, verbose=context.main, start_step=start.step,
+                                        resumed=start.random["now"] if start.random is not None and start.step
+                                        else None, after_step=step_checkpoint)
+        except TrainingError as err:
+            points = resume_points(model_dir)
+            raise TrainingError(f"{err} The last good checkpoint is "
+                                f"{points[-1][2] if points else 'none (no checkpoint was written yet)'}.") from None
         start = Start(epoch + 1, 0, None)  # the resume point is used up: later epochs start afresh
         result = None
         if epoch % config["test_interval"] == 0 or epoch == config["max_epoch"]:

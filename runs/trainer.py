@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from core.device import autocast_dtype
-from core.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError, TrainingError
 from core.logs import progress_options
 from core.options import OPTIONS
 from core.plugins import get_plugin
@@ -74,7 +74,8 @@ class ModelTrainer:
                  LR_MHFA: float, LR_Transformer: float, LLRD_factor: float, margin: float = 0.2,
                  margin_warmup_epochs: float = 0.0, margin_warmup_start: float = 0.0, margin_initial: float = 0.0,
                  margin_schedule: str = "linear", grad_clip: float = 0.0, grad_accum: int = 1,
-                 mixedprec: bool = False, steps_per_epoch: int = 1, world: int = 1, **config: Any):
+                 mixedprec: bool = False, steps_per_epoch: int = 1, world: int = 1, max_bad_steps: int = 20,
+                 **config: Any):
         self.model = net.to(device)
         self.device = device
         # Data-parallel: gradients averaged over the processes in backward. Blocks skipped by LayerDrop
@@ -90,6 +91,7 @@ class ModelTrainer:
         self.margin = dict(final=margin, initial=margin_initial, start=margin_warmup_start,
                            length=margin_warmup_epochs, shape=margin_schedule)
         self.grad_clip, self.grad_accum = grad_clip, grad_accum
+        self.max_bad_steps, self.bad_in_a_row = max_bad_steps, 0
         self.amp_dtype = autocast_dtype(device) if mixedprec else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
 
@@ -113,14 +115,18 @@ class ModelTrainer:
         did), then the random state ``resumed`` of the interrupted run is restored and training goes
         on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch).
 
+        A step whose gradients are not finite (after the data-parallel average, so every process
+        agrees) is skipped and counted (``skipped``); ``max_bad_steps`` in a row raise TrainingError.
+
         Returns:
-            mean loss and accuracy over the batches, optimizer steps, utterances (speakers x
-            nPerSpeaker), the rate in utterances per second, and the margin at the end.
+            mean loss and accuracy over the batches (of finite loss), optimizer steps, utterances
+            (speakers x nPerSpeaker), the rate in utterances per second, the margin at the end and the
+            number of skipped steps.
         """
         self.model.train()
         accum = self.grad_accum
         total_ce = total_acc = 0.0
-        batches, utterances, start = 0, 0, time.time()
+        batches, utterances, skipped, start = 0, 0, 0, time.time()
         steps_per_epoch = len(loader) // accum
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not verbose, leave=False, total=steps_per_epoch * accum,
                    **progress_options())
@@ -143,35 +149,61 @@ class ModelTrainer:
                     loss, ce, acc = self.forward_model(wav, labels)
                 self.scaler.scale(loss / accum if accum > 1 else loss).backward()
             if micro == accum - 1:
-                self.optimizer_step()
+                if not self.optimizer_step():
+                    skipped += 1
+                    self.count_bad_step(epoch, step + 1)
+                else:
+                    self.bad_in_a_row = 0
                 if after_step is not None:
                     after_step(step + 1)
-            batches += 1
             utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
-            total_ce += ce.item()
-            total_acc += acc.item()
-            bar.set_postfix(loss=f"{total_ce / batches:.3f}", acc=f"{total_acc / batches:.1f}%",
+            ce_value = ce.item()
+            if math.isfinite(ce_value):
+                batches += 1
+                total_ce += ce_value
+                total_acc += acc.item()
+            bar.set_postfix(loss=f"{total_ce / max(batches, 1):.3f}", acc=f"{total_acc / max(batches, 1):.1f}%",
                             rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":
             self.scheduler.step()
-        if batches == 0 and start_step < steps_per_epoch:
+        if batches == 0 and skipped == 0 and start_step < steps_per_epoch:
             raise ConfigError("The training loader produced no optimizer step: the list has fewer speakers/utterances "
                               "than one batch needs (lower batch_size or nPerSpeaker), or fewer batches than "
                               "grad_accum.")
         batches = max(batches, 1)  # an epoch resumed at its very end trains nothing more
         return {"loss": total_ce / batches, "acc": total_acc / batches, "steps": steps_per_epoch,
                 "utterances": utterances, "rate": utterances / (time.time() - start),
-                "margin": self.model.loss_fn.margin}
+                "margin": self.model.loss_fn.margin, "skipped": skipped}
 
-    def optimizer_step(self) -> None:
-        """Clip (when ``grad_clip``), step the optimizer and scaler, and a per-iteration scheduler."""
-        if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradient, also under fp16 scaling
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
+    def count_bad_step(self, epoch: int, step: int) -> None:
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row <= 3 or self.bad_in_a_row % 100 == 0:
+            logger.warning("Epoch %d, step %d: non-finite loss or gradients; the step is skipped (%d in a row).",
+                           epoch, step, self.bad_in_a_row)
+        if self.max_bad_steps and self.bad_in_a_row >= self.max_bad_steps:
+            raise TrainingError(f"{self.bad_in_a_row} optimizer steps in a row had non-finite loss or gradients "
+                                f"(the last at epoch {epoch}, step {step}), so the run stops (max_bad_steps "
+                                f"{self.max_bad_steps}). Lower the learning rates (LR_MHFA, LR_Transformer), set "
+                                f"grad_clip, or look for bad audio (NaN samples) in the training list.")
+
+    def optimizer_step(self) -> bool:
+        """Unscale, check the gradients are finite, clip (when ``grad_clip``), step the optimizer and scaler,
+        and a per-iteration scheduler. Returns False when the step was skipped (non-finite gradients;
+        under fp16 scaling the scaler skips it and lowers its scale)."""
+        self.scaler.unscale_(self.optimizer)  # the true gradient, also under fp16 scaling (no-op otherwise)
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        finite = bool(torch.isfinite(norm))
+        if finite and self.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None],
+                self.grad_clip, norm)
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # with inf gradients the scaler skips the step itself
         self.scaler.update()
         if self.lr_step == "iteration":
             self.scheduler.step()
+        return finite
 
     def current_lr(self) -> float:
         return max(g["lr"] for g in self.optimizer.param_groups)

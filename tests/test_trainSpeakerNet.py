@@ -1,6 +1,9 @@
 """Tiny run through the command-line entry points: train -> checkpoint -> resume -> eval."""
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 import trainSpeakerNet
 from runs.trainer import ModelTrainer
-from tests.fakes import run_script, to_original_format
+from tests.fakes import ROOT, run_script, to_original_format
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +301,59 @@ def test_a_run_interrupted_mid_epoch_ends_with_the_same_weights(config, tmp_path
     want = torch.load(tmp_path / "whole" / "model" / "model000000002.model", weights_only=True)["model"]
     assert sorted(os.listdir(tmp_path / "cut" / "model")) == ["model000000001.model", "model000000002.model"]
     assert all(torch.equal(final[k], want[k]) for k in want)
+
+
+def start_and_signal(cfg, save, signum, *extra):
+    """Start a training run, send ``signum`` once epoch 1's line is out (so it lands in epoch 2), wait."""
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "trainSpeakerNet.py"), "--config", cfg,
+                             "--save_path", str(save), "--max_epoch", "3", "--augment", "false", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "Epoch 1," in line:
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, "".join(seen) + err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_same_command_resumes(config, tmp_path, signum):
+    cfg, _ = config
+    whole = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "whole"), "--max_epoch",
+                       "3", "--augment", "false")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    code, err = start_and_signal(cfg, tmp_path / "cut", signum)
+    assert code == 128 + signum, err[-3000:]
+    assert f"Stopped by {signal.Signals(signum).name} at epoch 2, step" in err and "Traceback" not in err
+    steps = [f for f in os.listdir(tmp_path / "cut" / "model") if ".step" in f]
+    assert len(steps) == 1 and steps[0].startswith("model000000001.step")
+    again = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "cut"), "--max_epoch",
+                       "3", "--augment", "false")
+    assert again.returncode == 0 and "Resumed from" in again.stderr, again.stderr[-2000:]
+    final = [torch.load(p / "model" / "model000000003.model", weights_only=True)["model"]
+             for p in (tmp_path / "whole", tmp_path / "cut")]
+    for key in final[0]:
+        torch.testing.assert_close(final[1][key], final[0][key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_of_nan_losses_stops_naming_the_last_checkpoint(config, tmp_path):
+    """Training audio that is all NaN: every step is skipped, and after max_bad_steps the run stops (exit 2)."""
+    cfg, _ = config
+    lines = [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("train_")]
+    nan_dir = tmp_path / "nan"
+    entries = []
+    for number, line in enumerate(open(lines[0]).read().splitlines()):
+        speaker = line.split()[0]
+        path = nan_dir / f"{number}.wav"
+        path.parent.mkdir(exist_ok=True)
+        soundfile.write(str(path), np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+        entries.append(f"{speaker} {number}.wav\n")
+    (tmp_path / "nan.txt").write_text("".join(entries))
+    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "run"), "--train_list",
+                      str(tmp_path / "nan.txt"), "--train_path", str(nan_dir), "--max_bad_steps", "3",
+                      "--augment", "false")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "3 optimizer steps in a row had non-finite loss or gradients" in proc.stderr
+    assert "The last good checkpoint is none" in proc.stderr

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core.distributed import launch
+from core.errors import TrainingError
 from runs.trainer import ModelTrainer, margin_at
 from tests.fakes import make_net
 
@@ -143,3 +144,50 @@ def test_data_parallel_steps_equal_gradient_accumulation(tiny_checkpoint, tmp_pa
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
         moved += not torch.equal(a, start.detach())
     assert moved > 10
+
+
+# ----------------------------------------------------------------------------- numerical faults
+def batches(pattern, seed=0):
+    """One batch per letter: 'g' good audio, 'n' audio with a NaN sample (NaN loss and gradients)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for kind in pattern:
+        wav = torch.randn(2, 1, 4000, generator=gen)
+        if kind == "n":
+            wav[0, 0, 100] = float("nan")
+        out.append((wav, torch.tensor([0, 2])))
+    return out
+
+
+@pytest.mark.parametrize("mixedprec", [False, True])
+def test_a_non_finite_step_is_skipped_and_counted(tiny_checkpoint, mixedprec):
+    """The NaN batch changes nothing (its step is skipped); the others train; the statistics stay finite."""
+    torch.manual_seed(0)
+    net = make_net(tiny_checkpoint)
+    trainer = make_trainer(net, mixedprec=mixedprec, grad_clip=5.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    stats = trainer.train_epoch(batches("n"), epoch=1, verbose=False)
+    assert stats["skipped"] == 1 and trainer.bad_in_a_row == 1
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing moved, nothing is NaN
+    stats = trainer.train_epoch(batches("gng"), epoch=2, verbose=False)
+    assert stats["skipped"] == 1 and trainer.bad_in_a_row == 0 and math.isfinite(stats["loss"])
+    assert all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point())
+    assert not torch.equal(before["encoder.backend.pooling_fc.weight"], net.encoder.backend.pooling_fc.weight)
+
+
+def test_too_many_bad_steps_in_a_row_stop_the_run(tiny_checkpoint):
+    trainer = make_trainer(make_net(tiny_checkpoint), max_bad_steps=3)
+    trainer.train_epoch(batches("nng"), epoch=1, verbose=False)  # two in a row, then a good one: goes on
+    with pytest.raises(TrainingError, match=r"3 optimizer steps in a row .* epoch 2, step 4"):
+        trainer.train_epoch(batches("gnnng"), epoch=2, verbose=False)
+    never = make_trainer(make_net(tiny_checkpoint), max_bad_steps=0)
+    assert never.train_epoch(batches("nnnnn"), epoch=1, verbose=False)["skipped"] == 5
+
+
+def test_silent_audio_gives_finite_embeddings_and_scores(tiny_checkpoint):
+    for normalize in (False, True):
+        net = make_net(tiny_checkpoint, normalize_input=normalize).eval()
+        with torch.no_grad():
+            emb = net.encoder(torch.zeros(2, 16000))
+        assert torch.isfinite(emb).all(), normalize
+        assert torch.isfinite(torch.nn.functional.cosine_similarity(emb[:1], emb[1:])).all()
