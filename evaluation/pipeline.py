@@ -142,6 +142,11 @@ def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[tor
     if config["check_data"] and not config["embeddings"] and (context is None or context.main):
         check_trial_files(config, paths)
     trial_sets = {list_name(p): read_trials(p) for p in paths}
+    for path, trials in zip(paths, trial_sets.values()):  # before any extraction
+        if trials.labels is not None and trials.labels.min() == trials.labels.max():
+            raise TrialListError(f"Trial list '{path}' has only label {trials.labels[0]} ({len(trials.labels)} "
+                                 f"trials): the EER needs target (1) and non-target (0) trials. Give it without "
+                                 f"labels ('enroll test' lines) to get scores only.")
     extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
     emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder, context)
     if emb is None:

@@ -1,12 +1,15 @@
 """Trial lists: ``label enroll.wav test.wav`` per line (or ``enroll.wav test.wav``, unlabelled)."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from core.errors import ConfigError, TrialListError
+
+logger = logging.getLogger(__name__)
 
 
 class Trials(NamedTuple):
@@ -61,7 +64,26 @@ def read_trials(path: str) -> Trials:
         if not set(tokens[0::3]) <= {"0", "1"}:
             raise _trial_line_error(path, [line.split() for line in raw.decode("utf-8").splitlines()])
         labels = (np.asarray(tokens[0::3]) == "1").astype(np.int64)
-    return Trials(labels, tokens[width - 2::width], tokens[width - 1::width])
+    trials = Trials(labels, tokens[width - 2::width], tokens[width - 1::width])
+    warn_duplicates(path, trials)
+    return trials
+
+
+def warn_duplicates(path: str, trials: Trials) -> int:
+    """Log how many trials repeat an earlier (enroll, test) pair (they count twice in the metrics); returns it."""
+    seen: Dict[tuple, int] = {}
+    repeats, example = 0, None
+    for i, pair in enumerate(zip(trials.enroll, trials.test)):
+        if pair in seen:
+            repeats += 1
+            example = example or (pair, seen[pair] + 1, i + 1)
+        else:
+            seen[pair] = i
+    if repeats:
+        (enroll, test), first, again = example
+        logger.warning("Trial list '%s' has %d duplicate trial(s) (e.g. '%s %s', trials %d and %d); each copy counts "
+                       "in the EER and DCF.", path, repeats, enroll, test, first, again)
+    return repeats
 
 
 def list_paths(test_list: Sequence[str]) -> List[str]:

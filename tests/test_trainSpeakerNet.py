@@ -357,3 +357,15 @@ def test_a_run_of_nan_losses_stops_naming_the_last_checkpoint(config, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "3 optimizer steps in a row had non-finite loss or gradients" in proc.stderr
     assert "The last good checkpoint is none" in proc.stderr
+
+
+def test_sigterm_to_the_distributed_launcher_stops_every_rank_at_the_same_step(config, tmp_path):
+    cfg, _ = config
+    code, err = start_and_signal(cfg, tmp_path / "ddp", signal.SIGTERM, "--distributed", "--port", "29563")
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert "Stopped by SIGTERM at epoch 2, step" in err and "Traceback" not in err, err[-3000:]
+    steps = [f for f in os.listdir(tmp_path / "ddp" / "model") if ".step" in f]
+    assert len(steps) == 1
+    again = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "ddp"), "--max_epoch",
+                       "3", "--augment", "false", "--distributed", "--port", "29564")
+    assert again.returncode == 0 and "Resumed from" in again.stderr, again.stderr[-2000:]

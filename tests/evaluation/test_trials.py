@@ -1,4 +1,6 @@
 """Trial lists (evaluation/trials.py): formats, fast reading equal to line-by-line parsing, errors naming the line."""
+import logging
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,17 @@ def test_read_trials_errors_name_the_line(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(ValueError, match=fragment):
         read_trials(str(path))
+
+
+def test_duplicate_trials_are_counted_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "dups.txt"
+    path.write_text("1 a.wav b.wav\n0 a.wav c.wav\n1 a.wav b.wav\n\n0 a.wav c.wav\n1 b.wav a.wav\n")
+    with caplog.at_level(logging.WARNING, logger="evaluation.trials"):
+        trials = read_trials(str(path))
+    assert len(trials.enroll) == 5  # kept: the metrics count what the list says
+    messages = [r.message for r in caplog.records]
+    assert len(messages) == 1 and "2 duplicate trial(s)" in messages[0] and "trials 1 and 3" in messages[0]
+    caplog.clear()
+    path.write_text("1 a.wav b.wav\n0 a.wav c.wav\n")
+    read_trials(str(path))
+    assert not caplog.records
