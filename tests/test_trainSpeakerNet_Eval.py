@@ -84,4 +84,4 @@ def test_a_support_module_is_no_model(small_demo, tmp_path):
                       "--pretrained_model_path", small_demo["checkpoint"], "--test_list", small_demo["trials"],
                       "--test_path", small_demo["test_dir"], "--save_path", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "not a model plug-in" in proc.stderr and "Available: Baseline.Spk_Encoder, MHFA." in proc.stderr
+    assert "not a model plug-in" in proc.stderr and "Available: Baseline.Spk_Encoder, CAMHFA, MHFA." in proc.stderr

@@ -57,7 +57,7 @@ def test_lists_that_cannot_give_an_eer_are_named(tmp_path):
     proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "targets.txt"),
                       "--embeddings", str(tmp_path / "e.npz"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "'targets' has only label 1" in proc.stderr
+    assert "targets.txt' has only label 1" in proc.stderr
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "targets.txt").write_text((tmp_path / "targets.txt").read_text())
     proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "targets.txt"),
