@@ -191,7 +191,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
     "evaluation data and outputs": [
         ("test_list", path_list, [], "trial list(s): 'label enroll.wav test.wav' per line; several as "
                                      "--test_list A B C, A,B,C or a YAML list"),
-        ("test_path", _S, "", "folder the trial list paths are relative to"),
+        ("test_path", _S, "", "folder the trial list paths are relative to, or a Kaldi data folder whose wav.scp maps "
+                              "the trial keys to files"),
         ("embeddings", _S, "", "score from this embeddings .npz (no model, no audio)"),
         ("save_embeddings", _S, "", "save the extracted embeddings (.npz)"),
         ("score_file", _S, "", "write 'label enroll test score' per trial here (plus <score_file>.det.png and "

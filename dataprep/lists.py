@@ -6,7 +6,7 @@ Each entry remembers where it was read (``file:line``), so every later report ab
 from __future__ import annotations
 
 import os
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 from core.errors import DataError
 
@@ -86,3 +86,22 @@ def speaker_labels(entries: List[Entry]) -> Tuple[List[int], List[str]]:
     speakers = sorted({e.speaker for e in entries})
     index = {spk: i for i, spk in enumerate(speakers)}
     return [index[e.speaker] for e in entries], speakers
+
+
+def key_paths(keys: Sequence[str], root: str) -> List[str]:
+    """The audio file of each evaluation key: ``root/key``, or, when ``root`` is a Kaldi data folder
+    (``wav.scp``), the file its ``wav.scp`` gives for the key (relative paths as Kaldi reads them: from the
+    working folder). A key missing from wav.scp is a DataError naming it."""
+    if not is_kaldi_folder(root):
+        return [os.path.join(root, key) for key in keys]
+    scp = os.path.join(root, "wav.scp")
+    files: Dict[str, str] = {}
+    for number, fields in _lines(scp):
+        if len(fields) != 2:
+            raise DataError(f"{scp}:{number}: expected 'utterance path' (a file, not a command), got "
+                            f"{' '.join(fields)!r}")
+        files[fields[0]] = fields[1]
+    missing = [key for key in keys if key not in files]
+    if missing:
+        raise DataError(f"{len(missing)} key(s) of the trial lists are not in {scp} (e.g. {missing[0]!r}).")
+    return [files[key] for key in keys]

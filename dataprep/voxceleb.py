@@ -22,7 +22,8 @@ def tree_files(root: str, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> List[
         raise DataError(f"'{root}' is not a folder; give the VoxCeleb folder holding id*/<video>/<file> "
                         f"(e.g. vox2/dev/aac or vox2/dev/wav).")
     found = []
-    for speaker in sorted(os.listdir(root)):
+    for speaker in tqdm(sorted(os.listdir(root)), desc="list speakers", unit="spk", disable=None,
+                        **progress_options()):
         speaker_dir = os.path.join(root, speaker)
         if not os.path.isdir(speaker_dir):
             continue

@@ -3,7 +3,6 @@ and the policy for files longer than ``max_eval_seconds``."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 
 from core.audio import SAMPLE_RATE, frames_to_samples, load_audio, wrap_pad
 from core.options import LONG_FILE_MODES
+from dataprep.lists import key_paths
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class EvalDataset(torch.utils.data.Dataset):
     def __init__(self, keys: Sequence[str], test_path: str, eval_frames: int, num_eval: int,
                  max_eval_samples: Optional[int] = None, long_files: str = "cut"):
         self.keys, self.test_path = list(keys), test_path
+        self.paths = key_paths(self.keys, test_path)
         self.eval_frames, self.num_eval, self.max_eval_samples = eval_frames, num_eval, max_eval_samples
         self.long_files = long_files
 
@@ -65,7 +66,7 @@ class EvalDataset(torch.utils.data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, List[torch.Tensor], str]:
-        audio = load_audio(os.path.join(self.test_path, self.keys[i]))
+        audio = load_audio(self.paths[i])
         crops = eval_crops(audio, self.eval_frames, self.num_eval)
         pieces = whole_file_pieces(audio.shape[0], self.max_eval_samples, self.long_files)
         if len(pieces) > 1:

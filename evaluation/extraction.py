@@ -31,6 +31,7 @@ from core.audio import SAMPLE_RATE, audio_lengths, frames_to_samples
 from core.device import autocast_dtype
 from core.errors import DataError
 from core.logs import progress_options
+from dataprep.lists import key_paths
 from evaluation.dataset import EvalDataset, whole_file_pieces
 from evaluation.embeddings import Embeddings
 
@@ -113,7 +114,7 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     was_training = encoder.training
     encoder.eval()
     max_samples = int(max_eval_seconds * SAMPLE_RATE) if max_eval_seconds > 0 else None
-    durations = audio_lengths(keys, test_path)
+    durations = audio_lengths(key_paths(keys, test_path), "")
     lengths = np.array([max(b - a for a, b in whole_file_pieces(int(d), max_samples, long_files))
                         for d in durations])  # the longest whole-file piece of each file, from the headers
     order = np.argsort(lengths, kind="stable")  # equal lengths become neighbours

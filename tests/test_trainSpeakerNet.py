@@ -369,3 +369,20 @@ def test_sigterm_to_the_distributed_launcher_stops_every_rank_at_the_same_step(c
     again = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "ddp"), "--max_epoch",
                        "3", "--augment", "false", "--distributed", "--port", "29564")
     assert again.returncode == 0 and "Resumed from" in again.stderr, again.stderr[-2000:]
+
+
+def test_a_kaldi_test_folder_scores_like_the_wav_tree(config, tmp_path):
+    """test_path may be a Kaldi data folder: wav.scp maps the trial keys to files (here the same files)."""
+    cfg, _ = config
+    test_path = [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("test_path")][0]
+    keys = sorted({key for line in open(config_trials(cfg)) for key in line.split()[1:]})
+    folder = tmp_path / "kaldi_test"
+    folder.mkdir()
+    (folder / "wav.scp").write_text("".join(f"{key} {os.path.join(test_path, key)}\n" for key in keys))
+    (folder / "utt2spk").write_text("".join(f"{key} {key.split('/')[0]}\n" for key in keys))
+    tree = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+                      "--save_path", str(tmp_path / "a"))
+    kaldi = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+                       "--save_path", str(tmp_path / "b"), "--test_path", str(folder))
+    assert kaldi.returncode == 0, kaldi.stderr[-2000:]
+    assert result_line(kaldi.stdout) == result_line(tree.stdout)

@@ -2,7 +2,7 @@
 import pytest
 
 from core.errors import DataError
-from dataprep.lists import read_training_entries, speaker_labels
+from dataprep.lists import key_paths, read_training_entries, speaker_labels
 
 
 def test_voxceleb_list_entries_know_their_line(tmp_path):
@@ -57,3 +57,11 @@ def test_kaldi_segments_and_plain_folders_are_refused(tmp_path):
         read_training_entries(folder, "")
     with pytest.raises(DataError, match="folder without wav.scp"):
         read_training_entries(str(tmp_path), "")
+
+
+def test_evaluation_keys_through_a_kaldi_folder(tmp_path):
+    assert key_paths(["id1/a.wav"], "/data") == ["/data/id1/a.wav"]
+    folder = kaldi(tmp_path, "utt1 /x/1.wav\nutt2 rel/2.flac\n", "utt1 s\nutt2 s\n")
+    assert key_paths(["utt2", "utt1"], folder) == ["rel/2.flac", "/x/1.wav"]
+    with pytest.raises(DataError, match="not in .*wav.scp .*'utt3'"):
+        key_paths(["utt3"], folder)
