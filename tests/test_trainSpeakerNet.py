@@ -386,3 +386,21 @@ def test_a_kaldi_test_folder_scores_like_the_wav_tree(config, tmp_path):
                        "--save_path", str(tmp_path / "b"), "--test_path", str(folder))
     assert kaldi.returncode == 0, kaldi.stderr[-2000:]
     assert result_line(kaldi.stdout) == result_line(tree.stdout)
+
+
+def test_camhfa_learns_like_mhfa(config, tmp_path):
+    """model: CAMHFA trains like MHFA on the small demo: its training loss at a fixed margin falls as MHFA's does.
+    (The full demo shows the EER falling: README, CA-MHFA.)"""
+    cfg, _ = config
+    losses = {}
+    for model in ("MHFA", "CAMHFA"):
+        save = tmp_path / model
+        proc = run_script("trainSpeakerNet.py", "--config", cfg, "--model", model, "--head_nb", "4", "--save_path",
+                          str(save), "--augment", "false", "--max_epoch", "8", "--test_interval", "8", "--LR_MHFA",
+                          "5e-3", "--margin_warmup_epochs", "0")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = open(save / "result" / "scores.txt").read().splitlines()
+        losses[model] = [float(line.split("TLOSS ")[1].split(",")[0]) for line in lines]
+    print(losses)
+    for model, curve in losses.items():
+        assert len(curve) == 8 and curve[-1] < 0.8 * curve[0], (model, losses)
