@@ -404,3 +404,17 @@ def test_camhfa_learns_like_mhfa(config, tmp_path):
     print(losses)
     for model, curve in losses.items():
         assert len(curve) == 8 and curve[-1] < 0.8 * curve[0], (model, losses)
+
+
+def test_the_same_seed_gives_the_same_run_on_cpu(config, tmp_path):
+    """Same seed, same data order, crops, augmentation (a loader worker included) and weights, bit for bit; another
+    seed differs."""
+    cfg, _ = config
+    runs = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / name), "--seed", seed,
+                          "--max_epoch", "1", "--nDataLoaderThread", "1", "--test_list", "")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = torch.load(tmp_path / name / "model" / "model000000001.model", weights_only=True)["model"]
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])

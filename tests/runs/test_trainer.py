@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from core.distributed import launch
 from core.errors import TrainingError
@@ -191,3 +192,20 @@ def test_silent_audio_gives_finite_embeddings_and_scores(tiny_checkpoint):
             emb = net.encoder(torch.zeros(2, 16000))
         assert torch.isfinite(emb).all(), normalize
         assert torch.isfinite(torch.nn.functional.cosine_similarity(emb[:1], emb[1:])).all()
+
+
+def one_rank_fails(config, context):
+    """Rank 1 raises after a first collective; rank 0 then waits in another one that rank 1 never joins."""
+    flag = torch.zeros(1)
+    dist.all_reduce(flag)
+    if context.rank == 1:
+        raise RuntimeError("rank one broke on purpose")
+    dist.all_reduce(flag)  # would wait for ever without the launcher ending every process
+    return "unreachable"
+
+
+def test_a_rank_that_raises_ends_every_rank_with_its_error(tmp_path):
+    config = {"distributed": True, "nproc_per_node": 2, "device": "cpu", "port": "29519", "dist_timeout": 0.5}
+    with pytest.raises(RuntimeError, match="all 2 were stopped") as err:
+        launch(one_rank_fails, config)
+    assert "rank one broke on purpose" in str(err.value)
