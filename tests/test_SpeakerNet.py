@@ -84,3 +84,21 @@ def test_atomic_save_and_checkpoint_discovery(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
+
+
+def test_bad_model_files_give_one_clear_error_each(tiny_checkpoint, tmp_path):
+    """Truncated, corrupted, and written by another architecture (a CA-MHFA model into MHFA): a CheckpointError
+    naming the file and what was expected, never a bare traceback from torch."""
+    net = make_net(tiny_checkpoint)
+    good = tmp_path / "good.model"
+    save_model_file({"model": net.state_dict()}, str(good))
+    data = good.read_bytes()
+    (tmp_path / "truncated.model").write_bytes(data[:len(data) // 2])
+    (tmp_path / "corrupt.model").write_bytes(data[:100] + b"\x00" * 200 + data[300:])
+    other = make_net(tiny_checkpoint, model="CAMHFA", head_nb=2)
+    save_model_file({"model": other.state_dict()}, str(tmp_path / "camhfa.model"))
+    for name, fragment in (("truncated.model", "truncated.model"), ("corrupt.model", "corrupt.model"),
+                           ("camhfa.model", r"camhfa.model' does not fit this model: .*att_")):
+        with pytest.raises(CheckpointError, match=fragment):
+            load_model_state(make_net(tiny_checkpoint), str(tmp_path / name))
+    load_model_state(make_net(tiny_checkpoint), str(good))
