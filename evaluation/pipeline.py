@@ -51,7 +51,7 @@ def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
     """The data check of the files the trial lists name, resolved against test_path (no model needed): a
     DataError lists each unusable file at the list line where it first appears. Missing files under speaker
     folders that test_path lacks get a hint (VoxCeleb1-E/H span the dev and test parts)."""
-    problems, wheres, files = [], [], []
+    wheres, files = [], []
     for path in paths:
         read_trials(path)  # a malformed list is reported as such first
         for name, line in file_lines(path).items():

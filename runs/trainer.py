@@ -191,13 +191,11 @@ class ModelTrainer:
         and a per-iteration scheduler. Returns False when the step was skipped (non-finite gradients;
         under fp16 scaling the scaler skips it and lowers its scale)."""
         self.scaler.unscale_(self.optimizer)  # the true gradient, also under fp16 scaling (no-op otherwise)
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
         finite = bool(torch.isfinite(norm))
         if finite and self.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None],
-                self.grad_clip, norm)
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norm)
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # with inf gradients the scaler skips the step itself
         self.scaler.update()
