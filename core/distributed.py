@@ -11,6 +11,8 @@ import contextlib
 import datetime
 import os
 import signal
+import time
+import traceback
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 import torch
@@ -62,8 +64,11 @@ def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, r
         if context.main:
             results.put(("result", result))
         dist.barrier()  # all ranks done before any tears down (gloo aborted a rank that closed first)
-    except ToolkitError as err:
-        results.put(("error", (f"rank {local_rank}: {err}", getattr(err, "exit_code", 2))))
+    except Exception as err:  # reported with its time: the launcher names the first failure, not its echoes
+        toolkit = isinstance(err, ToolkitError)
+        results.put(("error", (time.time(), f"rank {local_rank}: {err}" if toolkit else
+                               f"rank {local_rank}:\n{traceback.format_exc()}", getattr(err, "exit_code", 2),
+                               toolkit)))
         raise
     finally:
         dist.destroy_process_group()
@@ -92,12 +97,14 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
             while not processes.join():
                 pass
     except mp.ProcessRaisedException as err:
-        messages = _drain(results)
-        errors = [text for kind, text in messages if kind == "error"]
-        if errors:  # a toolkit error in a rank: its message and exit status (2, or 128 + signal when stopped)
-            error = ConfigError(errors[0][0])
-            error.exit_code = errors[0][1]  # type: ignore[attr-defined]
+        errors = sorted(text for kind, text in _drain(results) if kind == "error")
+        if errors and errors[0][3]:  # the first failure is a toolkit error: its message and exit status
+            error = ConfigError(errors[0][1])  # (2, or 128 + signal when stopped)
+            error.exit_code = errors[0][2]  # type: ignore[attr-defined]
             raise error from None
+        if errors:  # the first failure (the others' errors, e.g. a lost connection, follow from it)
+            raise RuntimeError(f"a training process failed; all {world} were stopped. The first failure, "
+                               f"{errors[0][1]}") from None
         raise RuntimeError(f"a training process failed; all {world} were stopped:\n{err}") from None
     outcome = dict(_drain(results))
     return outcome.get("result")

@@ -208,4 +208,4 @@ def test_a_rank_that_raises_ends_every_rank_with_its_error(tmp_path):
     config = {"distributed": True, "nproc_per_node": 2, "device": "cpu", "port": "29519", "dist_timeout": 0.5}
     with pytest.raises(RuntimeError, match="all 2 were stopped") as err:
         launch(one_rank_fails, config)
-    assert "rank one broke on purpose" in str(err.value)
+    assert "The first failure, rank 1:" in str(err.value) and "rank one broke on purpose" in str(err.value)
