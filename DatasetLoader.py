@@ -19,7 +19,7 @@ from core.audio import (SAMPLE_RATE, frames_to_samples, is_native, load_audio, o
                         read_converted, read_frames, resample, wrap_pad)
 from core.errors import ConfigError, DataError
 from core.interrupt import ignore_in_worker
-from dataprep.lists import read_training_entries, speaker_labels
+from dataprep.lists import Entry, read_training_entries, speaker_labels
 from dataprep.musan import musan_files
 from dataprep.rirs import find_rirs
 
@@ -177,15 +177,16 @@ SPEEDS = (1.0, 0.9, 1.1)  # speed perturbation: class offset k * speakers for SP
 class TrainDataset(torch.utils.data.Dataset):
     """Training crops. An item is a group of indices (one speaker) -> ([n, samples], label).
 
-    ``keep`` (per list entry) drops entries the data check found unusable; labels are given over the whole
+    ``entries``: the list as already read (default: read ``train_list``). ``keep`` (per list entry) drops entries the data check found unusable; labels are given over the whole
     list, so dropping never renumbers speakers. With ``speed_perturb`` each group is read at a speed drawn
     from 1.0 / 0.9 / 1.1 and its label is ``speaker + k * speakers`` (3x the classes, as wespeaker).
     """
 
     def __init__(self, train_list: str, train_path: str, max_frames: int, augment: bool = False,
                  musan_path: str = "", rir_path: str = "", seed: int = 0, aug_prob: Optional[float] = None,
-                 speed_perturb: bool = False, keep: Optional[Sequence[bool]] = None, **kwargs):
-        entries = read_training_entries(train_list, train_path)
+                 speed_perturb: bool = False, keep: Optional[Sequence[bool]] = None,
+                 entries: Optional[List[Entry]] = None, **kwargs):
+        entries = entries if entries is not None else read_training_entries(train_list, train_path)
         labels, self.speakers = speaker_labels(entries)
         if keep is not None:
             entries, labels = [e for e, k in zip(entries, keep) if k], [lb for lb, k in zip(labels, keep) if k]

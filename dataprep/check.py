@@ -13,7 +13,7 @@ import concurrent.futures
 import json
 import logging
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import soundfile
 from tqdm import tqdm
@@ -22,6 +22,7 @@ from core.audio import AUDIO_ERRORS, SAMPLE_RATE, converted_length
 from core.errors import DataError
 from core.files import write_text
 from core.logs import progress_options
+from dataprep.lists import Entry
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -178,3 +179,15 @@ def enforce(report: CheckReport, what: str, drop: bool) -> List[bool]:
     raise DataError(f"{what}: {len(report.problems)} of {len(report.good)} entries are unusable ({summary}); fix or "
                     f"remove these lines, or set drop_bad_data: true to train without them:\n"
                     f"{format_problems(report.problems)}")
+
+
+def cache_file(config: Dict[str, Any]) -> str:
+    """The data check's cache of a configuration: ``data_check_cache``, else ``<save_path>/data_check.json``."""
+    return config["data_check_cache"] or os.path.join(config["save_path"], "data_check.json")
+
+
+def check_training_list(config: Dict[str, Any], entries: Sequence[Entry]) -> CheckReport:
+    """The data check of a training list's entries with a configuration's settings (min length, cache)."""
+    return check_files([e.path for e in entries], [e.where for e in entries], config["min_audio_seconds"],
+                       cache_file(config), workers=max(8, config["nDataLoaderThread"]),
+                       desc="data check (training list)")

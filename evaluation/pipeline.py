@@ -20,7 +20,7 @@ from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
 from core.distributed import Context, all_gather
 from core.errors import DataError, TrialListError
 from core.options import in_sections
-from dataprep.check import check_files, format_problems
+from dataprep.check import cache_file, check_files, format_problems
 from dataprep.lists import key_paths
 from evaluation.cache import cached_embeddings
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
@@ -57,9 +57,8 @@ def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
         for name, line in file_lines(path).items():
             files.append(name)
             wheres.append(f"{path}:{line}")
-    cache = config["data_check_cache"] or os.path.join(config["save_path"], "data_check.json")
     report = check_files(key_paths(files, config["test_path"]), wheres, config["min_audio_seconds"],
-                         cache, workers=max(8, config["nDataLoaderThread"]), desc="data check (trials)")
+                         cache_file(config), workers=max(8, config["nDataLoaderThread"]), desc="data check (trials)")
     for conversion, count in sorted(report.converted.items()):
         logger.warning("Trial lists: %d file(s) will be %s on reading.", count, conversion)
     quiet_conversions()  # reported here with their counts

@@ -22,8 +22,8 @@ from core.distributed import Context, all_gather, barrier
 from core.errors import ConfigError, Interrupted, TrainingError
 from core.interrupt import StopRequest
 from core.logs import EPOCH_LOGGER, setup_logging
-from dataprep.check import CheckReport, check_files, enforce
-from dataprep.lists import read_training_entries
+from dataprep.check import check_training_list, enforce
+from dataprep.lists import Entry, read_training_entries
 from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
 from evaluation.metrics import format_result
 from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
@@ -70,33 +70,25 @@ def check_inputs(config: Dict[str, Any], fresh: bool, context: Context) -> None:
         require_paths(config, ["initial_model"])
 
 
-def data_check_cache(config: Dict[str, Any]) -> str:
-    return config["data_check_cache"] or os.path.join(config["save_path"], "data_check.json")
-
-
-def checked_entries(config: Dict[str, Any], context: Context) -> Optional[List[bool]]:
-    """The data check of the training list (rank 0 probes and caches, the others then read the cache):
-    stops on unusable entries, or with drop_bad_data returns the keep mask (None when not checking)."""
-    if not config["check_data"]:
-        return None
+def checked_entries(config: Dict[str, Any], context: Context) -> Tuple[List[Entry], Optional[List[bool]]]:
+    """The training list's entries and, when checking data, the keep mask of the data check (rank 0 probes and
+    caches, the others then read the cache): stops on unusable entries unless drop_bad_data."""
     entries = read_training_entries(config["train_list"], config["train_path"])
-
-    def check() -> CheckReport:
-        return check_files([e.path for e in entries], [e.where for e in entries], config["min_audio_seconds"],
-                           data_check_cache(config), workers=max(8, config["nDataLoaderThread"]),
-                           desc="data check (training list)")
-    report = check() if context.main else None
+    if not config["check_data"]:
+        return entries, None
+    report = check_training_list(config, entries) if context.main else None
     barrier(context)
-    keep = enforce(report if context.main else check(), f"Training list '{config['train_list']}'",
-                   config["drop_bad_data"])
+    keep = enforce(report if context.main else check_training_list(config, entries),
+                   f"Training list '{config['train_list']}'", config["drop_bad_data"])
     quiet_conversions()  # reported above with their counts
-    return keep
+    return entries, keep
 
 
 def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.DataLoader:
     """The training loader; data-parallel, each process gets its share of every epoch and its own
     random crops and augmentation."""
-    dataset = TrainDataset(**config, keep=checked_entries(config, context))
+    entries, keep = checked_entries(config, context)
+    dataset = TrainDataset(**config, entries=entries, keep=keep)
     if dataset.num_classes != config["nClasses"]:
         times = " x 3 speeds (speed_perturb)" if config["speed_perturb"] else ""
         raise ConfigError(f"nClasses is {config['nClasses']} but '{config['train_list']}' has "

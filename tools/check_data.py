@@ -14,7 +14,7 @@ from core.cli import build_parser, run_cli
 from core.config import require_paths
 from core.errors import ConfigError
 from core.logs import setup_logging
-from dataprep.check import check_files, enforce
+from dataprep.check import check_training_list, enforce
 from dataprep.lists import read_training_entries
 from evaluation.pipeline import check_trial_files
 from evaluation.trials import list_paths
@@ -26,14 +26,11 @@ def check_command(config: Dict[str, Any]) -> str:
     setup_logging()
     if not config["train_list"] and not config["test_list"]:
         raise ConfigError("Nothing to check: give train_list (with train_path) and/or test_list (with test_path).")
-    cache = config["data_check_cache"] or f"{config['save_path']}/data_check.json"
     done = []
     if config["train_list"]:
         require_paths(config, ["train_list"])
         entries = read_training_entries(config["train_list"], config["train_path"])
-        report = check_files([e.path for e in entries], [e.where for e in entries], config["min_audio_seconds"],
-                             cache, desc="data check (training list)")
-        keep = enforce(report, f"Training list '{config['train_list']}'", config["drop_bad_data"])
+        keep = enforce(check_training_list(config, entries), f"Training list '{config['train_list']}'", config["drop_bad_data"])
         done.append(f"training list: {sum(keep)} of {len(keep)} entries usable")
     if config["test_list"]:
         require_paths(config, ["test_list", "test_path"])
