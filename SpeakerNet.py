@@ -1,7 +1,11 @@
 """The speaker network (encoder + loss + regulariser toward the pre-trained weights) and its model files.
 
 Model files: ours (``model``, ``optimizer``, ... in one dict) and the original repository's
-(``__S__.*`` / ``__L__.*`` keys), loaded strictly; written atomically.
+(``__S__.*`` / ``__L__.*`` keys), loaded strictly; written atomically. Ours are self-contained:
+``config`` (every option of the run) and ``frontend`` (the SSL architecture: family and torchaudio
+builder arguments) rebuild the model without the YAML or the pre-trained checkpoint
+(:func:`apply_model_file`); files without ``frontend`` (the original's, older ones of ours) need
+both, as before.
 """
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from core.errors import CheckpointError
+from core.config import SSL_ARCHITECTURE
+from core.errors import CheckpointError, ConfigError
 from core.files import atomic_path
+from core.options import OPTION_BY_NAME, OPTIONS, in_sections
 from core.plugins import get_plugin
 from frontend.formats import load_torch_file, state_mismatch
 from frontend.names import wavlm_state_to_torchaudio
@@ -117,6 +123,73 @@ def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) 
             f"compression_dim, nClasses and pretrained_model_path against the run that wrote it.")
     model.load_state_dict(state, strict=not allow_partial)
     return obj if isinstance(obj, dict) else {}
+
+
+# Options a self-contained model file fixes (they shape its tensors or change its embeddings): a YAML or
+# command-line value that differs is an error. The extraction protocol it was trained with is a default.
+MODEL_FILE_KEYS = in_sections(("model",)) + ["normalize_input", "trainfunc", "nClasses", "subcenters"]
+PROTOCOL_KEYS = in_sections(("extraction",))
+
+
+def model_file_fields(net: SpeakerNet, config: Dict[str, Any]) -> Dict[str, Any]:
+    """What a model file holds besides its tensors, to rebuild the model on its own: ``config`` (every
+    option of the run) and ``frontend`` (the SSL front-end's architecture, when the encoder has one)."""
+    fields: Dict[str, Any] = {"config": {o.name: config[o.name] for o in OPTIONS}}
+    architecture = getattr(getattr(net.encoder, "frontend", None), "architecture", None)
+    if architecture is not None:
+        fields["frontend"] = architecture
+    return fields
+
+
+def read_model_header(path: str) -> Optional[Dict[str, Any]]:
+    """``{'config', 'frontend'}`` of a self-contained model file; None for a file without them (the original
+    repository's, or ours from before model files held their architecture). The tensors are memory-mapped,
+    not read."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not mappable (old serialisation) or unreadable: the plain reader says which
+        obj = load_torch_file(path)
+    if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "frontend" in obj):
+        return None
+    return {"config": obj["config"], "frontend": obj["frontend"]}
+
+
+def _same(key: str, given: Any, saved: Any) -> bool:
+    if key == "model":  # an alias (Baseline.Spk_Encoder) is the same model
+        return given == saved or get_plugin("models", given) is get_plugin("models", saved)
+    return given == saved
+
+
+def apply_model_file(config: Dict[str, Any], sources: Dict[str, str]) -> Dict[str, Any]:
+    """``config`` completed by its self-contained ``initial_model`` (unchanged for other files).
+
+    The file's model options (:data:`MODEL_FILE_KEYS`) replace the configuration's; one given in
+    ``sources`` (option -> where it was given, e.g. ``--nOut on the command line``) with another value is
+    a ConfigError naming both values and both places. Its extraction protocol (:data:`PROTOCOL_KEYS`) is
+    used where ``sources`` gives none. The front-end is rebuilt from the file's ``frontend``
+    (``ssl_architecture``, not an option), so ``pretrained_model_path`` is not read.
+    """
+    path = config["initial_model"]
+    header = read_model_header(path) if path else None
+    if header is None:
+        return dict(config)
+    saved, out, conflicts = header["config"], dict(config), []
+    for key in MODEL_FILE_KEYS + PROTOCOL_KEYS:
+        if key not in saved:  # a file of a version without this option: its default
+            continue
+        try:
+            value = OPTION_BY_NAME[key].type(saved[key])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"Model file '{path}': bad saved value of '{key}': {saved[key]!r} ({err}).") from err
+        if key in sources and key in MODEL_FILE_KEYS and not _same(key, config[key], value):
+            conflicts.append(f"{key} is {config[key]!r} in {sources[key]} but {value!r} in the model file '{path}'")
+        if key in MODEL_FILE_KEYS or key not in sources:
+            out[key] = value
+    if conflicts:
+        raise ConfigError("; ".join(conflicts) + ". The model file defines the model it holds: remove those options "
+                          "(or give the file's values), or give another model file.")
+    out.update({"pretrained_model_path": "", SSL_ARCHITECTURE: header["frontend"]})
+    return out
 
 
 def save_model_file(obj: Dict[str, Any], path: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from typing import Any, Dict, FrozenSet, Iterable, Optional, Sequence
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence
 
 import yaml
 
@@ -23,15 +23,32 @@ PRECEDENCE = ("Configuration precedence (lowest to highest): built-in defaults, 
               "given with --config, then options given explicitly on the command line.")
 # Files that must exist whenever they are set (empty = not used).
 PATHS_IF_SET = ("embeddings", "cohort_embeddings", "mean_embeddings", "mean_list", "qmf_list")
+# Not an option: the front-end architecture of a self-contained model file (SpeakerNet.apply_model_file),
+# set in a configuration whose model is built from that file alone.
+SSL_ARCHITECTURE = "ssl_architecture"
 
 
 class Config(dict):
     """The resolved configuration: every option of :mod:`core.options` by name, plus ``config``
     (the YAML path) and the arguments of the command's own. ``cli`` holds the names of the
     options written on the command line (a tool that reads settings from another file lets
-    exactly these win over it)."""
+    exactly these win over it), ``yaml_keys`` those the YAML file sets."""
 
     cli: FrozenSet[str] = frozenset()
+    yaml_keys: FrozenSet[str] = frozenset()
+
+    def with_values(self, values: Dict[str, Any]) -> "Config":
+        """A copy with ``values`` set, keeping where the options came from (``cli``, ``yaml_keys``)."""
+        out = Config({**self, **values})
+        out.cli, out.yaml_keys = self.cli, self.yaml_keys
+        return out
+
+    def sources(self) -> Dict[str, str]:
+        """Where each option that was given came from: ``--key on the command line`` or ``the config
+        file 'F'`` (for messages about a value that contradicts another file)."""
+        out = {key: f"the config file '{self['config']}'" for key in self.yaml_keys}
+        out.update({key: f"--{key} on the command line" for key in self.cli})
+        return out
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -93,14 +110,15 @@ def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] =
     args = vars(parser.parse_args(argv))
     config = Config(defaults())
     config_path = args.pop("config")
-    if config_path:
-        config.update(read_yaml(config_path))
+    from_yaml = read_yaml(config_path) if config_path else {}
+    config.update(from_yaml)
     for name in set(args) & set(OPTION_BY_NAME):
         if getattr(OPTION_BY_NAME[name].type, "nargs", None):
             args[name] = OPTION_BY_NAME[name].type(args[name])
     config.update(args)
     config["config"] = config_path or ""
     config.cli = frozenset(set(args) & set(OPTION_BY_NAME))
+    config.yaml_keys = frozenset(from_yaml)
     validate(config)
     return config
 
@@ -141,6 +159,12 @@ def require_paths(config: Dict[str, Any], keys: Iterable[str]) -> None:
 def require_paths_if_set(config: Dict[str, Any], keys: Iterable[str] = PATHS_IF_SET) -> None:
     """:func:`require_paths` for the optional inputs that are set."""
     require_paths(config, [key for key in keys if config[key]])
+
+
+def frontend_paths(config: Dict[str, Any]) -> List[str]:
+    """The options naming the files the model of ``config`` is built from: ``pretrained_model_path``, unless
+    the model comes from a self-contained model file alone (:data:`SSL_ARCHITECTURE` set)."""
+    return [] if config.get(SSL_ARCHITECTURE) is not None else ["pretrained_model_path"]
 
 
 def save_config(config: Dict[str, Any], path: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from core.audio import quiet_conversions
-from core.config import PATHS_IF_SET, require_paths, require_paths_if_set
+from core.config import PATHS_IF_SET, frontend_paths, require_paths, require_paths_if_set
 from core.distributed import Context, all_gather
 from core.errors import DataError, TrialListError
 from core.options import in_sections
@@ -43,7 +43,7 @@ def evaluation_paths(config: Dict[str, Any], reads_model_file: bool = True) -> N
     """Check every file and folder an evaluation of ``config`` reads, before any work starts
     (``initial_model`` too when the model is built from it rather than passed in)."""
     extracts = not config["embeddings"]
-    require_paths(config, ["test_list"] + (["test_path", "pretrained_model_path"] if extracts else []))
+    require_paths(config, ["test_list"] + (["test_path"] + frontend_paths(config) if extracts else []))
     require_paths_if_set(config, PATHS_IF_SET + (("initial_model",) if extracts and reads_model_file else ()))
 
 

@@ -76,6 +76,13 @@ def read_ssl_checkpoint(path: str, trust_checkpoint: bool = False) -> SSLCheckpo
                           f"Accepted: {ACCEPTED_FORMATS}.")
 
 
+def make_model(family: str, config: Dict[str, Any]) -> nn.Module:
+    """torchaudio's model of ``family`` ('wavlm', 'hubert' or 'wav2vec2') from its builder arguments
+    ``config`` (without ``aux_num_out``), randomly initialised."""
+    config = dict(config, aux_num_out=None)
+    return wavlm_model(**config) if family == "wavlm" else wav2vec2_model(**config)
+
+
 def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -> nn.Module:
     """Build the torchaudio model of ``ckpt`` and load its tensors strictly.
 
@@ -84,8 +91,7 @@ def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -
     unused tensors are dropped and missing ones keep their random initialisation,
     both logged by name; shape mismatches always fail.
     """
-    config = dict(ckpt.config, aux_num_out=None)
-    model = wavlm_model(**config) if ckpt.family == "wavlm" else wav2vec2_model(**config)
+    model = make_model(ckpt.family, ckpt.config)
     expected = model.state_dict()
     missing, unexpected, mis_shaped, _ = state_mismatch(expected, ckpt.state)
     unused = ckpt.unused + unexpected

@@ -18,15 +18,15 @@ its last entry).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from core.errors import ConfigError
-from frontend.detect import build_encoder, read_ssl_checkpoint
+from core.errors import CheckpointError, ConfigError
+from frontend.detect import build_encoder, make_model, read_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,14 @@ class SSLFrontend(nn.Module):
         grad_checkpointing: recompute each block in backward instead of storing its
             activations (joint fine-tuning of Large models on long crops).
         family: 'wavlm', 'hubert' or 'wav2vec2' (for messages).
+        architecture: ``{'family': ..., 'config': torchaudio builder arguments}`` of ``model``: what a
+            model file records to rebuild the front-end without the pre-trained checkpoint.
     """
 
     def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True,
                  freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
-                 family: str = "wavlm", layer_grad_mult: float = 1.0):
+                 family: str = "wavlm", layer_grad_mult: float = 1.0,
+                 architecture: Optional[Dict[str, Any]] = None):
         super().__init__()
         if layer_grad_mult < 0:
             raise ConfigError(f"layer_grad_mult must be >= 0, got {layer_grad_mult}")
@@ -86,6 +89,7 @@ class SSLFrontend(nn.Module):
                               f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
         self.model = model
         self.family = family
+        self.architecture = architecture
         self.normalize_input = normalize_input
         self.freeze_ssl = freeze_ssl
         self.freeze_cnn = freeze_cnn or freeze_ssl
@@ -249,8 +253,40 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
         model.encoder.transformer.layer_drop = layer_drop
     frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
                            feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                           family=ckpt.family, layer_grad_mult=layer_grad_mult)
+                           family=ckpt.family, layer_grad_mult=layer_grad_mult,
+                           architecture={"family": ckpt.family, "config": dict(ckpt.config)})
     logger.info("Loaded SSL front-end from %s (%s): %d layers (+ input), hidden size %d, LayerDrop %g%s",
                 path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size, frontend.layer_drop,
                 f"; ignored {len(ckpt.ignored)} head tensors" if ckpt.ignored else "")
     return frontend
+
+
+def ssl_frontend_from_architecture(architecture: Dict[str, Any], normalize_input: bool = False,
+                                   freeze_cnn: bool = True, layer_drop: Optional[float] = None,
+                                   freeze_ssl: bool = False, feature_grad_mult: float = 1.0,
+                                   grad_checkpointing: bool = False, layer_grad_mult: float = 1.0,
+                                   source: str = "model file") -> SSLFrontend:
+    """A front-end of the architecture a model file recorded (``SSLFrontend.architecture``), randomly
+    initialised: the model file's own tensors then fill it, so no pre-trained checkpoint is read.
+
+    Args:
+        architecture: ``{'family': 'wavlm' | 'hubert' | 'wav2vec2', 'config': torchaudio builder arguments}``.
+        source: where ``architecture`` came from, for the error message.
+        Other arguments: as :func:`load_ssl_frontend`.
+    Raises:
+        CheckpointError: ``architecture`` is not a valid description (a damaged or edited file).
+    """
+    try:
+        family, config = architecture["family"], architecture["config"]
+        if family not in ("wavlm", "hubert", "wav2vec2"):
+            raise ValueError(f"unknown family {family!r}")
+        model = make_model(family, config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: its front-end architecture {architecture!r} cannot be built ({err}); "
+                              f"the file is damaged or was edited: evaluate it with the YAML and "
+                              f"pretrained_model_path of the run that wrote it.") from err
+    if layer_drop is not None:
+        model.encoder.transformer.layer_drop = layer_drop
+    return SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                       feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing, family=family,
+                       layer_grad_mult=layer_grad_mult, architecture={"family": family, "config": dict(config)})

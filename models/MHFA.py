@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend
+from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend, ssl_frontend_from_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,18 @@ class SpeakerEncoder(nn.Module):
 def build_frontend(pretrained_model_path: str, normalize_input: bool = False, trust_checkpoint: bool = False,
                    freeze_ssl: bool = False, freeze_cnn: bool = True, feature_grad_mult: float = 1.0,
                    layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
-                   allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0, **kwargs: Any) -> SSLFrontend:
+                   allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
+                   ssl_architecture: Optional[Dict[str, Any]] = None, initial_model: str = "",
+                   **kwargs: Any) -> SSLFrontend:
     """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
-    :func:`frontend.ssl_frontend.load_ssl_frontend`)."""
+    :func:`frontend.ssl_frontend.load_ssl_frontend`). With ``ssl_architecture`` (the architecture a
+    self-contained model file ``initial_model`` records) it is built from that, untrained, and
+    ``pretrained_model_path`` is not read: the model file's tensors fill it."""
+    if ssl_architecture is not None:
+        return ssl_frontend_from_architecture(
+            ssl_architecture, normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop,
+            freeze_ssl=freeze_ssl, feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+            layer_grad_mult=layer_grad_mult, source=f"Model file '{initial_model}'")
     return load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
                              trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
                              feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,

@@ -1,16 +1,31 @@
-"""Evaluate a model given by the configuration (``initial_model`` on ``pretrained_model_path``), or saved
-embeddings; embed files with it (for cohorts and verification)."""
+"""Evaluate a model given by the configuration (a self-contained ``initial_model`` alone, or one on
+``pretrained_model_path``), or saved embeddings; embed files with it (for cohorts and verification)."""
 from __future__ import annotations
 
 import os
 from typing import Any, Dict, List, Optional
 
+from core.config import require_paths
 from core.device import resolve_device
 from core.errors import ConfigError
 from core.logs import setup_logging
 from evaluation.embeddings import Embeddings
 from evaluation.pipeline import evaluate, extract_files, score_file_for
-from SpeakerNet import build_encoder, find_checkpoints
+from SpeakerNet import apply_model_file, build_encoder, find_checkpoints
+
+
+def with_model_file(config: Dict[str, Any], sources: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """``config`` completed by its ``initial_model`` when that is a self-contained model file
+    (:func:`SpeakerNet.apply_model_file`): the model options come from the file and the options given in
+    the YAML or on the command line (``sources``; by default those ``config`` records) must agree with it.
+    A :class:`core.config.Config` stays one, with the record of where its options came from."""
+    if config["embeddings"] or not config["initial_model"]:
+        return config
+    require_paths(config, ["initial_model"])
+    if sources is None:
+        sources = config.sources() if hasattr(config, "sources") else {}
+    resolved = apply_model_file(config, sources)
+    return config.with_values(resolved) if hasattr(config, "with_values") else resolved
 
 
 def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -24,17 +39,20 @@ def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     setup_logging()
     device = resolve_device(config["device"])
     if config["embeddings"] or "initial_model" in getattr(config, "cli", ()):
+        config = with_model_file(config)
         return evaluate(config, device, build_encoder=lambda: build_encoder(config, device))
     checkpoints = find_checkpoints(os.path.join(config["save_path"], "model"))[-max(1, config["eval_checkpoints"]):]
     if not checkpoints:
         raise ConfigError(f"No checkpoint to evaluate in '{config['save_path']}/model': give --initial_model FILE "
                           f"(a model file; 'none' evaluates the untrained model), or the save_path of a run.")
     results = {}
+    sources = config.sources() if hasattr(config, "sources") else {}
     for _, path in checkpoints:
         name = os.path.splitext(os.path.basename(path))[0]
         several = len(checkpoints) > 1  # output files get the checkpoint's name: <stem>.<name><ext>
-        one = {**config, "initial_model": path, "score_file": score_file_for(config["score_file"], name, several),
-               "save_embeddings": score_file_for(config["save_embeddings"], name, several)}
+        one = with_model_file({**config, "initial_model": path,
+                               "score_file": score_file_for(config["score_file"], name, several),
+                               "save_embeddings": score_file_for(config["save_embeddings"], name, several)}, sources)
         result = evaluate(one, device, build_encoder=lambda: build_encoder(one, device), parts=True)
         if result is not None:
             results[name] = result
@@ -42,6 +60,7 @@ def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def embed_files(config: Dict[str, Any], files: List[str], root: str, verbose: bool = True) -> Embeddings:
-    """Embeddings of ``files`` (relative to ``root``) by the model of ``config``, with its extraction options."""
+    """Embeddings of ``files`` (relative to ``root``) by the model of ``config``, with its extraction options
+    (``config`` as :func:`with_model_file` completed it, when its model is a self-contained file)."""
     device = resolve_device(config["device"])
     return extract_files(config, files, root, build_encoder(config, device), device, verbose=verbose)

@@ -16,9 +16,8 @@ from tqdm import tqdm
 from core.device import autocast_dtype
 from core.errors import CheckpointError, ConfigError, TrainingError
 from core.logs import progress_options
-from core.options import OPTIONS
 from core.plugins import get_plugin
-from SpeakerNet import SpeakerNet, load_model_state, save_model_file
+from SpeakerNet import SpeakerNet, load_model_state, model_file_fields, save_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +208,12 @@ class ModelTrainer:
     def save(self, path: str, epoch: int, config: Dict[str, Any], step: int = 0,
              random_states: Optional[Any] = None) -> None:
         """A resumable checkpoint: ``epoch`` epochs done, plus ``step`` optimizer steps of the next one;
-        ``random_states``: what to resume the random streams with (per process, see runs.train)."""
+        ``random_states``: what to resume the random streams with (per process, see runs.train). It is a
+        self-contained model file too (:func:`SpeakerNet.model_file_fields`)."""
         save_model_file({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                          "epoch": epoch, "step": step, "random": random_states,
-                         "config": {o.name: config[o.name] for o in OPTIONS}}, path)
+                         **model_file_fields(self.model, config)}, path)
 
     def resume(self, path: str) -> Tuple[int, int, Optional[Any]]:
         """Restore model, optimiser, scheduler and scaler from our checkpoint; returns (epochs done,

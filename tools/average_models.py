@@ -3,7 +3,7 @@
 Either name the files (``--models A.model B.model ...``) or take the newest ``--last N`` checkpoints of a
 run's ``save_path`` (from ``--config`` or ``--save_path``). Floating-point tensors are averaged in float64
 and stored in their own type; other tensors (counters) are taken from the newest file. The output holds
-``model`` (and the newest file's ``config``), written atomically; optimiser state is not kept, so it
+``model`` (and the newest file's ``config`` and ``frontend``: self-contained like it), written atomically; optimiser state is not kept, so it
 starts a new stage (``initial_model``) rather than resuming one.
 
 Usage:
@@ -65,8 +65,9 @@ def average_command(config: Dict[str, Any]) -> str:
             raise CheckpointError(f"'{path}' is not a model file of this toolkit (no 'model' state).")
         states.append(obj["model"])
     averaged = {"model": average_states(states, paths), "averaged_from": list(paths)}
-    if "config" in objects[-1]:
-        averaged["config"] = objects[-1]["config"]
+    for key in ("config", "frontend"):  # the newest file's: with both, the average is self-contained
+        if key in objects[-1]:
+            averaged[key] = objects[-1][key]
     save_model_file(averaged, config["out"])
     logger.info("Averaged %d model files into %s", len(paths), config["out"])
     return config["out"]

@@ -4,7 +4,8 @@
 Usage:
   from saved embeddings (keys = paths as written in the training list):
     python -m tools.make_cohort --embeddings train_emb.npz --train_list train_list.txt --out cohort.npz
-  from a model (whole-file embeddings of every listed file, extracted once):
+  from a model (whole-file embeddings of every listed file, extracted once; a model file written by training
+  needs no --config):
     python -m tools.make_cohort --config C.yaml --initial_model M.model --train_list L --train_path P \\
         --out cohort.npz [--save_embeddings train_emb.npz]
 """
@@ -14,12 +15,12 @@ import logging
 from typing import Any, Dict, Optional, Sequence
 
 from core.cli import build_parser, run_cli
-from core.config import require_paths, require_paths_if_set
+from core.config import frontend_paths, require_paths, require_paths_if_set
 from core.logs import setup_logging
 from DatasetLoader import read_speaker_list
 from evaluation.cohort import make_cohort
 from evaluation.embeddings import load_embeddings, save_embeddings
-from runs.evaluate import embed_files
+from runs.evaluate import embed_files, with_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def cohort_command(config: Dict[str, Any]) -> None:
     if config["embeddings"]:
         emb = load_embeddings(config["embeddings"])
     else:
-        require_paths(config, ["train_path", "pretrained_model_path"])
+        config = with_model_file(config)
+        require_paths(config, ["train_path"] + frontend_paths(config))
         whole_files_only = {**config, "eval_frames": 0, "num_eval": 1}
         emb = embed_files(whole_files_only, sorted(set(files)), config["train_path"])
         if config["save_embeddings"]:

@@ -8,6 +8,8 @@ the threshold belongs to, and they are applied here: the extraction protocol (ev
 num_eval, max_eval_seconds, eval_long_files, ...) and the scoring (score_norm, top_n, cohort,
 mean). Options written on this command line override the file; the file overrides the YAML.
 
+A model file written by training needs no --config (it holds its model and front-end).
+
 Usage:
   python -m tools.verify --config C.yaml --initial_model M.model a.wav b.wav --threshold_file F.threshold.json
   python -m tools.verify --config C.yaml --initial_model M.model a.wav b.wav --threshold 0.45
@@ -27,7 +29,7 @@ from core.options import OPTION_BY_NAME
 from evaluation.pipeline import THRESHOLD_SETTINGS, configured_scores
 from evaluation.reports import read_threshold_file
 from evaluation.trials import Trials
-from runs.evaluate import embed_files
+from runs.evaluate import embed_files, with_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def verify(config: Config) -> Dict[str, Any]:
 
 def verify_command(config: Config) -> Dict[str, Any]:
     setup_logging()
-    return verify(config)
+    return verify(with_model_file(config))
 
 
 def show(result: Dict[str, Any]) -> str:

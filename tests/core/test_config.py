@@ -126,3 +126,12 @@ def test_layer_drop_defaults_to_the_checkpoint(tmp_path):
     assert load_config(parser(), [])["layer_drop"] is None
     assert load_config(parser(), ["--config", write(tmp_path, "layer_drop: null\n")])["layer_drop"] is None
     assert load_config(parser(), ["--layer_drop", "0"])["layer_drop"] == 0.0
+
+
+def test_sources_say_where_each_given_option_came_from(tmp_path):
+    cfg = write(tmp_path, "nOut: 64\nhead_nb: 8\n")
+    c = load_config(parser(), ["--config", cfg, "--head_nb", "4"])
+    assert c.sources() == {"nOut": f"the config file '{cfg}'", "head_nb": "--head_nb on the command line"}
+    copy = c.with_values({"margin": 0.4})
+    assert copy["margin"] == 0.4 and c["margin"] == 0.2 and copy.sources() == c.sources()
+    assert load_config(parser(), []).sources() == {}
