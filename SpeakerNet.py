@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from core.config import SSL_ARCHITECTURE
+from core.config import SSL_ARCHITECTURE, Config, require_paths
 from core.errors import CheckpointError, ConfigError
 from core.files import atomic_path
 from core.options import OPTION_BY_NAME, OPTIONS, in_sections
@@ -190,6 +190,20 @@ def apply_model_file(config: Dict[str, Any], sources: Dict[str, str]) -> Dict[st
                           "(or give the file's values), or give another model file.")
     out.update({"pretrained_model_path": "", SSL_ARCHITECTURE: header["frontend"]})
     return out
+
+
+def with_model_file(config: Dict[str, Any], sources: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """``config`` completed by its ``initial_model`` when that is a self-contained model file
+    (:func:`apply_model_file`; unchanged when scoring saved ``embeddings`` or without a model file).
+    ``sources``: where options were given (default: what a :class:`core.config.Config` records of its YAML
+    and command line). A Config stays one, with that record."""
+    if config["embeddings"] or not config["initial_model"]:
+        return config
+    require_paths(config, ["initial_model"])
+    if sources is None:
+        sources = config.sources() if isinstance(config, Config) else {}
+    resolved = apply_model_file(config, sources)
+    return config.with_values(resolved) if isinstance(config, Config) else resolved
 
 
 def save_model_file(obj: Dict[str, Any], path: str) -> None:

@@ -5,27 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from core.config import require_paths
 from core.device import resolve_device
 from core.errors import ConfigError
 from core.logs import setup_logging
 from evaluation.embeddings import Embeddings
 from evaluation.pipeline import evaluate, extract_files, score_file_for
-from SpeakerNet import apply_model_file, build_encoder, find_checkpoints
-
-
-def with_model_file(config: Dict[str, Any], sources: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """``config`` completed by its ``initial_model`` when that is a self-contained model file
-    (:func:`SpeakerNet.apply_model_file`): the model options come from the file and the options given in
-    the YAML or on the command line (``sources``; by default those ``config`` records) must agree with it.
-    A :class:`core.config.Config` stays one, with the record of where its options came from."""
-    if config["embeddings"] or not config["initial_model"]:
-        return config
-    require_paths(config, ["initial_model"])
-    if sources is None:
-        sources = config.sources() if hasattr(config, "sources") else {}
-    resolved = apply_model_file(config, sources)
-    return config.with_values(resolved) if hasattr(config, "with_values") else resolved
+from SpeakerNet import build_encoder, find_checkpoints, with_model_file
 
 
 def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -9,7 +9,7 @@ import torch
 from core.options import defaults
 from evaluation.embeddings import Embeddings
 from evaluation.trials import Trials
-from SpeakerNet import SpeakerNet
+from SpeakerNet import SpeakerNet, model_file_fields, save_model_file
 from synthetic.checkpoints import torchaudio_state_to_wavlm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +70,16 @@ def save_tiny_model(checkpoint: str, path) -> tuple:
     torch.save({"model": net.state_dict()}, path)
     options = [f"--{k}={v}" for k, v in MODEL_OPTIONS.items()]
     return net.encoder.eval(), options + ["--pretrained_model_path", checkpoint, "--initial_model", str(path)]
+
+
+def save_self_contained_model(checkpoint: str, path, **over) -> tuple:
+    """A random tiny SpeakerNet (MODEL_OPTIONS + ``over``) saved as training saves it: tensors, every option and
+    the front-end architecture. Returns its encoder (eval mode) and the configuration it was built with."""
+    config = {**defaults(), **MODEL_OPTIONS, **over, "pretrained_model_path": checkpoint}
+    torch.manual_seed(0)
+    net = SpeakerNet(**config)
+    save_model_file({"model": net.state_dict(), **model_file_fields(net, config)}, str(path))
+    return net.encoder.eval(), config
 
 
 def to_original_format(state):

@@ -15,7 +15,7 @@ LAYERS = {
     "frontend": 1, "dataprep": 1,
     "models": 2, "loss": 2, "optimizer": 2, "scheduler": 2, "synthetic": 2,
     "SpeakerNet": 3, "DatasetLoader": 3, "evaluation": 3,
-    "runs": 4,
+    "runs": 4, "inference": 4,
     "trainSpeakerNet": 5, "trainSpeakerNet_Eval": 5, "tuneThreshold": 5, "tools": 5,
 }
 ENTRY_POINTS = {"trainSpeakerNet", "trainSpeakerNet_Eval", "tuneThreshold", "tools"}

@@ -29,7 +29,8 @@ from core.options import OPTION_BY_NAME
 from evaluation.pipeline import THRESHOLD_SETTINGS, configured_scores
 from evaluation.reports import read_threshold_file
 from evaluation.trials import Trials
-from runs.evaluate import embed_files, with_model_file
+from runs.evaluate import embed_files
+from SpeakerNet import with_model_file
 
 logger = logging.getLogger(__name__)
 
