@@ -2,13 +2,18 @@
 follows the saved EER threshold (or a given one), and the eval's AS-norm settings are reused."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import trainSpeakerNet_Eval
+from evaluation.extraction import extract_embeddings
 from evaluation.reports import read_score_file
-from tests.fakes import save_tiny_model
+from evaluation.scoring import score_trials
+from evaluation.trials import Trials
+from tests.fakes import save_self_contained_model, save_tiny_model
 from tools.verify import main as verify_main
 
 
@@ -93,3 +98,19 @@ def test_extraction_settings_come_from_the_threshold_file(evaluated, capsys):
     other = verify_line(capsys, *model_only, "--num_eval", "3", os.path.join(root, enroll), os.path.join(root, test),
                         *threshold_file)[0]
     assert other != pytest.approx(want, abs=2e-5)
+
+
+def test_verify_with_a_model_file_alone(tiny_checkpoint, corpus, tmp_path, capsys):
+    """A model file written by training: no YAML, no pre-trained checkpoint (removed), the score of the
+    evaluation's protocol with the model's own extraction options (eval_frames 40, 2 crops)."""
+    root, keys = corpus
+    pretrained = tmp_path / "pretrained.pt"
+    shutil.copy(tiny_checkpoint, pretrained)
+    encoder, _ = save_self_contained_model(str(pretrained), tmp_path / "m.model", eval_frames=40, num_eval=2)
+    os.remove(pretrained)
+    pair = [keys[0], keys[3]]
+    emb = extract_embeddings(encoder, pair, root, 40, 2, 43.75, torch.device("cpu"), verbose=False)
+    want = score_trials(emb, Trials(None, [pair[0]], [pair[1]]))[0]
+    score, _, decision = verify_line(capsys, "--initial_model", str(tmp_path / "m.model"), "--nDataLoaderThread", "0",
+                                     *[os.path.join(root, k) for k in pair], "--threshold", "-1")
+    assert score == pytest.approx(want, abs=1e-5) and decision == "accept"
