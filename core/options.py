@@ -59,6 +59,7 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")  # optimizer_impl: see optimizer/__init__.py
 LONG_FILE_MODES = ("cut", "chunks")  # eval_long_files: see evaluation.dataset.whole_file_pieces
 SCORE_NORMS = ("none", "asnorm", "snorm")
 
@@ -112,6 +113,9 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("weight_decay", optional_float, None, "optimizer weight decay; default: the optimizer's own (AdamW 0.01, "
                                                "Adam and SGD 0), as the original"),
         ("nesterov", _B, False, "sgd: Nesterov momentum (wespeaker's recipes use it)"),
+        ("optimizer_impl", one_of(*OPTIMIZER_IMPLS), "auto",
+         "how the optimizer updates: auto (torch's fused kernel, one pass over the parameters; same maths to "
+         "float rounding), foreach, or loop (torch's per-tensor default, as the original)"),
         ("grad_accum", _I, 1, "batches accumulated per optimizer step (k batches = the update of k data-parallel "
                               "processes; the paper's global batch on fewer GPUs)"),
         ("grad_clip", _F, 0.0, "clip the gradient norm to this value before each step (wespeaker: 5); 0 = off"),

@@ -1,4 +1,4 @@
-"""Batched, length-bucketed embedding extraction (eval mode, no_grad, optional autocast).
+"""Batched, length-bucketed embedding extraction (eval mode, inference mode, optional autocast).
 
 Protocols: ``original`` (eval_frames > 0: ``num_eval`` evenly spaced crops of
 ``eval_frames`` frames plus the whole file) and ``full`` (eval_frames = 0: whole file only).
@@ -89,7 +89,7 @@ def _combine(out: Dict[Hashable, np.ndarray], index: int, sizes: List[int]) -> n
     return (weights @ rows / weights.sum()).astype(np.float32)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str, eval_frames: int,
                        num_eval: int, max_eval_seconds: float, device: torch.device, workers: int = 0,
                        verbose: bool = True, batch_seconds: float = 60.0, autocast: bool = False,

@@ -26,9 +26,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import CheckpointError, ConfigError
+from frontend.cnn import frozen_cnn
 from frontend.detect import build_encoder, make_model, read_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
+
+CNN_CHUNK_SECONDS = (20, 240)  # most audio per CNN call without gradients (CPU, CUDA): bounds its memory
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -149,19 +152,67 @@ class SSLFrontend(nn.Module):
             the frame counts as torchaudio's feature extractor computes them.
         """
         if self.freeze_ssl:
-            with torch.no_grad():
-                layers, frames = self._layers(wav, lengths)
+            layers, frames = self._frozen_layers(wav, lengths)
         else:
             layers, frames = self._layers(wav, lengths)
         if self.layer_grad_mult != 1.0 and layers.requires_grad:
             layers = _ScaleGrad.apply(layers, self.layer_grad_mult)
         return layers if lengths is None else (layers, frames)
 
+    def weighted_layers(self, wav: torch.Tensor, weights: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Weighted sums of the layers, sum_l weights[s, l] * layer_l, without storing the layers when no
+        gradient is needed (extraction; float32 sums).
+
+        Args:
+            wav, lengths: as :meth:`forward`; weights: [S, L+1].
+        Returns:
+            ([S, B, T, D], valid frames per row [B] or None without ``lengths``).
+        """
+        if torch.is_grad_enabled():  # the weights (and maybe the layers) are trained: autograd keeps the layers
+            out = self.forward(wav, lengths)
+            layers, frames = out if lengths is not None else (out, None)
+            return torch.einsum("bltd,sl->sbtd", layers, weights), frames
+        sums: List[torch.Tensor] = []
+
+        def add(index: int, x: torch.Tensor) -> None:
+            if not sums:
+                with torch.inference_mode(False):
+                    sums.append(torch.zeros((weights.shape[0],) + x.shape, device=x.device))
+            sums[0].addcmul_(weights[:, index, None, None, None].detach().float(), x[None])
+
+        with torch.inference_mode():
+            frames = self._run(wav, lengths, add)
+        return sums[0], None if frames is None else frames.clone()
+
+    def _frozen_layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The layers of a frozen front-end: computed under inference mode straight into one tensor made
+        outside it (the back-end's backward may keep it), of the dtype the blocks compute in (bfloat16
+        under mixed precision: half the memory); nothing else is kept."""
+        out: List[torch.Tensor] = []
+        count = self.num_layers
+
+        def store(index: int, x: torch.Tensor) -> None:
+            if not out:
+                with torch.inference_mode(False):
+                    out.append(torch.empty((x.shape[0], count) + x.shape[1:], dtype=x.dtype, device=x.device))
+            out[0][:, index].copy_(x)
+
+        with torch.inference_mode():
+            frames = self._run(wav, lengths, store)
+        return out[0], None if frames is None else frames.clone()
+
     def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """CNN features [B, T, C] and valid frames per row (torchaudio's, None without ``lengths``).
-        Group norm normalises over time, so padded rows of a group-norm CNN run one at a time;
-        layer-norm CNN frames depend on their own samples only."""
+        Without gradients, :func:`frontend.cnn.frozen_cnn` (one GEMM for the first block, masked
+        statistics for padded rows, bounded memory). With gradients, torchaudio's; group norm
+        normalises over time, so padded rows of a group-norm CNN then run one at a time (layer-norm CNN
+        frames depend on their own samples only)."""
         extractor = self.model.feature_extractor
+        if not torch.is_grad_enabled():
+            chunk = CNN_CHUNK_SECONDS[wav.device.type == "cuda"] * 16000
+            return frozen_cnn(extractor, wav, lengths, chunk)
         if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
             return extractor(wav, lengths)
         rows = [extractor(wav[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
@@ -191,6 +242,15 @@ class SSLFrontend(nn.Module):
 
     def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """[B, L+1, T, D] (stacked, in autograd when enabled) and the valid frames."""
+        layers: List[torch.Tensor] = []
+        frames = self._run(wav, lengths, lambda index, x: layers.append(x))
+        return torch.stack(layers, dim=1), frames
+
+    def _run(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], emit: Callable[[int, torch.Tensor], None]
+             ) -> Optional[torch.Tensor]:
+        """Run the front-end, handing each layer [B, T, D] to ``emit(index, layer)`` in order (index 0: the
+        transformer input); returns the valid frames per row (None without ``lengths``)."""
         if self.normalize_input:
             wav = self._normalise(wav, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
@@ -204,11 +264,11 @@ class SSLFrontend(nn.Module):
                 x.shape[0], 1, x.shape[1], x.shape[1])  # additive, as torchaudio's encoder
         training = self.model.training
         recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
-        layers = [x]
+        emit(0, x)
         position_bias = None  # WavLM: computed by block 1, shared by the others
-        for layer in self.transformer_layers():
+        for index, layer in enumerate(self.transformer_layers(), start=1):
             if training and self.layer_drop > 0 and torch.rand(1).item() < self.layer_drop:
-                layers.append(x)  # a dropped block passes its input through
+                emit(index, x)  # a dropped block passes its input through
                 continue
             if recompute:
                 x, position_bias = checkpoint(layer, x, attention_mask, position_bias, key_padding_mask,
@@ -216,8 +276,8 @@ class SSLFrontend(nn.Module):
             else:
                 x, position_bias = layer(x, attention_mask, position_bias=position_bias,
                                          key_padding_mask=key_padding_mask)
-            layers.append(x)
-        return torch.stack(layers, dim=1), frames  # [B, L+1, T, D]
+            emit(index, x)
+        return frames
 
 
 def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool = True,

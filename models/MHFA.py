@@ -48,15 +48,23 @@ class MHFA(nn.Module):
         head, frame by frame."""
         return self.att_head(k)
 
+    def layer_weights(self) -> torch.Tensor:
+        """[2, L+1]: the softmax-normalised layer weights of the keys (row 0) and of the values (row 1)."""
+        return torch.stack([self.weights_k.softmax(dim=0), self.weights_v.softmax(dim=0)])
+
     def forward(self, x: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: x [B, L+1, T, D]; frame_lengths [B] valid frames (None: all). Returns: [B, nOut]."""
-        k = torch.einsum("bltd,l->btd", x, self.weights_k.softmax(dim=0))  # [B, T, D]
-        v = torch.einsum("bltd,l->btd", x, self.weights_v.softmax(dim=0))  # [B, T, D]
+        b, layers, t, d = x.shape
+        kv = torch.matmul(self.layer_weights().to(x.dtype), x.reshape(b, layers, t * d))  # [B, 2, T*D], one pass
+        return self.pool(kv[:, 0].view(b, t, d), kv[:, 1].view(b, t, d), frame_lengths)
+
+    def pool(self, k: torch.Tensor, v: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """From the layer-weighted keys k and values v [B, T, D] (frame_lengths as :meth:`forward`) on."""
         k = self.cmp_linear_k(k)  # [B, T, c]
         v = self.cmp_linear_v(v)  # [B, T, c]
         pad = None
         if frame_lengths is not None:
-            pad = torch.arange(x.shape[2], device=x.device)[None, :] >= frame_lengths.to(x.device)[:, None]
+            pad = torch.arange(k.shape[1], device=k.device)[None, :] >= frame_lengths.to(k.device)[:, None]
         logits = self.attention_logits(k, pad)  # [B, T, H]
         if pad is not None:  # padded frames get no attention
             logits = logits.masked_fill(pad[..., None], float("-inf"))
@@ -76,6 +84,10 @@ class SpeakerEncoder(nn.Module):
     def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: wav [B, N]; lengths [B] valid samples of padded rows (None: all whole).
         Returns: [B, nOut], for padded rows equal to the embedding of the unpadded input."""
+        if not torch.is_grad_enabled() and hasattr(self.backend, "layer_weights"):
+            # inference: the layers are summed as they come, never stored
+            kv, frames = self.frontend.weighted_layers(wav, self.backend.layer_weights(), lengths)
+            return self.backend.pool(kv[0], kv[1], frames)
         if lengths is None:
             return self.backend(self.frontend(wav))
         layers, frames = self.frontend(wav, lengths)

@@ -5,12 +5,16 @@ from typing import Optional
 
 import torch
 
+from optimizer import implementation
+
 logger = logging.getLogger(__name__)
 
 
 def Optimizer(parameters, lr: float, weight_decay: Optional[float] = None, nesterov: bool = False,
-              **kwargs) -> torch.optim.Optimizer:
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay or 0.0)
+              optimizer_impl: str = "auto", **kwargs) -> torch.optim.Optimizer:
+    parameters = list(parameters)
+    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay or 0.0,
+                                **implementation(parameters, optimizer_impl))
     logger.info("Optimizer: SGD, momentum 0.9%s, weight decay %g", ", Nesterov" if nesterov else "",
                 optimizer.defaults["weight_decay"])
     return optimizer

@@ -19,6 +19,24 @@ def test_weight_distance_is_sum_of_norms():
     assert weight_distance(params, anchor).item() == pytest.approx(5.0 + 1.0)
 
 
+def test_weight_distance_gradient_equals_autograd_of_the_norms():
+    torch.manual_seed(0)
+    params = {f"p{i}": torch.randn(5, 3, requires_grad=True) for i in range(3)}
+    anchor = {"p0": params["p0"].detach() + 0.1 * torch.randn(5, 3), "p1": params["p1"].detach().clone(),
+              "p2": params["p2"].detach() - 0.2}  # p1 has not moved: its norm is 0
+    r = weight_distance(params, anchor)
+    (2.0 * r).backward()
+    fused = {n: p.grad.clone() for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    ref = sum(torch.linalg.vector_norm(p - anchor[n]) for n, p in params.items())
+    (2.0 * ref).backward()
+    assert r.item() == pytest.approx(ref.item(), rel=1e-6)
+    for n, p in params.items():
+        torch.testing.assert_close(fused[n], p.grad, atol=1e-6, rtol=1e-6)
+    assert torch.equal(fused["p1"], torch.zeros(5, 3))  # zero distance: zero gradient, not NaN
+
+
 def test_total_loss_original_and_plain():
     ce = torch.tensor(2.0, requires_grad=True)
     reg = torch.tensor(4.0, requires_grad=True)

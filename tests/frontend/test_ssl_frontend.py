@@ -117,3 +117,37 @@ def test_pickled_objects_need_trust(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="trust_checkpoint"):
         load_ssl_frontend(str(path))
     assert load_ssl_frontend(str(path), trust_checkpoint=True).num_layers == 3
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_checkpoint", "prenorm_checkpoint"])
+def test_weighted_layers_without_gradients_equal_the_sum_of_stored_layers(checkpoint, request):
+    """Extraction sums the layers as they come (nothing stored); the sums equal those of the stacked layers,
+    for a padded batch too."""
+    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint)).eval()
+    weights = torch.rand(2, frontend.num_layers)
+    wav, lengths = torch.randn(3, 9000), torch.tensor([9000, 7000, 5000])
+    layers, frames = frontend(wav, lengths)  # autograd on: stored and stacked
+    with torch.no_grad():
+        sums, sum_frames = frontend.weighted_layers(wav, weights, lengths)
+    assert torch.equal(frames, sum_frames) and not sums.is_inference()
+    torch.testing.assert_close(sums, torch.einsum("bltd,sl->sbtd", layers.detach(), weights), atol=1e-5, rtol=1e-5)
+    grad_sums, _ = frontend.weighted_layers(wav, weights.requires_grad_(), lengths)  # training: through autograd
+    torch.testing.assert_close(grad_sums.detach(), sums, atol=1e-5, rtol=1e-5)
+    assert grad_sums.requires_grad
+
+
+def test_frozen_layers_are_made_under_inference_mode_and_train_the_back_end(tiny_checkpoint):
+    """A frozen front-end's layers come from inference mode into one normal tensor: it has no autograd
+    history, equals the layers computed with autograd, and a back-end's weights still get gradients
+    from it; under bfloat16 autocast it is stored in bfloat16."""
+    frozen = load_ssl_frontend(tiny_checkpoint, freeze_ssl=True)
+    reference = load_ssl_frontend(tiny_checkpoint).eval()
+    wav = torch.randn(2, 8000)
+    layers = frozen(wav)
+    assert not layers.requires_grad and not layers.is_inference() and layers.grad_fn is None
+    torch.testing.assert_close(layers, reference(wav).detach(), atol=1e-5, rtol=1e-5)
+    weights = torch.ones(frozen.num_layers, requires_grad=True)
+    torch.einsum("bltd,l->btd", layers, weights).pow(2).sum().backward()
+    assert weights.grad is not None and torch.isfinite(weights.grad).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert frozen(wav).dtype == torch.bfloat16

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from core.plugins import get_plugin
 from models.MHFA import MHFA, MainModel
 
 
@@ -77,3 +78,21 @@ def test_parameter_groups_llrd_and_frozen_inputs(tiny_checkpoint):
     model(torch.randn(2, 8000)).sum().backward()
     assert all(p.grad is None for p in model.frontend.model.feature_extractor.parameters())
     assert all(p.grad is not None for p in model.frontend.transformer_layers()[0].parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model", ["MHFA", "CAMHFA"])
+def test_inference_embeddings_equal_training_path_embeddings(tiny_checkpoint, model):
+    """Without gradients the encoder sums the layers on the fly (no stored layers); with them it stacks the
+    layers for autograd. Both give the same embeddings, whole and padded."""
+    torch.manual_seed(0)
+    encoder = get_plugin("models", model)(tiny_checkpoint, head_nb=4, compression_dim=8, nOut=16).eval()
+    with torch.no_grad():  # non-uniform layer weights
+        encoder.backend.weights_k.copy_(torch.randn(encoder.frontend.num_layers))
+        encoder.backend.weights_v.copy_(torch.randn(encoder.frontend.num_layers))
+    wav, lengths = torch.randn(3, 9000), torch.tensor([9000, 6000, 8000])
+    for args in ((wav,), (wav, lengths)):
+        training_path = encoder(*args)
+        with torch.inference_mode():
+            inference_path = encoder(*args)
+        assert training_path.requires_grad
+        torch.testing.assert_close(inference_path, training_path.detach(), atol=1e-5, rtol=1e-5)

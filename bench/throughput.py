@@ -1,0 +1,415 @@
+#!/usr/bin/env python
+"""Training and extraction throughput, side by side with the original formulation (issue 12).
+
+Three workloads, each run in this one process by both implementations, alternating (A B, then B A,
+...), on the same inputs and settings:
+
+  joint       one training step, transformer blocks fine-tuned: WavLM-Base-size front-end (random
+              weights, official format) + MHFA (32 heads, compression 128, 256-d) + AAM-softmax over
+              100 classes, AdamW with the original's groups (MHFA + loss at LR_MHFA, block i at
+              LR_Transformer * LLRD_factor**i), the original regulariser (weight_finetuning_reg 0.01,
+              CE/sg(CE) + w r/(sg(r) + 1e-5)); batch --batch x --seconds s; LayerDrop off in both.
+  frozen      one training step with the front-end frozen (eval mode, no gradients) + MHFA + AAM.
+  extraction  embeddings of --files files of --eval_seconds s, the original protocol: num_eval 5
+              crops of eval_frames 400 plus the whole file; scores of all file pairs.
+
+"original" is written here, plainly, as the original repository computes it, through the same
+torchaudio modules (official-WavLM maths): the CNN under no_grad but the feature layer norm,
+projection and positional convolution in autograd (their gradients are computed, never used); the
+layers stacked to [B, D, T, L+1] and MHFA as mul + sum; the regulariser as a Python loop of norms
+over every front-end parameter; torch.optim.AdamW with torch's defaults; extraction one file at a
+time, one pass for its crops and one for the whole file, under no_grad. "ours" is the toolkit's
+own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet`` built from the configuration, and
+``evaluation.extraction.extract_embeddings``.
+
+Printed per workload: the median time over --rounds alternating rounds (after a warm-up of each),
+the ratio original / ours, the peak resident set size of the process during the work (total, and
+the growth over its start; the peak is reset before each timed piece of work through
+/proc/self/clear_refs, after returning freed memory with malloc_trim), on CUDA
+``max_memory_allocated``; the FLOPs of our work (torch's FLOP counter: matmuls, convolutions,
+attention) and the GEMM-bound time, FLOPs / the float32 matmul rate measured in this run.
+bfloat16 ("ours bf16": ``mixedprec`` in training, ``eval_autocast`` in extraction) is compared
+with the original's float32, with what changes: the loss after --loss_steps steps from the same
+start, the cosine of embeddings to float32 and the largest score change.
+
+Usage: python bench/throughput.py [--workloads joint frozen extraction] [--rounds 5] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+import soundfile
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from core.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from core.options import defaults  # noqa: E402
+from evaluation.dataset import eval_crops  # noqa: E402
+from evaluation.extraction import extract_embeddings  # noqa: E402
+from evaluation.scoring import trial_scores  # noqa: E402
+from frontend.detect import build_encoder, read_ssl_checkpoint  # noqa: E402
+from runs.trainer import ModelTrainer  # noqa: E402
+from SpeakerNet import SpeakerNet  # noqa: E402
+from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+
+N_CLASSES, HEADS, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES = 100, 32, 400, 5, 700000
+
+
+# ----------------------------------------------------------------------------- memory and FLOPs
+
+_LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory of the work inside the block, MiB: on CUDA the allocator's peak; on CPU the peak
+    resident set size of the process (total) and its growth over the start of the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.total = self.growth = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)  # freed memory goes back, so the peak below is this work's
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        except OSError:
+            pass
+        self.start = _status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = _status_kib("VmHWM") * 1024
+        self.total, self.growth = peak / 2 ** 20, (peak - self.start) / 2 ** 20
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of ``fn()`` (matmuls, convolutions, attention; forward and backward) by torch's counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Measured matmul rate, FLOP/s (median of ``reps`` n x n x n products)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- the original, plainly
+
+class OriginalMHFA(torch.nn.Module):
+    """MHFA as the original computes it, on layers [B, D, T, L+1] (mul + sum), weights from ``ours``."""
+
+    def __init__(self, ours: torch.nn.Module):
+        super().__init__()
+        for name, module in ours.named_children():
+            setattr(self, name, copy.deepcopy(module))
+        self.weights_k = torch.nn.Parameter(ours.weights_k.detach().clone())
+        self.weights_v = torch.nn.Parameter(ours.weights_v.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.sum(x.mul(torch.softmax(self.weights_k, dim=-1)), dim=-1).transpose(1, 2)
+        v = torch.sum(x.mul(torch.softmax(self.weights_v, dim=-1)), dim=-1).transpose(1, 2)
+        k, v = self.cmp_linear_k(k), self.cmp_linear_v(v)
+        att = torch.softmax(self.att_head(k), dim=1)
+        pooled = torch.sum(v.unsqueeze(-2).mul(att.unsqueeze(-1)), dim=1)
+        return self.pooling_fc(pooled.reshape(pooled.shape[0], -1))
+
+
+class Original(torch.nn.Module):
+    """The original's speaker model: the torchaudio WavLM (every parameter trainable, as built from the
+    checkpoint) + :class:`OriginalMHFA`, the loss and the regulariser over every front-end parameter."""
+
+    def __init__(self, checkpoint: str, net: SpeakerNet, frozen: bool):
+        super().__init__()
+        self.model = build_encoder(read_ssl_checkpoint(checkpoint), checkpoint)
+        self.model.encoder.transformer.layer_drop = 0.0
+        self.model.load_state_dict(net.encoder.frontend.model.state_dict())
+        self.backend = OriginalMHFA(net.encoder.backend)
+        self.loss = copy.deepcopy(net.loss_fn)
+        self.frozen = frozen
+        self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def layers(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, D, T, L+1], as the original stacks WavLM's layer results."""
+        with torch.no_grad():
+            features, _ = self.model.feature_extractor(wav, None)
+        x = self.model.encoder.transformer._preprocess(self.model.encoder.feature_projection(features))
+        results, bias = [x], None
+        for layer in self.model.encoder.transformer.layers:
+            x, bias = layer(x, None, position_bias=bias, key_padding_mask=None)
+            results.append(x)
+        return torch.stack(results).transpose(0, -1).transpose(0, 1)
+
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            self.model.eval()
+            with torch.no_grad():
+                x = self.layers(wav)
+        else:
+            x = self.layers(wav)
+        return self.backend(x)
+
+    def forward(self, wav: torch.Tensor, labels: torch.Tensor, reg_weight: float) -> torch.Tensor:
+        ce, _ = self.loss(self.embed(wav), labels)
+        if self.frozen or not reg_weight:
+            return ce / ce.detach()
+        reg = 0
+        for name, param in self.model.named_parameters():
+            reg = reg + torch.norm(param - self.anchor[name], 2)
+        return ce / ce.detach() + reg_weight * reg / (reg.detach() + 1e-5)
+
+
+class OriginalTrainer:
+    """One original training step: zero_grad, forward, backward, AdamW (torch defaults) over the
+    original's groups."""
+
+    def __init__(self, model: Original, config: Dict[str, Any]):
+        self.model, self.reg = model, config["weight_finetuning_reg"]
+        groups = [{"params": list(model.backend.parameters()) + list(model.loss.parameters()),
+                   "lr": config["LR_MHFA"]}]
+        if not model.frozen:
+            for i, layer in enumerate(model.model.encoder.transformer.layers):
+                groups.append({"params": list(layer.parameters()),
+                               "lr": config["LR_Transformer"] * config["LLRD_factor"] ** i})
+        self.optimizer = torch.optim.AdamW(groups, lr=config["lr"])
+
+    def step(self, wav: torch.Tensor, labels: torch.Tensor) -> float:
+        self.model.train()
+        self.model.zero_grad()
+        loss = self.model(wav.reshape(-1, wav.shape[-1]), labels, self.reg)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach().item()
+
+
+def original_extraction(model: Original, paths: List[str], device: torch.device) -> Tuple[np.ndarray, np.ndarray]:
+    """Per file, as the original's evaluateFromList: crops [5, S] in one pass, the whole file in another."""
+    model.eval()
+    whole, crops = [], []
+    with torch.no_grad():
+        for path in paths:
+            audio = load_audio(path)
+            crop = torch.from_numpy(eval_crops(audio, EVAL_FRAMES, NUM_EVAL)).to(device)
+            crops.append(model.embed(crop).cpu().numpy())
+            whole.append(model.embed(torch.from_numpy(audio[:MAX_EVAL_SAMPLES])[None].to(device))[0].cpu().numpy())
+    return np.stack(whole), np.stack(crops)
+
+
+# ----------------------------------------------------------------------------- the bench
+
+def build(checkpoint: str, workload: str, device: torch.device, mixedprec: bool) -> Tuple[Dict, SpeakerNet]:
+    torch.manual_seed(0)
+    config = {**defaults(), "pretrained_model_path": checkpoint, "nClasses": N_CLASSES, "head_nb": HEADS,
+              "freeze_ssl": workload == "frozen", "layer_drop": 0.0, "weight_finetuning_reg": 0.01,
+              "lr_decay": 1.0,  # a constant learning rate: every call of train_epoch is an "epoch"
+              "mixedprec": mixedprec, "device": device}
+    return config, SpeakerNet(**config)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> Tuple[float, Any]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, device: torch.device) -> Dict[str, Dict]:
+    """Warm-up, then ``rounds`` rounds in alternating order; then one more run of each for its peak memory."""
+    names = list(variants)
+    results = {n: {"times": []} for n in names}
+    for n in names:
+        variants[n]()
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            results[n]["times"].append(timed(variants[n], device)[0])
+    for n in names:  # after the timing: returning memory to the system costs the next run page faults
+        with PeakMemory(device) as memory:
+            variants[n]()
+        results[n]["mem"] = memory
+    for n in names:
+        results[n]["median"] = statistics.median(results[n]["times"])
+    return results
+
+
+def report(title: str, results: Dict[str, Dict], flops: int, rate: float, unit: str, per: float,
+           targets: Dict[str, float]) -> List[str]:
+    base = results["original"]["median"]
+    bound = flops / rate
+    lines = [f"\n{title}", f"  {'':<14}{unit:>16}{'ratio':>8}{'peak RSS total':>16}{'growth (MiB)':>14}"
+             f"{'rounds':>30}"]
+    verdicts = []
+    for name, r in results.items():
+        ratio = base / r["median"]
+        lines.append(f"  {name:<14}{r['median'] / per:>16.3f}{ratio:>7.2f}x{r['mem'].total:>16.0f}"
+                     f"{r['mem'].growth:>14.0f}   {' '.join(f'{t / per:.3f}' for t in r['times'])}")
+        if name in targets:
+            met = ratio >= targets[name]
+            if name == "ours fp32":
+                met = met and r["mem"].total <= results["original"]["mem"].total
+            verdicts.append(f"{name} >= {targets[name]:g}x{' and peak RSS not above' if name == 'ours fp32' else ''}:"
+                            f" {'met' if met else 'NOT met'}")
+    lines.append(f"  our work: {flops / 1e9:.1f} GFLOP; float32 GEMM bound {bound / per:.3f} {unit.split()[0]} "
+                 f"(at {rate / 1e9:.0f} GFLOP/s); ours fp32 at {bound / results['ours fp32']['median']:.0%} "
+                 f"of the bound")
+    lines += [f"  target {v}" for v in verdicts]
+    return lines
+
+
+def bench_training(workload: str, checkpoint: str, device: torch.device, args, rate: float) -> List[str]:
+    config, net = build(checkpoint, workload, device, mixedprec=False)
+    original = Original(checkpoint, net, frozen=workload == "frozen").to(device)
+    original_trainer = OriginalTrainer(original, config)
+    ours = ModelTrainer(net, **config)
+    _, net16 = build(checkpoint, workload, device, mixedprec=True)
+    ours16 = ModelTrainer(net16, **{**config, "mixedprec": True})
+    gen = torch.Generator().manual_seed(1)
+    wav = torch.randn(args.batch, 1, int(args.seconds * SAMPLE_RATE), generator=gen).to(device)
+    labels = torch.randint(0, N_CLASSES, (args.batch,), generator=gen).to(device)
+    batch = [(wav, labels)]
+    # what changes: the cross-entropy after a few steps from the same start (eval mode, no dropout)
+    losses = {}
+    for name, run in (("original", lambda: original_trainer.step(wav, labels)),
+                      ("ours fp32", lambda: ours.train_epoch(batch, 1, verbose=False)),
+                      ("ours bf16", lambda: ours16.train_epoch(batch, 1, verbose=False))):
+        torch.manual_seed(5)  # the same dropout masks where the same modules draw them
+        for _ in range(args.loss_steps):
+            run()
+        losses[name] = eval_ce(original if name == "original" else (net if name == "ours fp32" else net16),
+                               wav[:, 0], labels)
+    variants = {"original": lambda: original_trainer.step(wav, labels),
+                "ours fp32": lambda: ours.train_epoch(batch, 1, verbose=False),
+                "ours bf16": lambda: ours16.train_epoch(batch, 1, verbose=False)}
+    results = alternate(variants, args.rounds, device)
+    flops = count_flops(lambda: ours.train_epoch(batch, 1, verbose=False))
+    targets = {"ours fp32": 1.1, "ours bf16": 1.6} if workload == "joint" else {"ours fp32": 1.0, "ours bf16": 1.8}
+    lines = report(f"{workload} step: batch {args.batch} x {args.seconds:g} s", results, flops, rate,
+                   "step time (s)", 1.0, targets)
+    lines.append(f"  cross-entropy (eval mode, same batch) after {args.loss_steps} steps from the same start: "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    return lines
+
+
+def eval_ce(model: torch.nn.Module, wav: torch.Tensor, labels: torch.Tensor) -> float:
+    """Cross-entropy of ``wav`` [B, S] in eval mode (float32, no dropout)."""
+    model.eval()
+    with torch.no_grad():
+        if isinstance(model, Original):
+            ce = model.loss(model.embed(wav), labels)[0]
+        else:
+            ce = model.loss_fn(model.encoder(wav), labels)[0]
+    return ce.item()
+
+
+def bench_extraction(checkpoint: str, folder: str, device: torch.device, args, rate: float) -> List[str]:
+    config, net = build(checkpoint, "extraction", device, mixedprec=False)
+    encoder = net.encoder.to(device).eval()
+    original = Original(checkpoint, net, frozen=True).to(device)
+    rng = np.random.default_rng(0)
+    keys = [f"id{i:05d}/v/{i:05d}.wav" for i in range(args.files)]
+    for key in keys:
+        os.makedirs(os.path.join(folder, os.path.dirname(key)), exist_ok=True)
+        soundfile.write(os.path.join(folder, key), (0.1 * rng.standard_normal(int(args.eval_seconds * SAMPLE_RATE))
+                                                    ).astype(np.float32), SAMPLE_RATE)
+    paths = [os.path.join(folder, k) for k in keys]
+
+    def ours(autocast: bool):
+        return extract_embeddings(encoder, keys, folder, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES / SAMPLE_RATE,
+                                  device, verbose=False, autocast=autocast)
+    results = alternate({"original": lambda: original_extraction(original, paths, device),
+                         "ours fp32": lambda: ours(False), "ours bf16": lambda: ours(True)}, args.rounds, device)
+    whole, crops = original_extraction(original, paths, device)
+    e, t = np.triu_indices(len(keys), k=1)
+    reference = trial_scores(whole, e, t, crops)
+    lines = report(f"extraction: {args.files} files of {args.eval_seconds:g} s, {NUM_EVAL} crops of {EVAL_FRAMES} "
+                   f"frames + whole file", results, count_flops(lambda: ours(False)), rate, "time per file (s)",
+                   float(args.files), {"ours fp32": 1.1, "ours bf16": 1.8})
+    for name, autocast in (("ours fp32", False), ("ours bf16", True)):
+        emb = ours(autocast)
+        scores = trial_scores(emb.embeddings, e, t, emb.crop_embeddings)
+        cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+               for a, b in zip(emb.embeddings, whole)]
+        lines.append(f"  {name}: largest score change {np.abs(scores - reference).max():.2e} over {len(e)} trials, "
+                     f"lowest whole-file embedding cosine to the original's float32 {min(cos):.6f}"
+                     + (" (target: same scores to 1e-5)" if not autocast else " (target: cosine >= 0.999)"))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", choices=("joint", "frozen", "extraction"),
+                        default=["joint", "frozen", "extraction"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (after one warm-up)")
+    parser.add_argument("--batch", type=int, default=4, help="training batch (utterances)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="training crop length")
+    parser.add_argument("--files", type=int, default=4, help="extraction: number of files (at least 2)")
+    parser.add_argument("--eval_seconds", type=float, default=6.0, help="extraction: file length")
+    parser.add_argument("--loss_steps", type=int, default=3, help="steps before the loss comparison")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    args = parser.parse_args()
+    if args.files < 2:
+        parser.error("--files must be at least 2 (scores need pairs)")
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rate = gemm_rate(device, torch.float32)
+    rate16 = gemm_rate(device, torch.bfloat16)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"WavLM-Base-size random weights + MHFA ({HEADS} heads), {name}; matmul rate float32 "
+          f"{rate / 1e9:.0f} GFLOP/s, bfloat16 {rate16 / 1e9:.0f} GFLOP/s; medians of {args.rounds} rounds")
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = os.path.join(folder, "WavLM-Base-random.pt")
+        write_tiny_wavlm(checkpoint, seed=0, config=WAVLM_BASE)
+        for workload in args.workloads:
+            lines = (bench_extraction(checkpoint, folder, device, args, rate) if workload == "extraction"
+                     else bench_training(workload, checkpoint, device, args, rate))
+            print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()

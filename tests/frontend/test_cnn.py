@@ -1,0 +1,90 @@
+"""The frozen CNN (frontend/cnn.py) against torchaudio's feature extractor."""
+import pytest
+import torch
+from torchaudio.models import wav2vec2_model
+
+from frontend.cnn import conv_group_norm_gelu, foldable, frozen_cnn, valid_frames
+
+LAYERS = [(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]
+
+
+def extractor(mode: str, bias: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = wav2vec2_model(extractor_mode=mode, extractor_conv_layer_config=LAYERS, extractor_conv_bias=bias,
+                           encoder_embed_dim=16, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=4,
+                           encoder_pos_conv_groups=2, encoder_num_layers=1, encoder_num_heads=2,
+                           encoder_attention_dropout=0.0, encoder_ff_interm_features=8, encoder_ff_interm_dropout=0.0,
+                           encoder_dropout=0.0, encoder_layer_norm_first=mode == "layer_norm",
+                           encoder_layer_drop=0.0, aux_num_out=None)
+    ext = model.feature_extractor.eval()
+    for p in ext.parameters():  # non-trivial affine norms and biases
+        p.data.add_(0.1 * torch.randn_like(p))
+    return ext
+
+
+@pytest.mark.parametrize("mode,bias", [("group_norm", False), ("group_norm", True), ("layer_norm", True)])
+def test_equals_torchaudio(mode, bias):
+    ext = extractor(mode, bias)
+    wav = torch.randn(3, 4000) * torch.tensor([[1.0], [0.01], [3.0]])  # different levels per row
+    with torch.inference_mode():
+        ref, ref_frames = ext(wav, torch.tensor([4000, 4000, 4000]))
+        out, frames = frozen_cnn(ext, wav, torch.tensor([4000, 4000, 4000]), chunk_samples=10 ** 9)
+    assert foldable(ext.conv_layers[0]) == (mode == "group_norm")
+    assert torch.equal(frames, ref_frames)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_first_block_as_one_gemm_equals_conv_norm_gelu():
+    ext = extractor("group_norm", bias=True)
+    block, wav = ext.conv_layers[0], torch.randn(2, 3000)
+    with torch.inference_mode():
+        ref, _ = block(wav[:, None], None)
+        out = conv_group_norm_gelu(block, wav, None)
+        time_major = conv_group_norm_gelu(block, wav, None, time_major=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(time_major, ref.transpose(1, 2), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+def test_padded_rows_equal_rows_alone(mode):
+    """Group norm statistics come from each row's valid windows only, so no row-by-row CNN is needed."""
+    ext = extractor(mode)
+    lengths = torch.tensor([4000, 2500, 3333])
+    wav = torch.zeros(3, 4000)
+    rows = [torch.randn(int(n)) for n in lengths]
+    for i, row in enumerate(rows):
+        wav[i, :len(row)] = row
+    with torch.inference_mode():
+        out, frames = frozen_cnn(ext, wav, lengths, chunk_samples=10 ** 9)
+        for i, row in enumerate(rows):
+            alone, _ = ext(row[None], None)
+            assert int(frames[i]) == alone.shape[1]
+            torch.testing.assert_close(out[i, :int(frames[i])], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_chunks_of_rows_give_the_same_features():
+    ext = extractor("group_norm")
+    wav = torch.randn(5, 2000)
+    with torch.inference_mode():
+        whole, _ = frozen_cnn(ext, wav, None, chunk_samples=10 ** 9)
+        chunked, _ = frozen_cnn(ext, wav, None, chunk_samples=4000)  # two rows per call
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+def test_bfloat16_channels_last_path_is_close_to_float32(mode):
+    ext = extractor(mode)
+    wav = torch.randn(2, 4000)
+    with torch.inference_mode():
+        ref, _ = ext(wav, None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = frozen_cnn(ext, wav, None, chunk_samples=10 ** 9)
+    assert low.dtype == torch.bfloat16 and low.shape == ref.shape
+    assert (low.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_valid_frames_follow_torchaudio():
+    ext = extractor("group_norm")
+    lengths = torch.tensor([4000, 401, 400, 10, 0])
+    _, ref = ext(torch.zeros(5, 4000), lengths)
+    assert torch.equal(valid_frames(ext.conv_layers, lengths), ref)
