@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from SpeakerNet import load_model_state
-from tests.fakes import make_net
+from core.options import defaults
+from SpeakerNet import SpeakerNet, apply_model_file, load_model_state
+from tests.fakes import make_net, save_self_contained_model
 from tools.average_models import main as average_main
 
 
@@ -36,3 +37,23 @@ def test_average_of_the_last_checkpoints(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         average_main(["--models", str(model_dir / "model000000001.model"), str(other), "--out", out])
     assert "does not hold the same tensors" in capsys.readouterr().err and os.path.exists(out)
+
+
+def test_the_average_of_self_contained_files_is_self_contained(tiny_checkpoint, tmp_path):
+    files = []
+    for seed in (1, 2):
+        path = tmp_path / f"m{seed}.model"
+        save_self_contained_model(tiny_checkpoint, path, head_nb=3)
+        obj = torch.load(path, weights_only=True)
+        obj["model"] = {k: v + seed * 0.01 if v.is_floating_point() else v for k, v in obj["model"].items()}
+        torch.save(obj, path)
+        files.append(str(path))
+    out = str(tmp_path / "avg.model")
+    average_main(["--models", *files, "--out", out])
+    resolved = apply_model_file({**defaults(), "initial_model": out}, {})
+    assert resolved["head_nb"] == 3 and resolved["pretrained_model_path"] == ""
+    net = SpeakerNet(**{**resolved, "weight_finetuning_reg": 0.0})
+    load_model_state(net, out)
+    first = torch.load(files[0], weights_only=True)["model"]
+    key = "encoder.backend.pooling_fc.weight"
+    torch.testing.assert_close(net.state_dict()[key], first[key] + 0.005)
