@@ -23,11 +23,13 @@ own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet`` built from the config
 ``evaluation.extraction.extract_embeddings``.
 
 Printed per workload: the median time over --rounds alternating rounds (after a warm-up of each),
-the ratio original / ours, the peak resident set size of the process during the work (total, and
-the growth over its start; the peak is reset before each timed piece of work through
-/proc/self/clear_refs, after returning freed memory with malloc_trim), on CUDA
-``max_memory_allocated``; the FLOPs of our work (torch's FLOP counter: matmuls, convolutions,
-attention) and the GEMM-bound time, FLOPs / the float32 matmul rate measured in this run.
+the ratio original / ours (the median of the rounds' ratios); peak memory, measured the same way for
+each variant in a fresh process that builds only that variant: the peak resident set size of the
+process (total: model, optimizer state and the work) during one run after a warm-up run, and its
+growth over the start of that run (the peak is reset through /proc/self/clear_refs after freed memory
+is returned with malloc_trim); on CUDA ``max_memory_allocated``. Then the FLOPs of our work (torch's
+FLOP counter: matmuls, convolutions, attention) and the float32 GEMM-bound time, FLOPs / the float32
+matmul rate measured in this run.
 bfloat16 ("ours bf16": ``mixedprec`` in training, ``eval_autocast`` in extraction) is compared
 with the original's float32, with what changes: the loss after --loss_steps steps from the same
 start, the cosine of embeddings to float32 and the largest score change.
@@ -40,8 +42,10 @@ import argparse
 import copy
 import ctypes
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -170,7 +174,8 @@ class Original(torch.nn.Module):
         self.backend = OriginalMHFA(net.encoder.backend)
         self.loss = copy.deepcopy(net.loss_fn)
         self.frozen = frozen
-        self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        # θ₀ of the regulariser (the original reloads it from the checkpoint each epoch); training only
+        self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters()} if not frozen else {}
 
     def layers(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, D, T, L+1], as the original stacks WavLM's layer results."""
@@ -260,7 +265,7 @@ def timed(fn: Callable[[], Any], device: torch.device) -> Tuple[float, Any]:
 
 
 def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, device: torch.device) -> Dict[str, Dict]:
-    """Warm-up, then ``rounds`` rounds in alternating order; then one more run of each for its peak memory."""
+    """Warm-up, then ``rounds`` rounds in alternating order."""
     names = list(variants)
     results = {n: {"times": []} for n in names}
     for n in names:
@@ -268,10 +273,6 @@ def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, device: torch
     for r in range(rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
             results[n]["times"].append(timed(variants[n], device)[0])
-    for n in names:  # after the timing: returning memory to the system costs the next run page faults
-        with PeakMemory(device) as memory:
-            variants[n]()
-        results[n]["mem"] = memory
     for n in names:
         results[n]["median"] = statistics.median(results[n]["times"])
     return results
@@ -279,13 +280,15 @@ def alternate(variants: Dict[str, Callable[[], Any]], rounds: int, device: torch
 
 def report(title: str, results: Dict[str, Dict], flops: int, rate: float, unit: str, per: float,
            targets: Dict[str, float]) -> List[str]:
-    base = results["original"]["median"]
+    base = results["original"]
     bound = flops / rate
     lines = [f"\n{title}", f"  {'':<14}{unit:>16}{'ratio':>8}{'peak RSS total':>16}{'growth (MiB)':>14}"
              f"{'rounds':>30}"]
     verdicts = []
     for name, r in results.items():
-        ratio = base / r["median"]
+        # the median of the per-round ratios: each round times the variants back to back, so a slow
+        # spell of the machine (other load, frequency) cancels out of a round's ratio
+        ratio = statistics.median(o / t for o, t in zip(base["times"], r["times"]))
         lines.append(f"  {name:<14}{r['median'] / per:>16.3f}{ratio:>7.2f}x{r['mem'].total:>16.0f}"
                      f"{r['mem'].growth:>14.0f}   {' '.join(f'{t / per:.3f}' for t in r['times'])}")
         if name in targets:
@@ -301,38 +304,78 @@ def report(title: str, results: Dict[str, Dict], flops: int, rate: float, unit: 
     return lines
 
 
-def bench_training(workload: str, checkpoint: str, device: torch.device, args, rate: float) -> List[str]:
+def training_variants(workload: str, checkpoint: str, device: torch.device, args,
+                      only: str = "") -> Tuple[Dict[str, Callable[[], Any]], Dict[str, float]]:
+    """The variants' training steps on one fixed batch (``only``: build just that one), and the
+    cross-entropy each reaches after --loss_steps steps from the same start (eval mode, no dropout)."""
     config, net = build(checkpoint, workload, device, mixedprec=False)
-    original = Original(checkpoint, net, frozen=workload == "frozen").to(device)
-    original_trainer = OriginalTrainer(original, config)
-    ours = ModelTrainer(net, **config)
-    _, net16 = build(checkpoint, workload, device, mixedprec=True)
-    ours16 = ModelTrainer(net16, **{**config, "mixedprec": True})
     gen = torch.Generator().manual_seed(1)
     wav = torch.randn(args.batch, 1, int(args.seconds * SAMPLE_RATE), generator=gen).to(device)
     labels = torch.randint(0, N_CLASSES, (args.batch,), generator=gen).to(device)
     batch = [(wav, labels)]
-    # what changes: the cross-entropy after a few steps from the same start (eval mode, no dropout)
+    variants, models = {}, {}
+    if only in ("", "original"):
+        original = Original(checkpoint, net, frozen=workload == "frozen").to(device)
+        original_trainer = OriginalTrainer(original, config)
+        variants["original"], models["original"] = (lambda: original_trainer.step(wav, labels)), original
+    if only in ("", "ours fp32"):
+        ours = ModelTrainer(net, **config)
+        variants["ours fp32"], models["ours fp32"] = (lambda: ours.train_epoch(batch, 1, verbose=False)), net
+    del net
+    if only in ("", "ours bf16"):
+        _, net16 = build(checkpoint, workload, device, mixedprec=True)
+        ours16 = ModelTrainer(net16, **{**config, "mixedprec": True})
+        variants["ours bf16"], models["ours bf16"] = (lambda: ours16.train_epoch(batch, 1, verbose=False)), net16
     losses = {}
-    for name, run in (("original", lambda: original_trainer.step(wav, labels)),
-                      ("ours fp32", lambda: ours.train_epoch(batch, 1, verbose=False)),
-                      ("ours bf16", lambda: ours16.train_epoch(batch, 1, verbose=False))):
-        torch.manual_seed(5)  # the same dropout masks where the same modules draw them
-        for _ in range(args.loss_steps):
-            run()
-        losses[name] = eval_ce(original if name == "original" else (net if name == "ours fp32" else net16),
-                               wav[:, 0], labels)
-    variants = {"original": lambda: original_trainer.step(wav, labels),
-                "ours fp32": lambda: ours.train_epoch(batch, 1, verbose=False),
-                "ours bf16": lambda: ours16.train_epoch(batch, 1, verbose=False)}
+    if not only:
+        for name, run in variants.items():
+            torch.manual_seed(5)  # the same dropout masks where the same modules draw them
+            for _ in range(args.loss_steps):
+                run()
+            losses[name] = eval_ce(models[name], wav[:, 0], labels)
+    return variants, losses
+
+
+def bench_training(workload: str, checkpoint: str, device: torch.device, args, rate: float) -> List[str]:
+    variants, losses = training_variants(workload, checkpoint, device, args)
     results = alternate(variants, args.rounds, device)
-    flops = count_flops(lambda: ours.train_epoch(batch, 1, verbose=False))
+    for name in variants:
+        results[name]["mem"] = memory_of(workload, name, args)
+    flops = count_flops(variants["ours fp32"])
     targets = {"ours fp32": 1.1, "ours bf16": 1.6} if workload == "joint" else {"ours fp32": 1.0, "ours bf16": 1.8}
     lines = report(f"{workload} step: batch {args.batch} x {args.seconds:g} s", results, flops, rate,
                    "step time (s)", 1.0, targets)
     lines.append(f"  cross-entropy (eval mode, same batch) after {args.loss_steps} steps from the same start: "
                  + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
     return lines
+
+
+def memory_of(workload: str, variant: str, args) -> "PeakMemory":
+    """Peak memory of one run of ``variant`` (after a warm-up run) in a fresh process that builds only it."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", f"{workload}:{variant}", "--folder", args.folder,
+               "--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch),
+               "--seconds", str(args.seconds), "--files", str(args.files), "--eval_seconds", str(args.eval_seconds),
+               "--eval_batch_seconds", str(args.eval_batch_seconds)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    memory = PeakMemory(torch.device(args.device))
+    memory.total, memory.growth = json.loads(out)
+    return memory
+
+
+def child(args) -> None:
+    """--child WORKLOAD:VARIANT: print [total peak RSS, growth] (MiB) of one run, as JSON."""
+    workload, variant = args.child.split(":")
+    device = torch.device(args.device)
+    checkpoint = os.path.join(args.folder, "WavLM-Base-random.pt")
+    if workload == "extraction":
+        variants = extraction_variants(checkpoint, args.folder, device, args, only=variant)
+    else:
+        variants = training_variants(workload, checkpoint, device, args, only=variant)[0]
+    run = variants[variant]
+    run()
+    with PeakMemory(device) as memory:
+        run()
+    print(json.dumps([memory.total, memory.growth]))
 
 
 def eval_ce(model: torch.nn.Module, wav: torch.Tensor, labels: torch.Tensor) -> float:
@@ -346,37 +389,55 @@ def eval_ce(model: torch.nn.Module, wav: torch.Tensor, labels: torch.Tensor) -> 
     return ce.item()
 
 
-def bench_extraction(checkpoint: str, folder: str, device: torch.device, args, rate: float) -> List[str]:
-    config, net = build(checkpoint, "extraction", device, mixedprec=False)
-    encoder = net.encoder.to(device).eval()
-    original = Original(checkpoint, net, frozen=True).to(device)
+def extraction_keys(folder: str, args) -> List[str]:
+    return [f"id{i:05d}/v/{i:05d}.wav" for i in range(args.files)]
+
+
+def write_files(folder: str, args) -> None:
     rng = np.random.default_rng(0)
-    keys = [f"id{i:05d}/v/{i:05d}.wav" for i in range(args.files)]
-    for key in keys:
+    for key in extraction_keys(folder, args):
         os.makedirs(os.path.join(folder, os.path.dirname(key)), exist_ok=True)
         soundfile.write(os.path.join(folder, key), (0.1 * rng.standard_normal(int(args.eval_seconds * SAMPLE_RATE))
                                                     ).astype(np.float32), SAMPLE_RATE)
-    paths = [os.path.join(folder, k) for k in keys]
 
-    def ours(autocast: bool):
-        return extract_embeddings(encoder, keys, folder, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES / SAMPLE_RATE,
-                                  device, verbose=False, autocast=autocast)
-    results = alternate({"original": lambda: original_extraction(original, paths, device),
-                         "ours fp32": lambda: ours(False), "ours bf16": lambda: ours(True)}, args.rounds, device)
-    whole, crops = original_extraction(original, paths, device)
-    e, t = np.triu_indices(len(keys), k=1)
+
+def extraction_variants(checkpoint: str, folder: str, device: torch.device, args,
+                        only: str = "") -> Dict[str, Callable[[], Any]]:
+    _, net = build(checkpoint, "extraction", device, mixedprec=False)
+    keys = extraction_keys(folder, args)
+    paths = [os.path.join(folder, k) for k in keys]
+    variants: Dict[str, Callable[[], Any]] = {}
+    if only in ("", "original"):
+        original = Original(checkpoint, net, frozen=True).to(device)
+        variants["original"] = lambda: original_extraction(original, paths, device)
+    encoder = net.encoder.to(device).eval()
+    del net
+    for name, autocast in (("ours fp32", False), ("ours bf16", True)):
+        if only in ("", name):
+            variants[name] = lambda autocast=autocast: extract_embeddings(
+                encoder, keys, folder, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES / SAMPLE_RATE, device, verbose=False,
+                autocast=autocast, batch_seconds=args.eval_batch_seconds)
+    return variants
+
+
+def bench_extraction(checkpoint: str, folder: str, device: torch.device, args, rate: float) -> List[str]:
+    variants = extraction_variants(checkpoint, folder, device, args)
+    results = alternate(variants, args.rounds, device)
+    for name in variants:
+        results[name]["mem"] = memory_of("extraction", name, args)
+    whole, crops = variants["original"]()
+    e, t = np.triu_indices(args.files, k=1)
     reference = trial_scores(whole, e, t, crops)
     lines = report(f"extraction: {args.files} files of {args.eval_seconds:g} s, {NUM_EVAL} crops of {EVAL_FRAMES} "
-                   f"frames + whole file", results, count_flops(lambda: ours(False)), rate, "time per file (s)",
+                   f"frames + whole file", results, count_flops(variants["ours fp32"]), rate, "time per file (s)",
                    float(args.files), {"ours fp32": 1.1, "ours bf16": 1.8})
-    for name, autocast in (("ours fp32", False), ("ours bf16", True)):
-        emb = ours(autocast)
+    for name in ("ours fp32", "ours bf16"):
+        emb = variants[name]()
         scores = trial_scores(emb.embeddings, e, t, emb.crop_embeddings)
-        cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
-               for a, b in zip(emb.embeddings, whole)]
+        cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(emb.embeddings, whole)]
         lines.append(f"  {name}: largest score change {np.abs(scores - reference).max():.2e} over {len(e)} trials, "
                      f"lowest whole-file embedding cosine to the original's float32 {min(cos):.6f}"
-                     + (" (target: same scores to 1e-5)" if not autocast else " (target: cosine >= 0.999)"))
+                     + (" (target: same scores to 1e-5)" if name == "ours fp32" else " (target: cosine >= 0.999)"))
     return lines
 
 
@@ -390,9 +451,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="training crop length")
     parser.add_argument("--files", type=int, default=4, help="extraction: number of files (at least 2)")
     parser.add_argument("--eval_seconds", type=float, default=6.0, help="extraction: file length")
+    parser.add_argument("--eval_batch_seconds", type=float, default=float(defaults()["eval_batch_seconds"]),
+                        help="extraction: most audio per forward pass (ours; eval_batch_seconds)")
     parser.add_argument("--loss_steps", type=int, default=3, help="steps before the loss comparison")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        torch.set_num_threads(args.threads)
+        child(args)
+        return
     if args.files < 2:
         parser.error("--files must be at least 2 (scores need pairs)")
     torch.set_num_threads(args.threads)
@@ -403,8 +472,10 @@ def main() -> None:
     print(f"WavLM-Base-size random weights + MHFA ({HEADS} heads), {name}; matmul rate float32 "
           f"{rate / 1e9:.0f} GFLOP/s, bfloat16 {rate16 / 1e9:.0f} GFLOP/s; medians of {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as folder:
+        args.folder = folder
         checkpoint = os.path.join(folder, "WavLM-Base-random.pt")
         write_tiny_wavlm(checkpoint, seed=0, config=WAVLM_BASE)
+        write_files(folder, args)
         for workload in args.workloads:
             lines = (bench_extraction(checkpoint, folder, device, args, rate) if workload == "extraction"
                      else bench_training(workload, checkpoint, device, args, rate))

@@ -163,6 +163,9 @@ _OPTIONS: Dict[str, List[tuple]] = {
                                              "(0.05 in WavLM Base+/Large), as the original"),
         ("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
                                           "(joint fine-tuning of Large models on long crops)"),
+        ("compile_frontend", _B, False, "torch.compile the transformer blocks (inductor; shapes dynamic): the first "
+                                        "batches wait minutes for the compiler, later steps are faster; the same "
+                                        "outputs to float rounding"),
     ],
     "frontend": [
         ("pretrained_model_path", _S, "", "pre-trained SSL checkpoint: official WavLM .pt, fairseq HuBERT / "

@@ -119,11 +119,23 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
                    layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
                    allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
                    ssl_architecture: Optional[Dict[str, Any]] = None, initial_model: str = "",
-                   **kwargs: Any) -> SSLFrontend:
+                   compile_frontend: bool = False, **kwargs: Any) -> SSLFrontend:
     """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`). With ``ssl_architecture`` (the architecture a
     self-contained model file ``initial_model`` records) it is built from that, untrained, and
-    ``pretrained_model_path`` is not read: the model file's tensors fill it."""
+    ``pretrained_model_path`` is not read: the model file's tensors fill it. ``compile_frontend``:
+    :meth:`SSLFrontend.compile_blocks`."""
+    frontend = _load_frontend(pretrained_model_path, normalize_input, trust_checkpoint, freeze_ssl, freeze_cnn,
+                              feature_grad_mult, layer_drop, grad_checkpointing, allow_partial_checkpoint,
+                              layer_grad_mult, ssl_architecture, initial_model)
+    if compile_frontend:
+        frontend.compile_blocks()
+    return frontend
+
+
+def _load_frontend(pretrained_model_path, normalize_input, trust_checkpoint, freeze_ssl, freeze_cnn, feature_grad_mult,
+                   layer_drop, grad_checkpointing, allow_partial_checkpoint, layer_grad_mult, ssl_architecture,
+                   initial_model) -> SSLFrontend:
     if ssl_architecture is not None:
         return ssl_frontend_from_architecture(
             ssl_architecture, normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop,

@@ -151,3 +151,47 @@ def test_frozen_layers_are_made_under_inference_mode_and_train_the_back_end(tiny
     assert weights.grad is not None and torch.isfinite(weights.grad).all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert frozen(wav).dtype == torch.bfloat16
+
+
+def test_compiled_blocks_give_the_same_layers_and_gradients(tiny_checkpoint):
+    """compile_frontend: torch.compile of the blocks (here the aot_eager backend: the same graph capture
+    and autograd as inductor without its C++ build, which takes minutes) leaves outputs, gradients and
+    parameter names as they were, for inputs of two lengths (dynamic shapes)."""
+    eager = load_ssl_frontend(tiny_checkpoint, layer_drop=0.0).eval()
+    compiled = load_ssl_frontend(tiny_checkpoint, layer_drop=0.0).eval().compile_blocks(backend="aot_eager")
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    for samples in (8000, 11000):
+        wav = torch.randn(2, samples)
+        want, got = eager(wav), compiled(wav)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        want.pow(2).sum().backward()
+        got.pow(2).sum().backward()
+        for (name, a), (_, b) in zip(eager.named_parameters(), compiled.named_parameters()):
+            if a.grad is not None:
+                torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-4, msg=name)
+        eager.zero_grad()
+        compiled.zero_grad()
+
+
+def test_frozen_blocks_under_autocast_cast_their_weights_once_with_the_same_results(tiny_checkpoint):
+    """A frozen front-end under autocast runs its blocks on bfloat16 copies of the matmul weights made once
+    (autocast would cast them every step): the layers equal autocast's own, and a model file loaded into
+    the front-end afterwards (new weights) is used, not stale copies."""
+    frozen = load_ssl_frontend(tiny_checkpoint, freeze_ssl=True)
+    reference = load_ssl_frontend(tiny_checkpoint).eval()
+    wav = torch.randn(2, 8000)
+
+    def both():  # one autocast region each (autocast keeps its own casts until the region ends)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return frozen(wav), reference(wav)
+
+    torch.testing.assert_close(*both(), atol=0, rtol=0)
+    first = frozen._reduced
+    both()
+    assert frozen._reduced is first  # made once
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in reference.state_dict().items()}
+    reference.load_state_dict(state)
+    frozen.load_state_dict(state)
+    torch.testing.assert_close(*both(), atol=0, rtol=0)
+    assert frozen._reduced is not first

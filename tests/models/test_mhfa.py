@@ -96,3 +96,10 @@ def test_inference_embeddings_equal_training_path_embeddings(tiny_checkpoint, mo
             inference_path = encoder(*args)
         assert training_path.requires_grad
         torch.testing.assert_close(inference_path, training_path.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_compile_frontend_option_compiles_every_block(tiny_checkpoint):
+    encoder = MainModel(tiny_checkpoint, head_nb=4, compression_dim=8, nOut=16, compile_frontend=True)
+    assert all(layer._compiled_call_impl is not None for layer in encoder.frontend.transformer_layers())
+    plain = MainModel(tiny_checkpoint, head_nb=4, compression_dim=8, nOut=16)
+    assert all(layer._compiled_call_impl is None for layer in plain.frontend.transformer_layers())
