@@ -6,6 +6,8 @@ samples of each row; padding after them is ignored), and returns ``embedding`` [
 whole-file embedding of the evaluation before L2 normalisation (inference/export.py). Each export is
 loaded back and checked against the PyTorch model on inputs of several lengths, alone and as one padded
 batch; the largest difference is printed, and a file that differs by more than --tolerance is not written.
+The ONNX model runs on any onnxruntime provider; the TorchScript model on the device it was traced on (the
+tracer records it): the CPU, or the one --device names (--device cuda for a GPU model).
 
 Usage:
   python -m tools.export --initial_model M.model --out exp/model          # exp/model.pt and exp/model.onnx
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from core.audio import SAMPLE_RATE, load_audio
 from core.cli import build_parser, run_cli
 from core.config import frontend_paths, require_paths
+from core.device import resolve_device
 from core.errors import ConfigError
 from core.logs import progress_options, setup_logging
 from inference.export import export_checked
@@ -55,10 +58,13 @@ def export_command(config: Dict[str, Any]) -> List[str]:
     require_paths(config, frontend_paths(config))
     waves = check_inputs(config)
     encoder = build_encoder(config, torch.device("cpu")).eval()
+    device = torch.device("cpu") if config["device"] == "auto" else resolve_device(config["device"])
     seconds = ", ".join(f"{len(w) / SAMPLE_RATE:g}" for w in waves)
     lines = []
-    for kind in tqdm(config["formats"], desc="export", unit="format", **progress_options()):
+    for kind in tqdm(sorted(config["formats"]), desc="export", unit="format", **progress_options()):
         path = config["out"] + EXTENSIONS[kind]
+        if kind == "torchscript":  # after ONNX (sorted): the trace records the device it runs on
+            encoder.to(device)
         found = export_checked(kind, encoder, path, waves, config["tolerance"], config["opset"])
         lines.append(f"{kind} {path}: largest difference to the PyTorch model {max(found.values()):.3g} "
                      f"(single inputs of {seconds} s: {found['single']:.3g}; one padded batch of {len(waves)}: "
