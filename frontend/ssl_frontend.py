@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import CheckpointError, ConfigError
-from frontend.cnn import frozen_cnn
+from frontend.cnn import frozen_cnn, positional_conv_fft
 from frontend.detect import build_encoder, make_model, read_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,13 @@ class SSLFrontend(nn.Module):
         x = self.model.encoder.feature_projection(features)  # [B, T, D]
         if pad is not None:
             x = x.masked_fill(pad[..., None], 0.0)  # as the official encoder, before the positional conv
-        return self.model.encoder.transformer._preprocess(x), frames, pad  # + positional conv (and LN, post-norm)
+        transformer = self.model.encoder.transformer
+        if torch.is_grad_enabled() or not hasattr(transformer.pos_conv_embed, "num_remove"):
+            return transformer._preprocess(x), frames, pad  # + positional conv (and LN, post-norm)
+        x = x + positional_conv_fft(transformer.pos_conv_embed, x)  # torchaudio's _preprocess, the conv by FFT
+        if transformer.layer_norm_first:
+            x = transformer.layer_norm(x)
+        return transformer.dropout(x), frames, pad
 
     def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         if lengths is None:

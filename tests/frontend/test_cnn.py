@@ -1,9 +1,10 @@
-"""The frozen CNN (frontend/cnn.py) against torchaudio's feature extractor."""
+"""The frozen input modules (frontend/cnn.py) against torchaudio's: the CNN and the positional convolution."""
 import pytest
 import torch
 from torchaudio.models import wav2vec2_model
+from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
-from frontend.cnn import conv_group_norm_gelu, foldable, frozen_cnn, valid_frames
+from frontend.cnn import conv_group_norm_gelu, foldable, frozen_cnn, positional_conv_fft, valid_frames
 
 LAYERS = [(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]
 
@@ -88,3 +89,22 @@ def test_valid_frames_follow_torchaudio():
     lengths = torch.tensor([4000, 401, 400, 10, 0])
     _, ref = ext(torch.zeros(5, 4000), lengths)
     assert torch.equal(valid_frames(ext.conv_layers, lengths), ref)
+
+
+@pytest.mark.parametrize("kernel,groups", [(16, 4), (7, 2), (128, 16)])
+def test_positional_convolution_by_fft_equals_torchaudios(kernel, groups):
+    """The frozen positional convolution through the FFT equals torchaudio's grouped convolution (even
+    kernels drop their last frame, odd ones do not), for several lengths, and follows new weights."""
+    torch.manual_seed(0)
+    module = ConvolutionalPositionalEmbedding(embed_dim=32 if kernel < 128 else 96, kernel_size=kernel,
+                                              groups=groups).eval()
+    dim = module.embed_dim
+    for frames in (5, 37, 150):
+        x = torch.randn(3, frames, dim)
+        with torch.inference_mode():
+            torch.testing.assert_close(positional_conv_fft(module, x), module(x), atol=2e-5, rtol=1e-4)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(1.5)  # a model file loaded: the cached kernel transform must not be reused
+    with torch.inference_mode():
+        torch.testing.assert_close(positional_conv_fft(module, x), module(x), atol=2e-5, rtol=1e-4)
