@@ -63,10 +63,10 @@ def load_mean(path: str, keys_list: str = "") -> np.ndarray:
     return emb.embeddings[rows].astype(np.float64).mean(axis=0).astype(np.float32)
 
 
-def save_embeddings(emb: Embeddings, path: str) -> None:
+def save_embeddings(emb: Embeddings, path: str, **extra: np.ndarray) -> None:
     """Write the embeddings file of REFERENCE §4 (``keys``, ``embeddings``, optional ``crop_embeddings``,
-    ``durations``), atomically."""
-    arrays = {"keys": np.asarray(emb.keys), "embeddings": emb.embeddings.astype(np.float32)}
+    ``durations``; plus any ``extra`` arrays), atomically."""
+    arrays = {**extra, "keys": np.asarray(emb.keys), "embeddings": emb.embeddings.astype(np.float32)}
     if emb.crop_embeddings is not None:
         arrays["crop_embeddings"] = emb.crop_embeddings.astype(np.float32)
     if emb.durations is not None:

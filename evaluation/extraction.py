@@ -79,14 +79,13 @@ class _Batcher:
         self.wavs, self.slots = [], []
 
 
-def _combine(out: Dict[Hashable, np.ndarray], index: int, sizes: List[int]) -> np.ndarray:
-    """Whole-file embedding of file ``index`` from its pieces of ``sizes`` samples: the one
-    piece's embedding, or the length-weighted mean of the pieces' embeddings."""
+def combine_pieces(rows: np.ndarray, sizes: List[int]) -> np.ndarray:
+    """Whole-file embedding from the embeddings ``rows`` [k, D] of a file's k pieces of ``sizes`` samples:
+    the one piece's embedding, or the length-weighted mean of the pieces' embeddings."""
     if len(sizes) == 1:
-        return out[(index, 0)]
+        return rows[0]
     weights = np.array(sizes, dtype=np.float64)
-    rows = np.stack([out[(index, k)] for k in range(len(sizes))]).astype(np.float64)
-    return (weights @ rows / weights.sum()).astype(np.float32)
+    return (weights @ rows.astype(np.float64) / weights.sum()).astype(np.float32)
 
 
 @torch.inference_mode()
@@ -140,5 +139,6 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     if eval_frames > 0:
         crop_embeddings = np.stack([np.stack([crops.out[(i, j)] for j in range(num_eval)])
                                     for i in range(len(keys))])  # [N, num_eval, D]
-    whole_embeddings = np.stack([_combine(whole.out, i, sizes[i]) for i in range(len(keys))])
+    whole_embeddings = np.stack([combine_pieces(np.stack([whole.out[(i, k)] for k in range(len(sizes[i]))]),
+                                                sizes[i]) for i in range(len(keys))])
     return Embeddings(list(keys), whole_embeddings, crop_embeddings, (durations / SAMPLE_RATE).astype(np.float32))

@@ -29,6 +29,7 @@ from core.errors import ConfigError, DataError
 from core.options import OPTION_BY_NAME, defaults
 from evaluation.dataset import eval_crops, whole_file_pieces
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean
+from evaluation.extraction import combine_pieces
 from evaluation.pipeline import extract_files
 from evaluation.scoring import score_all
 from evaluation.trials import Trials
@@ -125,8 +126,7 @@ class SpeakerModel:
         for audio in as_waveforms(waves, sample_rate):
             pieces = whole_file_pieces(audio.shape[0], max_samples, s["eval_long_files"])
             rows = np.concatenate([self._forward(torch.from_numpy(audio[a:b])[None]) for a, b in pieces])
-            weights = np.array([b - a for a, b in pieces], dtype=np.float64)
-            whole.append((weights @ rows.astype(np.float64) / weights.sum()).astype(np.float32))  # length-weighted
+            whole.append(combine_pieces(rows, [b - a for a, b in pieces]))  # the extraction's length-weighted mean
             if s["eval_frames"] > 0:
                 crops.append(self._forward(torch.from_numpy(eval_crops(audio, s["eval_frames"], s["num_eval"]))))
             durations.append(audio.shape[0] / SAMPLE_RATE)

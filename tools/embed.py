@@ -36,7 +36,6 @@ from core.cli import build_parser, run_cli
 from core.config import frontend_paths, require_paths
 from core.device import resolve_device
 from core.errors import ConfigError, DataError
-from core.files import atomic_path
 from core.logs import progress_options, setup_logging
 from dataprep.lists import is_kaldi_folder
 from evaluation.cache import cache_key
@@ -95,13 +94,8 @@ def part_name(start: int) -> str:
 
 def save_part(emb: Embeddings, digest: str, folder: str, start: int) -> None:
     """One chunk's embeddings (files ``start``...) and the job's digest, in one file written atomically."""
-    arrays = {"keys": np.asarray(emb.keys), "embeddings": emb.embeddings, "durations": emb.durations,
-              "job": np.asarray(digest)}
-    if emb.crop_embeddings is not None:
-        arrays["crop_embeddings"] = emb.crop_embeddings
     os.makedirs(folder, exist_ok=True)
-    with atomic_path(os.path.join(folder, part_name(start))) as tmp:
-        np.savez(tmp, **arrays)
+    save_embeddings(emb, os.path.join(folder, part_name(start)), job=np.asarray(digest))
 
 
 def load_parts(folder: str, digest: str, keys: Sequence[str]) -> List[Embeddings]:
