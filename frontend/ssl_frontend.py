@@ -220,10 +220,12 @@ class SSLFrontend(nn.Module):
         if not torch.is_autocast_enabled(device.type):
             return None
         dtype = torch.get_autocast_dtype(device.type)
-        params = [(i, name, p) for i, layer in enumerate(self.transformer_layers())
-                  for name, p in layer.named_parameters()
-                  if name.endswith(("in_proj_weight", "in_proj_bias"))
-                  or isinstance(layer.get_submodule(name.rpartition(".")[0]), nn.Linear)]
+        params = getattr(self, "_matmul_params", None)
+        if params is None:  # the parameter objects stay (moves and loads change their data: the key below)
+            params = self._matmul_params = [
+                (i, name, p) for i, layer in enumerate(self.transformer_layers()) for name, p in layer.named_parameters()
+                if name.endswith(("in_proj_weight", "in_proj_bias"))
+                or isinstance(layer.get_submodule(name.rpartition(".")[0]), nn.Linear)]
         key = (dtype, device, tuple(p._version for _, _, p in params), tuple(p.data_ptr() for _, _, p in params))
         if getattr(self, "_reduced_key", None) != key:
             copies: List[Dict[str, torch.Tensor]] = [{} for _ in self.transformer_layers()]
