@@ -12,6 +12,9 @@ gradient flows into the CNN (``freeze_cnn``, a frozen front-end, extraction):
   b'_c = β_c − mean_c γ_c / σ_c, and the block is GELU(w' u + b'). This replaces three passes over
   its [B, 512, 3200 / s] output (the largest tensor of the model) by one. The statistics are taken
   in float32 over each row's valid windows, so a padded batch equals its rows computed alone.
+* On CPU the other blocks run time-major, each convolution as two GEMMs that read its input in
+  place (taps taken ``stride`` at a time are contiguous rows), the whole batch in one product:
+  15-20 % faster than oneDNN's convolutions in float32 here, and faster in bfloat16.
 * GELU is applied in place; rows go through the CNN in groups of at most ``chunk_samples``
   samples, so its transient memory (the first block's output is 512 values per 5 samples) does
   not grow with the batch; only the features, [B, T, 512] at 50 frames/s, are kept.
@@ -81,48 +84,109 @@ def conv_group_norm_gelu(block: nn.Module, wav: torch.Tensor, frames: Optional[t
     return torch.ops.aten.gelu_(out)
 
 
-def _channels_last(wav: torch.Tensor, blocks) -> bool:
-    """Whether to run the blocks time-major (channels last): measured faster for bfloat16 convolutions on
-    CPU (oneDNN), slower for float32; only where the norms are layer norms over channels (or none)."""
-    reduced = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return (wav.device.type == "cpu" and (reduced or wav.dtype == torch.bfloat16)
-            and all(b.layer_norm is None or isinstance(b.layer_norm, nn.LayerNorm) for b in blocks))
+def _gemm_ready(blocks) -> bool:
+    """Whether :func:`_cnn_gemm` handles these blocks: plain convolutions (no padding, dilation or groups)
+    whose norms, after a :func:`foldable` first block, are layer norms over channels or none."""
+    rest = blocks[1:] if foldable(blocks[0]) else blocks
+    return (all(b.conv.groups == 1 and b.conv.padding == (0,) and b.conv.dilation == (1,) for b in blocks)
+            and all(b.layer_norm is None or isinstance(b.layer_norm, nn.LayerNorm) for b in rest))
 
 
-def _blocks_time_major(x: torch.Tensor, blocks) -> torch.Tensor:
-    """[B, T, C] through the conv blocks as 2-D convolutions on channels-last [B, C, 1, T] views."""
-    for block in blocks:
-        conv = block.conv
-        y = x.transpose(1, 2).unsqueeze(2)  # [B, C, 1, T], channels-last strides
-        y = F.conv2d(y, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
-        x = y.squeeze(2).transpose(1, 2)  # [B, T, C]
-        if block.layer_norm is not None:
-            norm = block.layer_norm
-            x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        x = torch.ops.aten.gelu_(x)
-    return x
+def _tap_major(conv: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """conv.weight [out, in, k] as [(tap, in), out] in ``dtype``, kept on the module and remade when
+    the weight changes (a model file loaded)."""
+    key = (dtype, conv.weight.data_ptr(), conv.weight._version)
+    cache = getattr(conv, "_tap_major", None)
+    if cache is None or cache[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            weight = conv.weight.detach().to(dtype).permute(2, 1, 0).reshape(-1, conv.out_channels)
+        cache = conv._tap_major = (key, weight)
+    return cache[1]
+
+
+def _conv_rows(x: torch.Tensor, conv: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """A strided convolution of the time-major rows x [R, C], where every sequence's length (rows) is a
+    multiple of the stride s, as GEMMs that read x in place: out[r] = b + sum_j x[s r + j] W_j, the taps
+    j taken s at a time, each group a [R, s C] view of x with row stride s C. The last rows of the
+    buffer skip the taps that would read past its end; those outputs lie past every sequence's valid
+    frames, as do the outputs that read across into the next sequence. Returns [R / s, C_out]."""
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    channels = x.shape[1]
+    rows = x.shape[0] // stride
+    weight = _tap_major(conv, dtype)
+    out = None
+    for first in range(0, kernel, stride):
+        taps = min(stride, kernel - first)
+        count = rows - -(-(first + taps - stride) // stride) if first + taps > stride else rows
+        view = x.as_strided((count, taps * channels), (stride * channels, 1), x.storage_offset() + first * channels)
+        w = weight[first * channels:(first + taps) * channels]
+        if out is None:
+            out = torch.mm(view, w) if conv.bias is None else torch.addmm(conv.bias.to(dtype), view, w)
+        else:
+            out[:count].addmm_(view, w)
+    return out
+
+
+def _cnn_gemm(blocks, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """The CNN of :func:`frozen_cnn` on CPU, time-major, every convolution as GEMMs on views of its input
+    (:func:`_conv_rows`; no unfolded copies, and the batch in one product): each row is padded so that
+    its first block's frames are a multiple of the product of the later strides, then the blocks run
+    on the flattened [B T, C] rows. Returns [B, T', C], T' >= the batch's frames T (the frames past T
+    are padding), in the autocast type under CPU autocast."""
+    first, rest = blocks[0], blocks[1:]
+    frames = int(valid_frames(blocks[:1], torch.tensor(wav.shape[1])))
+    multiple = 1
+    for block in rest:
+        multiple *= block.conv.stride[0]
+    padded = -(-frames // multiple) * multiple
+    samples = (padded - 1) * first.conv.stride[0] + first.conv.kernel_size[0]
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else wav.dtype
+    row = padded * first.conv.stride[0]  # samples per row of the flattened first convolution (no fold)
+    wav = F.pad(wav, (0, max(samples, row) - wav.shape[1]))  # zeros after the last sample (or cut unused ones)
+    if foldable(first):
+        valid = valid_frames(blocks[:1], lengths) if lengths is not None else torch.full((wav.shape[0],), frames)
+        x = conv_group_norm_gelu(first, wav[:, :samples], valid, time_major=True).reshape(-1, first.conv.out_channels)
+    else:
+        rest = blocks
+        x = wav[:, :row].to(dtype).reshape(-1, 1)  # [B N, 1]: one channel
+    with torch.autocast("cpu", enabled=False):
+        for block in rest:
+            x = _conv_rows(x, block.conv, dtype)
+            if block.layer_norm is not None:
+                norm = block.layer_norm
+                x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            x = torch.ops.aten.gelu_(x)
+    return x.view(wav.shape[0], -1, x.shape[-1])  # [B, padded / multiple, C]; the frames past T are padding
 
 
 def frozen_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.Tensor],
-               chunk_samples: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+               chunk_samples: int, gemm: Optional[bool] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """torchaudio ``FeatureExtractor`` output without gradients: features [B, T, C] and the valid frames
-    per row (None without ``lengths``), in groups of rows of at most ``chunk_samples`` samples."""
+    per row (None without ``lengths``), in groups of rows of at most ``chunk_samples`` samples.
+
+    ``gemm``: the convolutions as GEMMs on time-major rows (:func:`_cnn_gemm`; measured faster on CPU
+    in float32 and bfloat16) or the modules' own (cuDNN on CUDA); None: GEMMs on CPU where the blocks
+    allow (:func:`_gemm_ready`)."""
     blocks = list(extractor.conv_layers)
     fold = foldable(blocks[0])
-    time_major = _channels_last(wav, blocks[1:] if fold else blocks)
+    if gemm is None:
+        gemm = wav.device.type == "cpu"
+    gemm = gemm and _gemm_ready(blocks)
     rows = max(1, chunk_samples // max(1, wav.shape[1]))
+    total = int(valid_frames(blocks, torch.tensor(wav.shape[1])))
     parts = []
     for start in range(0, wav.shape[0], rows):
         part = wav[start:start + rows]
+        part_lengths = None if lengths is None else lengths[start:start + rows]
+        if gemm:
+            parts.append(_cnn_gemm(blocks, part, part_lengths)[:, :total])
+            continue
         if fold:
-            first = None if lengths is None else valid_frames(blocks[:1], lengths[start:start + rows])
-            x = conv_group_norm_gelu(blocks[0], part, first, time_major=time_major)
+            first = None if part_lengths is None else valid_frames(blocks[:1], part_lengths)
+            x = conv_group_norm_gelu(blocks[0], part, first)
             rest = blocks[1:]
         else:
-            x, rest = (part.unsqueeze(-1) if time_major else part.unsqueeze(1)), blocks
-        if time_major:
-            parts.append(_blocks_time_major(x, rest))
-            continue
+            x, rest = part.unsqueeze(1), blocks
         for block in rest:
             x = block.conv(x)
             if block.layer_norm is not None:

@@ -9,9 +9,9 @@ from frontend.cnn import conv_group_norm_gelu, foldable, frozen_cnn, positional_
 LAYERS = [(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]
 
 
-def extractor(mode: str, bias: bool = False) -> torch.nn.Module:
+def extractor(mode: str, bias: bool = False, layers=LAYERS) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = wav2vec2_model(extractor_mode=mode, extractor_conv_layer_config=LAYERS, extractor_conv_bias=bias,
+    model = wav2vec2_model(extractor_mode=mode, extractor_conv_layer_config=layers, extractor_conv_bias=bias,
                            encoder_embed_dim=16, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=4,
                            encoder_pos_conv_groups=2, encoder_num_layers=1, encoder_num_heads=2,
                            encoder_attention_dropout=0.0, encoder_ff_interm_features=8, encoder_ff_interm_dropout=0.0,
@@ -23,13 +23,15 @@ def extractor(mode: str, bias: bool = False) -> torch.nn.Module:
     return ext
 
 
+@pytest.mark.parametrize("gemm", [True, False])
 @pytest.mark.parametrize("mode,bias", [("group_norm", False), ("group_norm", True), ("layer_norm", True)])
-def test_equals_torchaudio(mode, bias):
+def test_equals_torchaudio(mode, bias, gemm):
+    """Both ways (GEMMs on time-major rows, the CPU default; the modules' convolutions, used on CUDA)."""
     ext = extractor(mode, bias)
     wav = torch.randn(3, 4000) * torch.tensor([[1.0], [0.01], [3.0]])  # different levels per row
     with torch.inference_mode():
         ref, ref_frames = ext(wav, torch.tensor([4000, 4000, 4000]))
-        out, frames = frozen_cnn(ext, wav, torch.tensor([4000, 4000, 4000]), chunk_samples=10 ** 9)
+        out, frames = frozen_cnn(ext, wav, torch.tensor([4000, 4000, 4000]), chunk_samples=10 ** 9, gemm=gemm)
     assert foldable(ext.conv_layers[0]) == (mode == "group_norm")
     assert torch.equal(frames, ref_frames)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
@@ -46,17 +48,25 @@ def test_first_block_as_one_gemm_equals_conv_norm_gelu():
     torch.testing.assert_close(time_major, ref.transpose(1, 2), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
-def test_padded_rows_equal_rows_alone(mode):
-    """Group norm statistics come from each row's valid windows only, so no row-by-row CNN is needed."""
-    ext = extractor(mode)
-    lengths = torch.tensor([4000, 2500, 3333])
-    wav = torch.zeros(3, 4000)
+ODD_LAYERS = [(16, 7, 3), (16, 5, 2), (16, 2, 3), (16, 3, 3), (16, 4, 2)]  # kernel < = > stride, 3 taps a group
+
+
+@pytest.mark.parametrize("gemm", [True, False])
+@pytest.mark.parametrize("mode,layers", [("group_norm", LAYERS), ("layer_norm", LAYERS),
+                                         ("group_norm", ODD_LAYERS), ("layer_norm", ODD_LAYERS)])
+def test_padded_rows_equal_rows_alone(mode, layers, gemm):
+    """Group norm statistics come from each row's valid windows only, so no row-by-row CNN is needed;
+    the GEMM path's padding of each row (to a multiple of the later strides) and its skipped last
+    taps never reach a valid frame, whatever the kernels and strides."""
+    ext = extractor(mode, bias=True, layers=layers)
+    lengths = torch.tensor([4000, 2500, 3333, 4000])
+    wav = torch.zeros(4, 4000)
     rows = [torch.randn(int(n)) for n in lengths]
     for i, row in enumerate(rows):
         wav[i, :len(row)] = row
     with torch.inference_mode():
-        out, frames = frozen_cnn(ext, wav, lengths, chunk_samples=10 ** 9)
+        out, frames = frozen_cnn(ext, wav, lengths, chunk_samples=10 ** 9, gemm=gemm)
+        assert out.shape[1] == ext(wav, None)[0].shape[1]
         for i, row in enumerate(rows):
             alone, _ = ext(row[None], None)
             assert int(frames[i]) == alone.shape[1]
@@ -73,7 +83,7 @@ def test_chunks_of_rows_give_the_same_features():
 
 
 @pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
-def test_bfloat16_channels_last_path_is_close_to_float32(mode):
+def test_bfloat16_path_is_close_to_float32(mode):
     ext = extractor(mode)
     wav = torch.randn(2, 4000)
     with torch.inference_mode():
@@ -82,6 +92,22 @@ def test_bfloat16_channels_last_path_is_close_to_float32(mode):
             low, _ = frozen_cnn(ext, wav, None, chunk_samples=10 ** 9)
     assert low.dtype == torch.bfloat16 and low.shape == ref.shape
     assert (low.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_new_convolution_weights_are_used():
+    """The GEMM path keeps each convolution's weight rearranged; a changed weight (a model file loaded)
+    must be rearranged again."""
+    ext = extractor("layer_norm")
+    wav = torch.randn(2, 4000)
+    with torch.inference_mode():
+        frozen_cnn(ext, wav, None, chunk_samples=10 ** 9)
+    with torch.no_grad():
+        for block in ext.conv_layers:
+            block.conv.weight.mul_(-0.7)
+    with torch.inference_mode():
+        out, _ = frozen_cnn(ext, wav, None, chunk_samples=10 ** 9)
+        ref, _ = ext(wav, None)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_valid_frames_follow_torchaudio():
