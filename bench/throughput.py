@@ -4,7 +4,7 @@
 Three workloads, each run in this one process by both implementations, alternating (A B, then B A,
 ...), on the same inputs and settings:
 
-  joint       one training step, transformer blocks fine-tuned: WavLM-Base-size front-end (random
+  joint       one training step, transformer blocks fine-tuned: WavLM-Base-size (--size) front-end (random
               weights, official format) + MHFA (32 heads, compression 128, 256-d) + AAM-softmax over
               100 classes, AdamW with the original's groups (MHFA + loss at LR_MHFA, block i at
               LR_Transformer * LLRD_factor**i), the original regulariser (weight_finetuning_reg 0.01,
@@ -35,6 +35,10 @@ with the original's float32, with what changes: the loss after --loss_steps step
 start, the cosine of embeddings to float32 and the largest score change.
 
 Usage: python bench/throughput.py [--workloads joint frozen extraction] [--rounds 5] [--threads 2]
+On a GPU, at the recipes' batch sizes (bfloat16 is "ours bf16"), for example:
+  python bench/throughput.py --device cuda --workloads frozen --batch 128 --seconds 3 [--size large]
+  python bench/throughput.py --device cuda --workloads joint --batch 120 --seconds 3 [--size large]
+  python bench/throughput.py --device cuda --workloads joint --batch 40 --seconds 6 --size large  (LMFT)
 """
 from __future__ import annotations
 
@@ -66,9 +70,10 @@ from evaluation.scoring import trial_scores  # noqa: E402
 from frontend.detect import build_encoder, read_ssl_checkpoint  # noqa: E402
 from runs.trainer import ModelTrainer  # noqa: E402
 from SpeakerNet import SpeakerNet  # noqa: E402
-from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+from synthetic.checkpoints import WAVLM_BASE, WAVLM_LARGE, write_tiny_wavlm  # noqa: E402
 
 N_CLASSES, HEADS, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES = 100, 32, 400, 5, 700000
+SIZES = {"base": WAVLM_BASE, "large": WAVLM_LARGE}  # --size: random-weight WavLM in the official format
 
 
 # ----------------------------------------------------------------------------- memory and FLOPs
@@ -361,18 +366,22 @@ def memory_of(workload: str, variant: str, args) -> "PeakMemory":
     command = [sys.executable, os.path.abspath(__file__), "--child", f"{workload}:{variant}", "--folder", args.folder,
                "--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch),
                "--seconds", str(args.seconds), "--files", str(args.files), "--eval_seconds", str(args.eval_seconds),
-               "--eval_batch_seconds", str(args.eval_batch_seconds)]
+               "--eval_batch_seconds", str(args.eval_batch_seconds), "--size", args.size]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     memory = PeakMemory(torch.device(args.device))
     memory.total, memory.growth = json.loads(out)
     return memory
 
 
+def checkpoint_path(args) -> str:
+    return os.path.join(args.folder, f"WavLM-{args.size}-random.pt")
+
+
 def child(args) -> None:
     """--child WORKLOAD:VARIANT: print [total peak RSS, growth] (MiB) of one run, as JSON."""
     workload, variant = args.child.split(":")
     device = torch.device(args.device)
-    checkpoint = os.path.join(args.folder, "WavLM-Base-random.pt")
+    checkpoint = checkpoint_path(args)
     if workload == "extraction":
         variants = extraction_variants(checkpoint, args.folder, device, args, only=variant)
     else:
@@ -451,6 +460,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", choices=("joint", "frozen", "extraction"),
                         default=["joint", "frozen", "extraction"])
+    parser.add_argument("--size", choices=sorted(SIZES), default="base",
+                        help="WavLM size (random weights): Base (12 x 768) or Large (24 x 1024, layer-norm CNN)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (after one warm-up)")
     parser.add_argument("--batch", type=int, default=4, help="training batch (utterances)")
@@ -475,12 +486,12 @@ def main() -> None:
     rate = gemm_rate(device, torch.float32)
     rate16 = gemm_rate(device, torch.bfloat16)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"WavLM-Base-size random weights + MHFA ({HEADS} heads), {name}; matmul rate float32 "
+    print(f"WavLM-{args.size.capitalize()}-size random weights + MHFA ({HEADS} heads), {name}; matmul rate float32 "
           f"{rate / 1e9:.0f} GFLOP/s, bfloat16 {rate16 / 1e9:.0f} GFLOP/s; medians of {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as folder:
         args.folder = folder
-        checkpoint = os.path.join(folder, "WavLM-Base-random.pt")
-        write_tiny_wavlm(checkpoint, seed=0, config=WAVLM_BASE)
+        checkpoint = checkpoint_path(args)
+        write_tiny_wavlm(checkpoint, seed=0, config=SIZES[args.size])
         write_files(folder, args)
         for workload in args.workloads:
             lines = (bench_extraction(checkpoint, folder, device, args, rate) if workload == "extraction"

@@ -39,6 +39,11 @@ WAVLM_BASE: Dict[str, Any] = dict(
     encoder_num_layers=12, encoder_num_heads=12, encoder_num_buckets=320, encoder_max_distance=800,
     encoder_attention_dropout=0.1, encoder_ff_interm_features=3072, encoder_dropout=0.1, encoder_layer_drop=0.05,
 )
+# WavLM Large size (24 pre-norm blocks of 1024, layer-norm CNN), official dropouts; benchmarks only.
+WAVLM_LARGE: Dict[str, Any] = dict(
+    WAVLM_BASE, extractor_mode="layer_norm", encoder_embed_dim=1024, encoder_num_layers=24, encoder_num_heads=16,
+    encoder_ff_interm_features=4096, encoder_layer_norm_first=True,
+)
 
 _TO_OFFICIAL = {"group_norm": [(name_regex(t), o) for o, t in WAVLM_KEYS if o != CNN_LAYER_NORM],
                 "layer_norm": [(name_regex(t), o) for o, t in WAVLM_KEYS if o != CNN_GROUP_NORM]}
