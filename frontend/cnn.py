@@ -168,6 +168,13 @@ def frozen_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.
     in float32 and bfloat16) or the modules' own (cuDNN on CUDA); None: GEMMs on CPU where the blocks
     allow (:func:`_gemm_ready`)."""
     blocks = list(extractor.conv_layers)
+    shortest = int(wav.shape[1]) if lengths is None or lengths.numel() == 0 else int(lengths.min())
+    if int(valid_frames(blocks, torch.tensor(shortest))) < 1:
+        need = 1
+        for block in reversed(blocks):
+            need = (need - 1) * block.stride + block.kernel_size
+        raise ValueError(f"A waveform of {shortest} samples is shorter than one frame of the front-end's CNN "
+                         f"({need} samples, {need / 16:g} ms at 16 kHz): give it at least {need} samples.")
     fold = foldable(blocks[0])
     if gemm is None:
         gemm = wav.device.type == "cpu"

@@ -134,3 +134,18 @@ def test_positional_convolution_by_fft_equals_torchaudios(kernel, groups):
             p.mul_(1.5)  # a model file loaded: the cached kernel transform must not be reused
     with torch.inference_mode():
         torch.testing.assert_close(positional_conv_fft(module, x), module(x), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("gemm", [True, False])
+def test_too_short_input_is_refused_with_the_length_needed(gemm):
+    """Shorter than one CNN frame (LAYERS, kernel-stride 10-5, 3-2, 3-2, 2-2, from the last block back:
+    1 -> 2 -> 5 -> 11 -> 60 samples) is a clear error, not empty features or a deep convolution error;
+    one frame's worth works."""
+    ext = extractor("group_norm")
+    with torch.inference_mode():
+        out, frames = frozen_cnn(ext, torch.randn(2, 60), torch.tensor([60, 60]), chunk_samples=10 ** 9, gemm=gemm)
+        assert out.shape[1] == 1 and frames.tolist() == [1, 1]
+        with pytest.raises(ValueError, match="59 samples.*60 samples"):
+            frozen_cnn(ext, torch.randn(2, 59), None, chunk_samples=10 ** 9, gemm=gemm)
+        with pytest.raises(ValueError, match="30 samples.*60 samples"):  # a short row in a padded batch
+            frozen_cnn(ext, torch.randn(2, 400), torch.tensor([400, 30]), chunk_samples=10 ** 9, gemm=gemm)
