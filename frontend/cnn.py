@@ -12,7 +12,7 @@ gradient flows into the CNN (``freeze_cnn``, a frozen front-end, extraction):
   b'_c = β_c − mean_c γ_c / σ_c, and the block is GELU(w' u + b'). This replaces three passes over
   its [B, 512, 3200 / s] output (the largest tensor of the model) by one. The statistics are taken
   in float32 over each row's valid windows, so a padded batch equals its rows computed alone.
-* On CPU the other blocks run time-major, each convolution as two GEMMs that read its input in
+* On CPU the other blocks run time-major, each convolution as one or two GEMMs that read its input in
   place (taps taken ``stride`` at a time are contiguous rows), the whole batch in one product:
   15-20 % faster than oneDNN's convolutions in float32 here, and faster in bfloat16.
 * GELU is applied in place; rows go through the CNN in groups of at most ``chunk_samples``
