@@ -182,34 +182,37 @@ class SSLFrontend(nn.Module):
             out = self.forward(wav, lengths)
             layers, frames = out if lengths is not None else (out, None)
             return torch.einsum("bltd,sl->sbtd", layers, weights), frames
-        sums: List[torch.Tensor] = []
-
-        def add(index: int, x: torch.Tensor) -> None:
-            if not sums:
-                with torch.inference_mode(False):
-                    sums.append(torch.zeros((weights.shape[0],) + x.shape, device=x.device))
-            sums[0].addcmul_(weights[:, index, None, None, None].detach().float(), x[None])
-
-        with torch.inference_mode():
-            frames = self._run(wav, lengths, add)
-        return sums[0], None if frames is None else frames.clone()
+        return self._inference_run(
+            wav, lengths, lambda x: torch.zeros((weights.shape[0],) + x.shape, device=x.device),
+            lambda sums, index, x: sums.addcmul_(weights[:, index, None, None, None].detach().float(), x[None]))
 
     def _frozen_layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The layers of a frozen front-end: computed under inference mode straight into one tensor made
         outside it (the back-end's backward may keep it), of the dtype the blocks compute in (bfloat16
         under mixed precision: half the memory); nothing else is kept."""
-        out: List[torch.Tensor] = []
         count = self.num_layers
+        return self._inference_run(
+            wav, lengths, lambda x: torch.empty((x.shape[0], count) + x.shape[1:], dtype=x.dtype, device=x.device),
+            lambda out, index, x: out[:, index].copy_(x))
 
-        def store(index: int, x: torch.Tensor) -> None:
+    def _inference_run(self, wav: torch.Tensor, lengths: Optional[torch.Tensor],
+                       make: Callable[[torch.Tensor], torch.Tensor],
+                       put: Callable[[torch.Tensor, int, torch.Tensor], Any]
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`_run` under inference mode into one tensor made outside it (usable in autograd later):
+        ``make(layer 0)`` creates it, ``put(tensor, index, layer)`` adds each layer. Returns the tensor and the
+        valid frames (None without ``lengths``)."""
+        out: List[torch.Tensor] = []
+
+        def emit(index: int, x: torch.Tensor) -> None:
             if not out:
                 with torch.inference_mode(False):
-                    out.append(torch.empty((x.shape[0], count) + x.shape[1:], dtype=x.dtype, device=x.device))
-            out[0][:, index].copy_(x)
+                    out.append(make(x))
+            put(out[0], index, x)
 
         with torch.inference_mode():
-            frames = self._run(wav, lengths, store)
+            frames = self._run(wav, lengths, emit)
         return out[0], None if frames is None else frames.clone()
 
     def _reduced_weights(self, device: torch.device) -> Optional[List[Dict[str, torch.Tensor]]]:

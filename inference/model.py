@@ -44,8 +44,9 @@ def model_settings(path: str, config: str = "", **options: Any) -> Config:
     then ``options`` (option names of the table, e.g. ``score_norm='asnorm'``), completed and checked by
     the model file (a model option that contradicts it is a ConfigError naming both)."""
     from_yaml = read_yaml(config) if config else {}
-    settings = Config({**defaults(), **from_yaml})
-    sources = {key: f"the config file '{config}'" for key in from_yaml}
+    settings = Config({**defaults(), **from_yaml, "config": config})
+    settings.yaml_keys = frozenset(from_yaml)
+    sources = settings.sources()  # the YAML's keys; options given here are added below
     for key, value in options.items():
         if key not in OPTION_BY_NAME:
             hint = closest_key(key)

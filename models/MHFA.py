@@ -125,26 +125,17 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
     self-contained model file ``initial_model`` records) it is built from that, untrained, and
     ``pretrained_model_path`` is not read: the model file's tensors fill it. ``compile_frontend``:
     :meth:`SSLFrontend.compile_blocks`."""
-    frontend = _load_frontend(pretrained_model_path, normalize_input, trust_checkpoint, freeze_ssl, freeze_cnn,
-                              feature_grad_mult, layer_drop, grad_checkpointing, allow_partial_checkpoint,
-                              layer_grad_mult, ssl_architecture, initial_model)
+    shared = dict(normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
+                  feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                  layer_grad_mult=layer_grad_mult)
+    if ssl_architecture is not None:
+        frontend = ssl_frontend_from_architecture(ssl_architecture, source=f"Model file '{initial_model}'", **shared)
+    else:
+        frontend = load_ssl_frontend(pretrained_model_path, trust_checkpoint=trust_checkpoint,
+                                     allow_partial_checkpoint=allow_partial_checkpoint, **shared)
     if compile_frontend:
         frontend.compile_blocks()
     return frontend
-
-
-def _load_frontend(pretrained_model_path, normalize_input, trust_checkpoint, freeze_ssl, freeze_cnn, feature_grad_mult,
-                   layer_drop, grad_checkpointing, allow_partial_checkpoint, layer_grad_mult, ssl_architecture,
-                   initial_model) -> SSLFrontend:
-    if ssl_architecture is not None:
-        return ssl_frontend_from_architecture(
-            ssl_architecture, normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop,
-            freeze_ssl=freeze_ssl, feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-            layer_grad_mult=layer_grad_mult, source=f"Model file '{initial_model}'")
-    return load_ssl_frontend(pretrained_model_path, normalize_input=normalize_input, freeze_cnn=freeze_cnn,
-                             trust_checkpoint=trust_checkpoint, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
-                             feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                             allow_partial_checkpoint=allow_partial_checkpoint, layer_grad_mult=layer_grad_mult)
 
 
 def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,

@@ -2,8 +2,8 @@
 choice of torch's update implementation they share (``optimizer_impl``)."""
 from typing import Any, Dict, Iterable
 
-
 from core.errors import ConfigError
+from core.options import OPTIMIZER_IMPLS
 
 FUSED_DEVICES = ("cpu", "cuda")
 
@@ -29,4 +29,4 @@ def implementation(groups: Iterable[Any], optimizer_impl: str = "auto") -> Dict[
         return {"foreach": True}
     if optimizer_impl == "loop":
         return {"foreach": False}
-    raise ConfigError(f"optimizer_impl must be one of auto, fused, foreach, loop; got {optimizer_impl!r}")
+    raise ConfigError(f"optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)}; got {optimizer_impl!r}")
