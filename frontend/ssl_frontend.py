@@ -52,6 +52,17 @@ def _per_row(fn: Callable[[torch.Tensor], torch.Tensor], wav: torch.Tensor, leng
     return nn.utils.rnn.pad_sequence([fn(wav[i, :int(n)]) for i, n in enumerate(lengths)], batch_first=True)
 
 
+def attention_masks(pad: torch.Tensor, dtype: torch.dtype, wavlm: bool
+                    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(attention_mask, key_padding_mask) of the transformer blocks for the padded frames ``pad`` [B, T]
+    (True: padding): WavLM attention takes a key padding mask, additive, in the type of its position bias;
+    wav2vec 2.0 / HuBERT an additive [B, 1, T, T] mask, as torchaudio's encoder makes it."""
+    if wavlm:
+        return None, torch.zeros(pad.shape, dtype=dtype, device=pad.device).masked_fill(pad, float("-inf"))
+    frames = pad.shape[1]
+    return (pad[:, None, None, :].to(dtype) * -10000.0).expand(pad.shape[0], 1, frames, frames), None
+
+
 class SSLFrontend(nn.Module):
     """torchaudio SSL model exposing all hidden layers.
 
@@ -296,13 +307,8 @@ class SSLFrontend(nn.Module):
             wav = self._normalise(wav, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
             x, frames, pad = self._input(wav, lengths)  # [B, T, D]
-        attention_mask, key_padding_mask = None, None
-        if pad is not None and self.family == "wavlm":
-            # WavLM attention takes a key padding mask; additive float, the type of its position bias
-            key_padding_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf"))
-        elif pad is not None:
-            attention_mask = (pad[:, None, None, :].to(x.dtype) * -10000.0).expand(
-                x.shape[0], 1, x.shape[1], x.shape[1])  # additive, as torchaudio's encoder
+        attention_mask, key_padding_mask = (None, None) if pad is None else attention_masks(
+            pad, x.dtype, self.family == "wavlm")
         training = self.model.training
         recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
         low = self._reduced_weights(x.device) if self.freeze_ssl else None

@@ -39,6 +39,7 @@ from torch import nn
 
 from core.errors import ConfigError, OutputError
 from core.files import atomic_path
+from frontend.ssl_frontend import attention_masks
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (wav [B, N] float32, lengths [B] int64) -> [B, D]
 TRACE_LENGTHS = (16000, 12345)  # the example batch traced: two rows of different lengths (padding is traced)
@@ -114,13 +115,7 @@ class ExportableEncoder(nn.Module):
         x = x + F.gelu(position).transpose(1, 2)
         if self.layer_norm_first:
             x = self.layer_norm(x)
-        attention_mask: Optional[torch.Tensor] = None
-        key_padding_mask: Optional[torch.Tensor] = None
-        if self.wavlm:
-            key_padding_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, float("-inf"))
-        else:
-            attention_mask = (pad[:, None, None, :].to(x.dtype) * -10000.0).expand(
-                x.shape[0], 1, x.shape[1], x.shape[1])
+        attention_mask, key_padding_mask = attention_masks(pad, x.dtype, self.wavlm)
         layers: List[torch.Tensor] = [x]
         position_bias: Optional[torch.Tensor] = None
         for layer in self.layers:
