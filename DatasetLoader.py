@@ -15,8 +15,18 @@ import numpy as np
 import torch
 from scipy import signal
 
-from core.audio import (SAMPLE_RATE, frames_to_samples, is_native, load_audio, open_audio, quiet_conversions,
-                        read_converted, read_frames, resample, wrap_pad)
+from core.audio import (
+    SAMPLE_RATE,
+    frames_to_samples,
+    is_native,
+    load_audio,
+    open_audio,
+    quiet_conversions,
+    read_converted,
+    read_frames,
+    resample,
+    wrap_pad,
+)
 from core.errors import ConfigError, DataError
 from core.interrupt import ignore_in_worker
 from dataprep.lists import Entry, read_training_entries, speaker_labels
@@ -177,9 +187,10 @@ SPEEDS = (1.0, 0.9, 1.1)  # speed perturbation: class offset k * speakers for SP
 class TrainDataset(torch.utils.data.Dataset):
     """Training crops. An item is a group of indices (one speaker) -> ([n, samples], label).
 
-    ``entries``: the list as already read (default: read ``train_list``). ``keep`` (per list entry) drops entries the data check found unusable; labels are given over the whole
-    list, so dropping never renumbers speakers. With ``speed_perturb`` each group is read at a speed drawn
-    from 1.0 / 0.9 / 1.1 and its label is ``speaker + k * speakers`` (3x the classes, as wespeaker).
+    ``entries``: the list as already read (default: read ``train_list``). ``keep`` (per list entry) drops entries
+    the data check found unusable; labels are given over the whole list, so dropping never renumbers speakers.
+    With ``speed_perturb`` each group is read at a speed drawn from 1.0 / 0.9 / 1.1 and its label is
+    ``speaker + k * speakers`` (3x the classes, as wespeaker).
     """
 
     def __init__(self, train_list: str, train_path: str, max_frames: int, augment: bool = False,
@@ -189,7 +200,8 @@ class TrainDataset(torch.utils.data.Dataset):
         entries = entries if entries is not None else read_training_entries(train_list, train_path)
         labels, self.speakers = speaker_labels(entries)
         if keep is not None:
-            entries, labels = [e for e, k in zip(entries, keep) if k], [lb for lb, k in zip(labels, keep) if k]
+            entries = [e for e, k in zip(entries, keep, strict=True) if k]
+            labels = [lb for lb, k in zip(labels, keep, strict=True) if k]
         self.files, self.labels = [e.path for e in entries], labels
         self.max_frames = max_frames
         self.augmenter = Augmenter(musan_path, rir_path, aug_prob) if augment else None

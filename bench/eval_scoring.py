@@ -54,7 +54,8 @@ def make_data(folder: str, n_files: int, n_trials: int, n_cohort: int, dim: int,
     pairs = np.stack([np.sort(rng.integers(0, n_files, n_trials)), rng.integers(0, n_files, n_trials)], axis=1)
     labels = rng.integers(0, 2, n_trials)
     with open(paths["trials"], "w") as handle:
-        handle.writelines(f"{y} {keys[a]} {keys[b]}\n" for y, (a, b) in zip(labels.tolist(), pairs.tolist()))
+        handle.writelines(f"{y} {keys[a]} {keys[b]}\n"
+                          for y, (a, b) in zip(labels.tolist(), pairs.tolist(), strict=True))
     return paths
 
 

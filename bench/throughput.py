@@ -303,7 +303,7 @@ def report(title: str, results: Dict[str, Dict], flops: int, rate: float, unit: 
     for name, r in results.items():
         # the median of the per-round ratios: each round times the variants back to back, so a slow
         # spell of the machine (other load, frequency) cancels out of a round's ratio
-        ratio = statistics.median(o / t for o, t in zip(base["times"], r["times"]))
+        ratio = statistics.median(o / t for o, t in zip(base["times"], r["times"], strict=True))
         lines.append(f"  {name:<14}{r['median'] / per:>16.3f}{ratio:>7.2f}x{r['mem'].total:>16.0f}"
                      f"{r['mem'].growth:>14.0f}   {' '.join(f'{t / per:.3f}' for t in r['times'])}")
         if name in targets:
@@ -313,8 +313,8 @@ def report(title: str, results: Dict[str, Dict], flops: int, rate: float, unit: 
             verdicts.append(f"{name} >= {targets[name]:g}x{' and peak RSS not above' if name == 'ours fp32' else ''}:"
                             f" {'met' if met else 'NOT met'}")
     lines.append(f"  our work: {flops / 1e9:.1f} GFLOP; float32 GEMM bound {bound / per:.3f} {unit.split()[0]} "
-                 f"(at {rate / 1e9:.0f} GFLOP/s, the best rate measured); ours fp32 at {bound / results['ours fp32']['median']:.0%} "
-                 f"of the bound")
+                 f"(at {rate / 1e9:.0f} GFLOP/s, the best rate measured); "
+                 f"ours fp32 at {bound / results['ours fp32']['median']:.0%} of the bound")
     lines += [f"  target {v}" for v in verdicts]
     return lines
 
@@ -455,7 +455,8 @@ def bench_extraction(checkpoint: str, folder: str, device: torch.device, args, r
     for name in ("ours fp32", "ours bf16"):
         emb = variants[name]()
         scores = trial_scores(emb.embeddings, e, t, emb.crop_embeddings)
-        cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(emb.embeddings, whole)]
+        cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+               for a, b in zip(emb.embeddings, whole, strict=True)]
         lines.append(f"  {name}: largest score change {np.abs(scores - reference).max():.2e} over {len(e)} trials, "
                      f"lowest whole-file embedding cosine to the original's float32 {min(cos):.6f}"
                      + (" (target: same scores to 1e-5)" if name == "ours fp32" else " (target: cosine >= 0.999)"))
@@ -494,7 +495,8 @@ def main() -> None:
     rate16 = gemm_rate(device, torch.bfloat16)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"WavLM-{args.size.capitalize()}-size random weights + MHFA ({HEADS} heads), {name}; matmul rate float32 "
-          f"{rate / 1e9:.0f} GFLOP/s, bfloat16 {rate16 / 1e9:.0f} GFLOP/s at the start; medians of {args.rounds} rounds")
+          f"{rate / 1e9:.0f} GFLOP/s, bfloat16 {rate16 / 1e9:.0f} GFLOP/s at the start; "
+          f"medians of {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as folder:
         args.folder = folder
         checkpoint = checkpoint_path(args)

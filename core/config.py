@@ -134,7 +134,8 @@ def validate(config: Dict[str, Any]) -> None:
     if config["layer_drop"] is not None and not 0.0 <= config["layer_drop"] < 1.0:
         raise ConfigError(f"'layer_drop' must be in [0, 1), got {config['layer_drop']}.")
     if config["aug_prob"] is not None and not 0.0 <= config["aug_prob"] <= 1.0:
-        raise ConfigError(f"'aug_prob' must be in [0, 1] (or null for the original's choice), got {config['aug_prob']}.")
+        raise ConfigError(f"'aug_prob' must be in [0, 1] (or null for the original's choice), "
+                          f"got {config['aug_prob']}.")
     if config["min_audio_seconds"] < 0:
         raise ConfigError(f"'min_audio_seconds' must not be negative, got {config['min_audio_seconds']}.")
     if config["eval_batch_seconds"] <= 0:

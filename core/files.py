@@ -15,14 +15,14 @@ def atomic_path(path: str) -> Iterator[str]:
 
     On any error the temporary file is removed and ``path`` keeps its previous content;
     an OSError (no such folder, disk full, permission) becomes an OutputError naming ``path``.
-    The temporary name keeps the extension of ``path`` (``np.savez`` adds ``.npz`` otherwise).
+    Writers that add an extension to a name (``np.savez``) must write through a file object opened on it.
 
     Example:
         >>> with atomic_path("scores.txt") as tmp:  # doctest: +SKIP
         ...     open(tmp, "w").write("1 a.wav b.wav 0.5\\n")
     """
     folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
+    suffix = os.path.splitext(path)[1]  # kept, so that writers that choose a format by extension still can
     try:
         handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix)
         os.close(handle)

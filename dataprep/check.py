@@ -123,8 +123,8 @@ def probe_files(paths: Sequence[str], cache_path: str = "", workers: int = 8,
     changed = False
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(one, distinct, chunksize=256)
-        for path, (result, new) in tqdm(zip(distinct, results), total=len(distinct), desc=desc, unit="file",
-                                        disable=None, **progress_options()):
+        for path, (result, new) in tqdm(zip(distinct, results, strict=True), total=len(distinct), desc=desc,
+                                        unit="file", disable=None, **progress_options()):
             found[path] = result
             changed |= new
     if cache_path and changed:
@@ -140,7 +140,7 @@ def check_files(paths: Sequence[str], wheres: Sequence[str], min_seconds: float 
     min_samples = int(round(min_seconds * SAMPLE_RATE))
     good, problems = [], []
     converted: Dict[str, int] = collections.Counter()
-    for path, where in zip(paths, wheres):
+    for path, where in zip(paths, wheres, strict=True):
         why = reason(found[path], min_samples)
         good.append(not why)
         if why:

@@ -89,7 +89,7 @@ def convert_tree(source_root: str, target_root: str, ffmpeg: str = "ffmpeg", wor
     failures: List[Tuple[str, str]] = []
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(lambda job: convert_one(job[0], job[1], executable), jobs)
-        for (source, _), error in tqdm(zip(jobs, results), total=len(jobs), desc="convert", unit="file",
+        for (source, _), error in tqdm(zip(jobs, results, strict=True), total=len(jobs), desc="convert", unit="file",
                                        disable=None, **progress_options()):
             if error:
                 failures.append((source, error))

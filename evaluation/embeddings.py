@@ -65,14 +65,14 @@ def load_mean(path: str, keys_list: str = "") -> np.ndarray:
 
 def save_embeddings(emb: Embeddings, path: str, **extra: np.ndarray) -> None:
     """Write the embeddings file of REFERENCE §4 (``keys``, ``embeddings``, optional ``crop_embeddings``,
-    ``durations``; plus any ``extra`` arrays), atomically."""
+    ``durations``; plus any ``extra`` arrays), atomically, at exactly ``path`` (no ``.npz`` appended)."""
     arrays = {**extra, "keys": np.asarray(emb.keys), "embeddings": emb.embeddings.astype(np.float32)}
     if emb.crop_embeddings is not None:
         arrays["crop_embeddings"] = emb.crop_embeddings.astype(np.float32)
     if emb.durations is not None:
         arrays["durations"] = np.asarray(emb.durations, dtype=np.float32)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # a file object: numpy appends ".npz" only to a name
 
 
 def load_embeddings(path: str) -> Embeddings:

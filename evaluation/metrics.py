@@ -11,6 +11,7 @@ from sklearn.metrics import roc_curve
 
 from core.errors import ConfigError, DataError
 
+
 def _check_inputs(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
     """Return (scores, labels) as 1-D float / int arrays, raising DataError on bad input."""
     scores = np.asarray(scores, dtype=np.float64)

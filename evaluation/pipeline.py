@@ -65,7 +65,7 @@ def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
     problems = report.problems
     if not problems:
         return
-    absent = sorted({f.split("/")[0] for f, ok in zip(files, report.good)
+    absent = sorted({f.split("/")[0] for f, ok in zip(files, report.good, strict=True)
                      if not ok and "/" in f and not os.path.isdir(os.path.join(config["test_path"], f.split("/")[0]))})
     hint = (f"\n{len(absent)} speaker folder(s) the lists use are not in test_path '{config['test_path']}' (e.g. "
             f"{', '.join(absent[:3])}): VoxCeleb1-E and -H trials span the dev and test parts, so test_path must "
@@ -118,9 +118,19 @@ def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], devi
     return extract()
 
 
+def require_both_labels(path: str, trials: Trials) -> None:
+    """A labelled trial list with one label only cannot give an EER: a TrialListError naming the list ``path``.
+    :func:`evaluate` checks every list this way before any extraction, so :func:`report` need not."""
+    if trials.labels is not None and trials.labels.min() == trials.labels.max():
+        raise TrialListError(f"Trial list '{path}' has only label {trials.labels[0]} ({len(trials.labels)} "
+                             f"trials): the EER needs target (1) and non-target (0) trials. Give it without "
+                             f"labels ('enroll test' lines) to get scores only.")
+
+
 def score_file_for(score_file: str, name: str, several: bool) -> str:
-    """The score file of list ``name``: ``score_file`` itself, or ``<stem>.<name><ext>`` for several lists."""
-    if not several:
+    """The output file of list (or checkpoint) ``name``: ``score_file`` itself, or ``<stem>.<name><ext>`` for several.
+    An empty ``score_file`` stays empty (nothing is written): never a hidden ``.<name>`` in the working directory."""
+    if not several or not score_file:
         return score_file
     stem, ext = os.path.splitext(score_file)
     return f"{stem}.{name}{ext}"
@@ -142,11 +152,8 @@ def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[tor
     if config["check_data"] and not config["embeddings"] and (context is None or context.main):
         check_trial_files(config, paths)
     trial_sets = {list_name(p): read_trials(p) for p in paths}
-    for path, trials in zip(paths, trial_sets.values()):  # before any extraction
-        if trials.labels is not None and trials.labels.min() == trials.labels.max():
-            raise TrialListError(f"Trial list '{path}' has only label {trials.labels[0]} ({len(trials.labels)} "
-                                 f"trials): the EER needs target (1) and non-target (0) trials. Give it without "
-                                 f"labels ('enroll test' lines) to get scores only.")
+    for path, trials in zip(paths, trial_sets.values(), strict=True):  # before any extraction
+        require_both_labels(path, trials)
     extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
     emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder, context)
     if emb is None:
@@ -184,10 +191,6 @@ def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray
     if trials.labels is None:
         logger.warning("Trial list %s has no labels: scores only, no EER.", name)
         return None
-    if trials.labels.min() == trials.labels.max():
-        raise TrialListError(f"Trial list '{name}' has only label {trials.labels[0]} ({len(trials.labels)} trials): "
-                             f"the EER needs target (1) and non-target (0) trials. Give it without labels "
-                             f"('enroll test' lines) to get scores only.")
     rates = compute_error_rates(scores, trials.labels)
     result = evaluate_scores(scores, trials.labels, p_targets=(0.05, 0.01), c_miss=config["dcf_c_miss"],
                              c_fa=config["dcf_c_fa"], threshold=config["threshold"], rates=rates)

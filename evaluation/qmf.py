@@ -95,5 +95,5 @@ def calibrate_lists(emb: Embeddings, trial_sets: Dict[str, Trials], scores: Dict
         features[name], names = quality_features(scores[name], e, t, norms, emb.durations, cohort_mean)
     qmf = fit_qmf(features[calibration], trial_sets[calibration].labels, names, p_target)
     logger.info("QMF weights (standardised features): %s, bias %.3f",
-                ", ".join(f"{n} {w:+.3f}" for n, w in zip(qmf.names, qmf.weights)), qmf.bias)
+                ", ".join(f"{n} {w:+.3f}" for n, w in zip(qmf.names, qmf.weights, strict=True)), qmf.bias)
     return {name: apply_qmf(qmf, f) for name, f in features.items() if name != calibration}

@@ -24,10 +24,10 @@ def write_score_file(path: str, trials: Trials, scores: np.ndarray) -> None:
     text = [f"{s:.6f}\n" for s in scores.tolist()]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         if trials.labels is None:
-            handle.writelines(f"{e} {t} {s}" for e, t, s in zip(trials.enroll, trials.test, text))
+            handle.writelines(f"{e} {t} {s}" for e, t, s in zip(trials.enroll, trials.test, text, strict=True))
         else:
-            handle.writelines(f"{y} {e} {t} {s}"
-                              for y, e, t, s in zip(trials.labels.tolist(), trials.enroll, trials.test, text))
+            handle.writelines(f"{y} {e} {t} {s}" for y, e, t, s in zip(trials.labels.tolist(), trials.enroll,
+                                                                         trials.test, text, strict=True))
 
 
 def threshold_path(score_file: str) -> str:

@@ -73,7 +73,7 @@ def warn_duplicates(path: str, trials: Trials) -> int:
     """Log how many trials repeat an earlier (enroll, test) pair (they count twice in the metrics); returns it."""
     seen: Dict[tuple, int] = {}
     repeats, example = 0, None
-    for i, pair in enumerate(zip(trials.enroll, trials.test)):
+    for i, pair in enumerate(zip(trials.enroll, trials.test, strict=True)):
         if pair in seen:
             repeats += 1
             example = example or (pair, seen[pair] + 1, i + 1)

@@ -1,5 +1,9 @@
-"""Shared fixtures: tiny official-format WavLM checkpoints, the small synthetic demo corpus, a corpus of noise files."""
+"""Shared fixtures: tiny official-format WavLM checkpoints, the small synthetic demo corpus, a corpus of noise files,
+the tiny training configuration and one trained run of it; every test runs in its own temporary folder, and the
+session fails if it changed the work tree."""
+import contextlib
 import os
+import subprocess
 import sys
 
 import pytest
@@ -8,12 +12,59 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
+import numpy as np  # noqa: E402 (after the project root is on sys.path)
+import soundfile  # noqa: E402 (after the project root is on sys.path)
+import torch  # noqa: E402 (after the project root is on sys.path)
 
-from synthetic.checkpoints import TINY_WAVLM, write_tiny_wavlm  # noqa: E402
-from synthetic.demo import make_demo_data  # noqa: E402
-from tests.fakes import save_tiny_model  # noqa: E402
+import trainSpeakerNet  # noqa: E402 (after the project root is on sys.path)
+from synthetic.checkpoints import TINY_WAVLM, write_tiny_wavlm  # noqa: E402 (after the project root is on sys.path)
+from synthetic.demo import make_demo_data  # noqa: E402 (after the project root is on sys.path)
+from tests.fakes import run_main, save_tiny_model  # noqa: E402 (after the project root is on sys.path)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long tests (soak, learning, signals, DDP, recipe chains, the paper's "
+                                       "three commands, compiled blocks); deselect with -m 'not slow'")
+
+
+def work_tree_state():
+    """``git status --porcelain --ignored`` of the repository, caches left out; None where there is no git."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    caches = ("__pycache__/", ".pytest_cache/", ".ruff_cache/", ".venv/")
+    return sorted(line for line in out.stdout.splitlines() if not any(c in line for c in caches))
+
+
+def pytest_sessionstart(session):
+    session.config.work_tree_before = work_tree_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if it changed the work tree: tests write only into temporary folders."""
+    before = getattr(session.config, "work_tree_before", None)
+    after = work_tree_state() if before is not None else None
+    if after is None or after == before:
+        return
+    changed = sorted(set(after) ^ set(before))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = "the test session changed the work tree (git status):\n" + "\n".join(changed[:50])
+    if reporter is not None:
+        reporter.write_sep("=", "work tree changed", red=True)
+        reporter.write_line(message)
+    else:
+        print(message, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder, so that a stray relative output cannot reach the work tree."""
+    monkeypatch.chdir(tmp_path)
 
 # lengths in samples: several exactly equal (batched together), others unique, one short
 # file (wrap-padded crops) and one beyond the 1.5 s cap used below
@@ -66,3 +117,54 @@ def tiny_model(tiny_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model):
     return tiny_model[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_config(small_demo, tmp_path_factory):
+    """The tiny training YAML on the small demo corpus (2 epochs, augmentation on): (its path, its save_path)."""
+    d = small_demo
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    save = tmp_path_factory.mktemp("exp") / "run"
+    path.write_text(f"""max_frames: 50
+eval_frames: 50
+num_eval: 2
+batch_size: 4
+nDataLoaderThread: 0
+augment: true
+max_epoch: 2
+test_interval: 1
+nClasses: 6
+margin_warmup_epochs: 1
+LR_MHFA: 1e-3
+LR_Transformer: 1e-4
+nOut: 16
+head_nb: 2
+compression_dim: 8
+pretrained_model_path: {d['checkpoint']}
+save_path: {save}
+train_list: {d['train_list']}
+train_path: {d['train_dir']}
+test_list: {d['trials']}
+test_path: {d['test_dir']}
+musan_path: {d['musan_dir']}
+rir_path: {d['rir_dir']}
+""")
+    return str(path), str(save)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_config, tmp_path_factory):
+    """The one trained run of the session: the tiny YAML's command (2 epochs), then the same command with
+    --max_epoch 3 (resumes). Tests that only evaluate, resume or inspect a run share it and must not change its
+    model folder. Returns the two runs' outputs, the model folder's listing and epoch 2's checkpoint after the
+    first command, and the save_path."""
+    cfg, save = tiny_config
+    with contextlib.chdir(tmp_path_factory.mktemp("cwd")):
+        first = run_main(trainSpeakerNet, "--config", cfg)
+        assert first.returncode == 0, first.stderr[-3000:]
+        models = sorted(os.listdir(os.path.join(save, "model")))
+        scores = open(os.path.join(save, "result", "scores.txt")).read().splitlines()
+        ckpt2 = torch.load(os.path.join(save, "model", "model000000002.model"), weights_only=True)
+        again = run_main(trainSpeakerNet, "--config", cfg, "--max_epoch", "3")
+        assert again.returncode == 0, again.stderr[-3000:]
+    return {"first": first, "again": again, "models": models, "scores": scores, "ckpt2": ckpt2, "save": save}

@@ -1,4 +1,7 @@
-"""Shared test helpers: random embeddings and trial lists, unit vectors, tiny models, running a project script."""
+"""Shared test helpers: random embeddings and trial lists, unit vectors, tiny models, running a project script
+(in this process, or as a real command)."""
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -6,6 +9,7 @@ import sys
 import numpy as np
 import torch
 
+from core import audio
 from core.options import defaults
 from evaluation.embeddings import Embeddings
 from evaluation.trials import Trials
@@ -16,9 +20,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a top-level script of the project (``python <ROOT>/<script> args``) from the project root."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    """Run a top-level script of the project as a real command (``python <ROOT>/<script> args``) in the current
+    folder (the test's tmp_path). For what only a new process shows: --help, signals, the launcher."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_main(script, *args: str) -> subprocess.CompletedProcess:
+    """Call an entry script's ``main(argv)`` in this process, as the shell would run ``python script args``: the
+    exit status (``SystemExit.code``; 0 when main returns) and what it printed on stdout and stderr. Any other
+    exception propagates (a real command would have printed a traceback). Like a new process, the run starts with
+    no conversion noted yet (they are logged once per run)."""
+    audio._NOTED.clear()  # process-wide "logged once" state: a fresh process has none
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            script.main(list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return subprocess.CompletedProcess([script.__name__, *args], code, out.getvalue(), err.getvalue())
 
 
 def unit(x):

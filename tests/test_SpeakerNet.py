@@ -7,8 +7,18 @@ import torch
 from core.config import SSL_ARCHITECTURE
 from core.errors import CheckpointError, ConfigError
 from core.options import defaults
-from SpeakerNet import (SpeakerNet, apply_model_file, build_encoder, find_checkpoints, load_model_state,
-                        model_file_fields, read_model_header, save_model_file, total_loss, weight_distance)
+from SpeakerNet import (
+    SpeakerNet,
+    apply_model_file,
+    build_encoder,
+    find_checkpoints,
+    load_model_state,
+    model_file_fields,
+    read_model_header,
+    save_model_file,
+    total_loss,
+    weight_distance,
+)
 from synthetic.checkpoints import torchaudio_state_to_wavlm
 from tests.fakes import MODEL_OPTIONS, make_net
 

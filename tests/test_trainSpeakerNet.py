@@ -1,4 +1,7 @@
-"""Tiny run through the command-line entry points: train -> checkpoint -> resume -> eval."""
+"""Tiny runs through the command-line entry points: train -> checkpoint -> resume -> eval. The entry scripts' main()
+runs in this process (tests.fakes.run_main: exit status, stdout, stderr as a shell sees them); real commands only
+where a new process matters (signals, the distributed launcher). The session's one trained run (conftest
+``trained_run``) serves the tests that only evaluate, resume or inspect a run."""
 import json
 import os
 import signal
@@ -11,40 +14,16 @@ import soundfile
 import torch
 
 import trainSpeakerNet
+import trainSpeakerNet_Eval
+import tuneThreshold
+from evaluation.embeddings import load_embeddings
 from runs.trainer import ModelTrainer
-from tests.fakes import ROOT, run_script, to_original_format
+from tests.fakes import ROOT, run_main, run_script, to_original_format
 
 
-@pytest.fixture(scope="module")
-def config(small_demo, tmp_path_factory):
-    d = small_demo
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    save = tmp_path_factory.mktemp("exp") / "run"
-    path.write_text(f"""max_frames: 50
-eval_frames: 50
-num_eval: 2
-batch_size: 4
-nDataLoaderThread: 0
-augment: true
-max_epoch: 2
-test_interval: 1
-nClasses: 6
-margin_warmup_epochs: 1
-LR_MHFA: 1e-3
-LR_Transformer: 1e-4
-nOut: 16
-head_nb: 2
-compression_dim: 8
-pretrained_model_path: {d['checkpoint']}
-save_path: {save}
-train_list: {d['train_list']}
-train_path: {d['train_dir']}
-test_list: {d['trials']}
-test_path: {d['test_dir']}
-musan_path: {d['musan_dir']}
-rir_path: {d['rir_dir']}
-""")
-    return str(path), str(save)
+@pytest.fixture
+def config(tiny_config):
+    return tiny_config
 
 
 def result_line(stdout):
@@ -56,23 +35,19 @@ def result_line(stdout):
     return lines[0]
 
 
-def test_train_resume_and_evaluate(config, tmp_path):
+def test_train_resume_and_evaluate(config, trained_run, tmp_path):
     cfg, save = config
-    first = run_script("trainSpeakerNet.py", "--config", cfg)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first, again = trained_run["first"], trained_run["again"]
     result_line(first.stdout)
-    models = sorted(os.listdir(os.path.join(save, "model")))
-    assert models == ["model000000001.model", "model000000002.model"]
-    scores_txt = open(os.path.join(save, "result", "scores.txt")).read().splitlines()
+    assert trained_run["models"] == ["model000000001.model", "model000000002.model"]
+    scores_txt = trained_run["scores"]
     assert [line.split("Epoch ")[1].split(",")[0] for line in scores_txt] == ["1", "2"]
     assert all("TLOSS" in line and "EER" in line for line in scores_txt)
     assert os.path.isfile(os.path.join(save, "result", "config.yaml"))
-    ckpt2 = torch.load(os.path.join(save, "model", "model000000002.model"), weights_only=True)
+    ckpt2 = trained_run["ckpt2"]
     assert ckpt2["epoch"] == 2 and "optimizer" in ckpt2
 
     # same command with more epochs: resumes at epoch 3 from the newest checkpoint
-    again = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3")
-    assert again.returncode == 0, again.stderr[-3000:]
     assert "Resumed from" in again.stderr and "model000000002.model" in again.stderr
     assert [line.split("Epoch ")[1].split(",")[0]
             for line in open(os.path.join(save, "result", "scores.txt")).read().splitlines()] == ["1", "2", "3"]
@@ -83,14 +58,14 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert not any("feature_extractor" in k for k in changed)  # the CNN stays frozen
 
     # a finished run says so instead of silently training nothing (the original's LMFT trap)
-    done = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
+    done = run_main(trainSpeakerNet, "--config", cfg, "--max_epoch", "3", "--initial_model", "other.model")
     assert done.returncode == 0 and "Nothing to train" in done.stderr and "own save_path" in done.stderr
 
     # eval CLI: result line, score file in trial order, embeddings out and back in
     model = os.path.join(save, "model", "model000000003.model")
     score_file, emb_file = str(tmp_path / "scores.txt"), str(tmp_path / "emb.npz")
-    ev = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", model,
-             "--score_file", score_file, "--save_embeddings", emb_file)
+    ev = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model", model,
+                  "--score_file", score_file, "--save_embeddings", emb_file)
     assert ev.returncode == 0, ev.stderr[-3000:]
     line = result_line(ev.stdout)
     trials = [t.split() for t in open(config_trials(cfg)).read().splitlines()]
@@ -98,17 +73,17 @@ def test_train_resume_and_evaluate(config, tmp_path):
     assert [s[:3] for s in scored] == trials
     emb = np.load(emb_file)
     assert emb["embeddings"].shape[1] == 16 and emb["crop_embeddings"].shape[1:] == (2, 16)
-    from_emb = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", config_trials(cfg),
-                          "--embeddings", emb_file)
+    from_emb = run_main(trainSpeakerNet_Eval, "--eval", "--test_list", config_trials(cfg), "--embeddings", emb_file)
     assert from_emb.returncode == 0, from_emb.stderr[-3000:]
     assert result_line(from_emb.stdout) == line
-    metrics = run_script("tuneThreshold.py", score_file)
+    metrics = run_main(tuneThreshold, score_file)
     assert metrics.returncode == 0 and metrics.stdout.strip() == line
 
     # the same weights in the original repository's format evaluate to the same result
     original = str(tmp_path / "original.model")
     torch.save(to_original_format(ckpt3["model"]), original)
-    orig = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", original)
+    orig = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model", original,
+                    "--save_path", str(tmp_path / "orig"))
     assert orig.returncode == 0, orig.stderr[-3000:]
     assert result_line(orig.stdout) == line
 
@@ -121,12 +96,12 @@ def test_errors_name_the_problem(config, tmp_path):
     cfg, _ = config
     bad = tmp_path / "bad.yaml"
     bad.write_text(open(cfg).read() + "hed_nb: 4\n")
-    proc = run_script("trainSpeakerNet.py", "--config", str(bad))
+    proc = run_main(trainSpeakerNet, "--config", str(bad))
     assert proc.returncode == 2 and "hed_nb" in proc.stderr and "head_nb" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--nClasses", "7", "--save_path", str(tmp_path / "x"))
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--nClasses", "7", "--save_path", str(tmp_path / "x"))
     assert proc.returncode == 2 and "nClasses" in proc.stderr and "6 speakers" in proc.stderr
-    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model",
+    proc = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model",
                       str(tmp_path / "none.model"))
     assert proc.returncode == 2 and "none.model" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -155,12 +130,12 @@ def test_bad_training_data_stops_the_run_or_is_dropped(config, tmp_path):
     cfg, _ = config
     bad, n = bad_training_list(cfg, tmp_path)
     save = tmp_path / "stopped"
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--train_list", bad, "--save_path", str(save))
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--train_list", bad, "--save_path", str(save))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"{bad}:{n + 3}: " in proc.stderr and "nowhere/x.wav: missing" in proc.stderr
     assert f"{bad}:{n + 4}: " in proc.stderr and "empty.wav: empty file" in proc.stderr
     assert "2 of " in proc.stderr and "drop_bad_data" in proc.stderr and not os.listdir(save / "model")
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--train_list", bad, "--save_path", str(save),
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--train_list", bad, "--save_path", str(save),
                       "--drop_bad_data", "true", "--max_epoch", "1", "--max_seg_per_spk", "100", "--batch_size", "6",
                       "--nPerSpeaker", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -175,7 +150,7 @@ def test_bad_training_data_stops_the_run_or_is_dropped(config, tmp_path):
 def test_trial_files_missing_under_absent_speaker_folders_get_the_vox1_hint(config, tmp_path):
     cfg, _ = config
     train_path = [line.split(": ", 1)[1] for line in open(cfg).read().splitlines() if line.startswith("train_path")][0]
-    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+    proc = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model", "none",
                       "--test_path", train_path, "--save_path", str(tmp_path / "e"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     trials = config_trials(cfg)
@@ -189,9 +164,13 @@ def test_several_trial_lists_keep_one_line_per_epoch(config, tmp_path):
     copy = tmp_path / "copy.txt"
     copy.write_text(open(trials).read())
     save = tmp_path / "two_lists"
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "1", "--save_path", str(save),
-                      "--test_list", trials, str(copy), "--augment", "false")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    os.chdir(cwd)
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--max_epoch", "1", "--save_path", str(save),
+                    "--test_list", trials, str(copy), "--augment", "false")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.listdir(cwd) == []  # no score file, DET plot or threshold file of either list lands here
     lines = open(save / "result" / "scores.txt").read().splitlines()
     assert len(lines) == 1 and "trials EER" in lines[0] and "copy EER" in lines[0]
     assert [line.split()[0] for line in proc.stdout.splitlines()] == ["trials", "copy"]  # stdout: a line per list
@@ -203,13 +182,14 @@ def test_every_input_is_checked_before_training(config, tmp_path, key):
     cfg, _ = config
     save = tmp_path / "never"
     extra = ["--score_norm", "snorm"] if key == "cohort_embeddings" else []
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(save), f"--{key}",
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(save), f"--{key}",
                       str(tmp_path / "missing"), *extra)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"'{key}'" in proc.stderr and "missing" in proc.stderr
     assert not os.path.exists(save / "model") or not os.listdir(save / "model")  # nothing was trained
 
 
+@pytest.mark.slow
 def test_distributed_training_on_two_cpu_processes(config, tmp_path):
     """--distributed without a launcher: nproc_per_node gloo processes; rank 0 alone writes files."""
     cfg, _ = config
@@ -228,27 +208,61 @@ def test_distributed_training_on_two_cpu_processes(config, tmp_path):
     assert bad.returncode == 2 and "nClasses" in bad.stderr and "Traceback" not in bad.stderr.split("error:")[-1]
 
 
-def test_evaluation_without_a_model_scores_the_newest_checkpoints(config, tmp_path):
+def test_evaluation_without_a_model_scores_the_newest_checkpoints(config, trained_run, tmp_path):
     cfg, _ = config
-    save = tmp_path / "run"
-    none = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save))
+    none = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", str(tmp_path / "empty"))
     assert none.returncode == 2 and "No checkpoint to evaluate" in none.stderr and "--initial_model" in none.stderr
-    trained = run_script("trainSpeakerNet.py", "--config", cfg, "--max_epoch", "3", "--save_path", str(save),
-                         "--augment", "false")
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    proc = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save),
-                      "--eval_checkpoints", "2", "--score_file", str(tmp_path / "s.txt"))
+    save = trained_run["save"]  # 3 checkpoints
+    proc = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save, "--eval_checkpoints", "2",
+                    "--score_file", str(tmp_path / "s.txt"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["model000000002", "model000000003"]
     assert all(line.split()[1::2] == ["EER", "MinDCF0.05", "MinDCF0.01", "CropEER", "WholeEER"] for line in lines)
     assert (tmp_path / "s.model000000003.txt").is_file() and (tmp_path / "s.model000000002.txt").is_file()
     # the same result as naming the newest file, which prints the contract's single line
-    newest = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--save_path", str(save),
-                        "--initial_model", str(save / "model" / "model000000003.model"))
+    newest = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save,
+                      "--initial_model", os.path.join(save, "model", "model000000003.model"))
     assert newest.stdout.strip() == " ".join(lines[1].split()[1:7])
 
 
+def test_evaluation_writes_only_where_asked(config, trained_run, tmp_path):
+    """Started from an empty folder: the newest checkpoints on two trial lists without output names leave it
+    empty; --save_embeddings out/emb (no .npz) gives exactly that loadable file per model, and no temporary
+    file is left anywhere."""
+    cfg, _ = config
+    save = trained_run["save"]
+    trials = config_trials(cfg)
+    copy = tmp_path / "lists" / "copy.txt"
+    copy.parent.mkdir()
+    copy.write_text(open(trials).read())
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    os.chdir(cwd)
+    proc = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save, "--eval_checkpoints", "2",
+                    "--test_list", trials, str(copy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()  # a line per checkpoint, each with both lists
+    assert len(lines) == 2 and all("trials EER" in line and "copy EER" in line for line in lines)
+    assert os.listdir(cwd) == []
+    os.mkdir("out")
+    one = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save, "--initial_model",
+                   os.path.join(save, "model", "model000000003.model"), "--save_embeddings", "out/emb")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert os.listdir(cwd / "out") == ["emb"] and "Embeddings saved to out/emb" in one.stderr
+    assert load_embeddings("out/emb").embeddings.shape[1] == 16
+    several = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save, "--eval_checkpoints",
+                       "2", "--save_embeddings", "out/emb")
+    assert several.returncode == 0, several.stderr[-3000:]
+    assert sorted(os.listdir(cwd / "out")) == ["emb", "emb.model000000002", "emb.model000000003"]
+    for name in os.listdir(cwd / "out"):
+        assert load_embeddings(str(cwd / "out" / name)).embeddings.shape[1] == 16
+    leaked = [os.path.join(d, f) for top in (tmp_path, save) for d, _, files in os.walk(top) for f in files
+              if ".tmp-" in f]
+    assert leaked == []
+
+
+@pytest.mark.slow
 def test_the_papers_three_commands(config, tmp_path):
     """As the paper ran them, on a demo-sized YAML pair: stage 1 and LMFT with --distributed, then --eval."""
     cfg, _ = config
@@ -256,7 +270,8 @@ def test_the_papers_three_commands(config, tmp_path):
     base = "\n".join(line for line in base.splitlines() if not line.startswith("save_path"))
     stage1, stage2 = tmp_path / "Baseline.yaml", tmp_path / "Baseline_lm.yaml"
     stage1.write_text(base + f"\nsave_path: {tmp_path / 'Baseline'}\n")
-    stage2.write_text(base.replace("margin_warmup_epochs: 1", "margin: 0.5") + f"\nsave_path: {tmp_path / 'Baseline_lm'}\n"
+    stage2.write_text(base.replace("margin_warmup_epochs: 1", "margin: 0.5")
+                      + f"\nsave_path: {tmp_path / 'Baseline_lm'}\n"
                       f"initial_model_from: {tmp_path / 'Baseline'}\n")
     for yaml_file, port in ((stage1, "29541"), (stage2, "29542")):
         proc = run_script("trainSpeakerNet.py", "--config", str(yaml_file), "--distributed", "--port", port)
@@ -295,7 +310,8 @@ def test_a_run_interrupted_mid_epoch_ends_with_the_same_weights(config, tmp_path
     with pytest.raises(KeyboardInterrupt):
         trainSpeakerNet.main([*common, "--save_path", str(tmp_path / "cut")])
     monkeypatch.undo()
-    assert sorted(os.listdir(tmp_path / "cut" / "model")) == ["model000000001.model", "model000000001.step000000002.model"]
+    assert sorted(os.listdir(tmp_path / "cut" / "model")) == ["model000000001.model",
+                                                              "model000000001.step000000002.model"]
     trainSpeakerNet.main([*common, "--save_path", str(tmp_path / "cut")])
     final = torch.load(tmp_path / "cut" / "model" / "model000000002.model", weights_only=True)["model"]
     want = torch.load(tmp_path / "whole" / "model" / "model000000002.model", weights_only=True)["model"]
@@ -304,10 +320,11 @@ def test_a_run_interrupted_mid_epoch_ends_with_the_same_weights(config, tmp_path
 
 
 def start_and_signal(cfg, save, signum, *extra):
-    """Start a training run, send ``signum`` once epoch 1's line is out (so it lands in epoch 2), wait."""
+    """Start a training run of the tiny YAML to epoch 3 as a real command, send ``signum`` once epoch 1's line is
+    out (so it lands in epoch 2), wait."""
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "trainSpeakerNet.py"), "--config", cfg,
-                             "--save_path", str(save), "--max_epoch", "3", "--augment", "false", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                             "--save_path", str(save), "--max_epoch", "3", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stderr:
         seen.append(line)
@@ -318,22 +335,22 @@ def start_and_signal(cfg, save, signum, *extra):
     return proc.returncode, "".join(seen) + err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_same_command_resumes(config, tmp_path, signum):
+def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_same_command_resumes(config, trained_run, tmp_path,
+                                                                                 signum):
+    """Cut by a real signal in epoch 2 and resumed by the same command, the run ends with the weights of the
+    uninterrupted one (the session's trained run: the same YAML, augmentation on)."""
     cfg, _ = config
-    whole = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "whole"), "--max_epoch",
-                       "3", "--augment", "false")
-    assert whole.returncode == 0, whole.stderr[-2000:]
     code, err = start_and_signal(cfg, tmp_path / "cut", signum)
     assert code == 128 + signum, err[-3000:]
     assert f"Stopped by {signal.Signals(signum).name} at epoch 2, step" in err and "Traceback" not in err
     steps = [f for f in os.listdir(tmp_path / "cut" / "model") if ".step" in f]
     assert len(steps) == 1 and steps[0].startswith("model000000001.step")
-    again = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "cut"), "--max_epoch",
-                       "3", "--augment", "false")
+    again = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(tmp_path / "cut"), "--max_epoch", "3")
     assert again.returncode == 0 and "Resumed from" in again.stderr, again.stderr[-2000:]
-    final = [torch.load(p / "model" / "model000000003.model", weights_only=True)["model"]
-             for p in (tmp_path / "whole", tmp_path / "cut")]
+    final = [torch.load(os.path.join(p, "model", "model000000003.model"), weights_only=True)["model"]
+             for p in (trained_run["save"], tmp_path / "cut")]
     for key in final[0]:
         torch.testing.assert_close(final[1][key], final[0][key], rtol=1e-5, atol=1e-6)
 
@@ -351,7 +368,7 @@ def test_a_run_of_nan_losses_stops_naming_the_last_checkpoint(config, tmp_path):
         soundfile.write(str(path), np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
         entries.append(f"{speaker} {number}.wav\n")
     (tmp_path / "nan.txt").write_text("".join(entries))
-    proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "run"), "--train_list",
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(tmp_path / "run"), "--train_list",
                       str(tmp_path / "nan.txt"), "--train_path", str(nan_dir), "--max_bad_steps", "3",
                       "--augment", "false")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -359,9 +376,11 @@ def test_a_run_of_nan_losses_stops_naming_the_last_checkpoint(config, tmp_path):
     assert "The last good checkpoint is none" in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_distributed_launcher_stops_every_rank_at_the_same_step(config, tmp_path):
     cfg, _ = config
-    code, err = start_and_signal(cfg, tmp_path / "ddp", signal.SIGTERM, "--distributed", "--port", "29563")
+    code, err = start_and_signal(cfg, tmp_path / "ddp", signal.SIGTERM, "--augment", "false", "--distributed",
+                                 "--port", "29563")
     assert code == 128 + signal.SIGTERM, err[-3000:]
     assert "Stopped by SIGTERM at epoch 2, step" in err and "Traceback" not in err, err[-3000:]
     steps = [f for f in os.listdir(tmp_path / "ddp" / "model") if ".step" in f]
@@ -380,14 +399,15 @@ def test_a_kaldi_test_folder_scores_like_the_wav_tree(config, tmp_path):
     folder.mkdir()
     (folder / "wav.scp").write_text("".join(f"{key} {os.path.join(test_path, key)}\n" for key in keys))
     (folder / "utt2spk").write_text("".join(f"{key} {key.split('/')[0]}\n" for key in keys))
-    tree = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+    tree = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model", "none",
                       "--save_path", str(tmp_path / "a"))
-    kaldi = run_script("trainSpeakerNet_Eval.py", "--config", cfg, "--eval", "--initial_model", "none",
+    kaldi = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--initial_model", "none",
                        "--save_path", str(tmp_path / "b"), "--test_path", str(folder))
     assert kaldi.returncode == 0, kaldi.stderr[-2000:]
     assert result_line(kaldi.stdout) == result_line(tree.stdout)
 
 
+@pytest.mark.slow
 def test_camhfa_learns_like_mhfa(config, tmp_path):
     """model: CAMHFA trains like MHFA on the small demo: its training loss at a fixed margin falls as MHFA's does.
     (The full demo shows the EER falling: README, CA-MHFA.)"""
@@ -395,13 +415,12 @@ def test_camhfa_learns_like_mhfa(config, tmp_path):
     losses = {}
     for model in ("MHFA", "CAMHFA"):
         save = tmp_path / model
-        proc = run_script("trainSpeakerNet.py", "--config", cfg, "--model", model, "--head_nb", "4", "--save_path",
+        proc = run_main(trainSpeakerNet, "--config", cfg, "--model", model, "--head_nb", "4", "--save_path",
                           str(save), "--augment", "false", "--max_epoch", "8", "--test_interval", "8", "--LR_MHFA",
                           "5e-3", "--margin_warmup_epochs", "0")
         assert proc.returncode == 0, proc.stderr[-2000:]
         lines = open(save / "result" / "scores.txt").read().splitlines()
         losses[model] = [float(line.split("TLOSS ")[1].split(",")[0]) for line in lines]
-    print(losses)
     for model, curve in losses.items():
         assert len(curve) == 8 and curve[-1] < 0.8 * curve[0], (model, losses)
 
@@ -412,7 +431,7 @@ def test_the_same_seed_gives_the_same_run_on_cpu(config, tmp_path):
     cfg, _ = config
     runs = {}
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
-        proc = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / name), "--seed", seed,
+        proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(tmp_path / name), "--seed", seed,
                           "--max_epoch", "1", "--nDataLoaderThread", "1", "--test_list", "")
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[name] = torch.load(tmp_path / name / "model" / "model000000001.model", weights_only=True)["model"]
@@ -429,6 +448,7 @@ def resident_mb():
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+@pytest.mark.slow
 def test_soak_interrupted_and_resumed_cycles_with_bad_files(config, tmp_path, capsys, monkeypatch):
     """In one process: train/evaluate cycles on a list with bad files (dropped), each cut by a SIGTERM at a random
     optimizer step and resumed by the same call, until max_epoch. The run ends with every epoch logged once, the
@@ -451,7 +471,7 @@ def test_soak_interrupted_and_resumed_cycles_with_bad_files(config, tmp_path, ca
 
     monkeypatch.setattr(ModelTrainer, "optimizer_step", step_then_maybe_signal)
     fds, memory, codes = [], [], []
-    for cycle in range(30):
+    for _ in range(30):
         steps.update(done=0, signal_at=int(rng.integers(1, 20)))
         try:
             trainSpeakerNet.main(args)

@@ -18,12 +18,13 @@ from core.audio import frames_to_samples
 from core.options import OPTIONS, defaults
 from evaluation.reports import read_score_file
 from SpeakerNet import SpeakerNet
-from tests.fakes import MODEL_OPTIONS, run_script, to_original_format
+from tests.fakes import MODEL_OPTIONS, run_main, run_script, to_original_format
 
 
-@pytest.mark.parametrize("script", ["trainSpeakerNet.py", "trainSpeakerNet_Eval.py"])
-def test_help_lists_every_option_once(script):
-    proc = run_script(script, "--help")
+@pytest.mark.parametrize("how", ["trainSpeakerNet.py as a command", "trainSpeakerNet_Eval in this process"])
+def test_help_lists_every_option_once(how):
+    proc = run_script("trainSpeakerNet.py", "--help") if how.endswith("command") else run_main(trainSpeakerNet_Eval,
+                                                                                               "--help")
     assert proc.returncode == 0, proc.stderr
     listed = re.findall(r"^\s+(?:-\w, )?--(\w+)", proc.stdout, flags=re.M)
     assert sorted(listed) == sorted(["help", "config"] + [o.name for o in OPTIONS])
@@ -84,7 +85,7 @@ def test_original_model_file_scores_short_files_as_the_original(tiny_checkpoint,
 
 
 def test_a_support_module_is_no_model(small_demo, tmp_path):
-    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--model", "ssl_frontend", "--initial_model", "none",
+    proc = run_main(trainSpeakerNet_Eval, "--eval", "--model", "ssl_frontend", "--initial_model", "none",
                       "--pretrained_model_path", small_demo["checkpoint"], "--test_list", small_demo["trials"],
                       "--test_path", small_demo["test_dir"], "--save_path", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

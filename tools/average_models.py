@@ -3,8 +3,8 @@
 Either name the files (``--models A.model B.model ...``) or take the newest ``--last N`` checkpoints of a
 run's ``save_path`` (from ``--config`` or ``--save_path``). Floating-point tensors are averaged in float64
 and stored in their own type; other tensors (counters) are taken from the newest file. The output holds
-``model`` (and the newest file's ``config`` and ``frontend``: self-contained like it), written atomically; optimiser state is not kept, so it
-starts a new stage (``initial_model``) rather than resuming one.
+``model`` (and the newest file's ``config`` and ``frontend``: self-contained like it), written atomically;
+optimiser state is not kept, so it starts a new stage (``initial_model``) rather than resuming one.
 
 Usage:
   python -m tools.average_models --config yaml/Baseline_lm.yaml --last 3 --out exp/avg3.model
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def average_states(states: List[Dict[str, torch.Tensor]], names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Element-wise mean of floating-point tensors (float64 sums); others from the last state."""
     keys = set(states[0])
-    for state, name in zip(states[1:], names[1:]):
+    for state, name in zip(states[1:], names[1:], strict=True):
         if set(state) != keys or any(state[k].shape != states[0][k].shape for k in keys):
             raise CheckpointError(f"'{name}' does not hold the same tensors as '{names[0]}' (another model or "
                                   f"configuration); average only checkpoints of one run.")
@@ -60,7 +60,7 @@ def average_command(config: Dict[str, Any]) -> str:
     paths = model_files(config)
     objects = [load_torch_file(path) for path in paths]
     states = []
-    for path, obj in zip(paths, objects):
+    for path, obj in zip(paths, objects, strict=True):
         if not (isinstance(obj, dict) and isinstance(obj.get("model"), dict)):
             raise CheckpointError(f"'{path}' is not a model file of this toolkit (no 'model' state).")
         states.append(obj["model"])

@@ -30,7 +30,8 @@ def check_command(config: Dict[str, Any]) -> str:
     if config["train_list"]:
         require_paths(config, ["train_list"])
         entries = read_training_entries(config["train_list"], config["train_path"])
-        keep = enforce(check_training_list(config, entries), f"Training list '{config['train_list']}'", config["drop_bad_data"])
+        keep = enforce(check_training_list(config, entries), f"Training list '{config['train_list']}'",
+                       config["drop_bad_data"])
         done.append(f"training list: {sum(keep)} of {len(keep)} entries usable")
     if config["test_list"]:
         require_paths(config, ["test_list", "test_path"])

@@ -31,7 +31,7 @@ def index_command(args: argparse.Namespace) -> None:
         logger.warning("%d RIR file(s) are unusable and left out:\n%s", len(report.problems),
                        format_problems(report.problems))
     folder = os.path.dirname(os.path.abspath(args.out))
-    good = [os.path.relpath(os.path.abspath(f), folder) for f, ok in zip(files, report.good) if ok]
+    good = [os.path.relpath(os.path.abspath(f), folder) for f, ok in zip(files, report.good, strict=True) if ok]
     if not good:
         raise DataError(f"No usable RIR file in '{args.rir_path}'.")
     os.makedirs(folder, exist_ok=True)

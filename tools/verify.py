@@ -80,7 +80,8 @@ def verify_command(config: Config) -> Dict[str, Any]:
 
 
 def show(result: Dict[str, Any]) -> str:
-    return f"score {result['score']:.6f} threshold {result['threshold']:.6f} {'accept' if result['accept'] else 'reject'}"
+    decision = "accept" if result["accept"] else "reject"
+    return f"score {result['score']:.6f} threshold {result['threshold']:.6f} {decision}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

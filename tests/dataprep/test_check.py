@@ -42,7 +42,8 @@ def test_each_bad_kind_has_its_reason_at_its_line(files, tmp_path):
     names = list(files)
     report = check_files([files[n] for n in names], [f"list.txt:{i + 1}" for i in range(len(names))],
                          min_seconds=0.25)
-    assert [n for n, ok in zip(names, report.good) if ok] == ["good.wav", "good.flac", "k8.wav", "stereo.wav"]
+    good = [n for n, ok in zip(names, report.good, strict=True) if ok]
+    assert good == ["good.wav", "good.flac", "k8.wav", "stereo.wav"]
     got = {p.path.split("/")[-1]: (p.where, p.reason) for p in report.problems}
     assert set(got) == set(EXPECTED)
     for name, fragment in EXPECTED.items():

@@ -1,4 +1,5 @@
-"""MUSAN in the original's split layout: the chunk rule, the split tool, and the layout check."""
+"""MUSAN in the original's split layout: the chunk rule, the split tool (tools/split_musan.py), and the layout
+check."""
 import shutil
 
 import numpy as np
@@ -43,7 +44,7 @@ def test_split_tool_writes_the_originals_chunks_and_resumes(tmp_path, capsys):
         starts = list(range(0, len(audio) - 5 * RATE, 3 * RATE))
         chunks = sorted(folder.iterdir())
         assert [c.name for c in chunks] == [f"{s // RATE:05d}.wav" for s in starts]
-        for chunk, start in zip(chunks, starts):
+        for chunk, start in zip(chunks, starts, strict=True):
             data, rate = soundfile.read(str(chunk), dtype="int16")
             assert rate == RATE and np.array_equal(data, audio[start:start + 5 * RATE])
         total += len(starts)

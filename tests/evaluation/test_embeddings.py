@@ -1,4 +1,6 @@
 """Embeddings files (evaluation/embeddings.py): the .npz round trip, the mean of a list's files."""
+import os
+
 import numpy as np
 import pytest
 
@@ -17,8 +19,17 @@ def test_embeddings_npz_round_trip_and_score_file(tmp_path):
     trials = random_trials(emb.keys, n=5)
     write_score_file(str(tmp_path / "s.txt"), trials, score_trials(back, trials))
     lines = (tmp_path / "s.txt").read_text().splitlines()
-    assert [line.split()[1:3] for line in lines] == [[e, t] for e, t in zip(trials.enroll, trials.test)]
+    assert [line.split()[1:3] for line in lines] == [[e, t] for e, t in zip(trials.enroll, trials.test, strict=True)]
     assert [int(line.split()[0]) for line in lines] == list(trials.labels)
+
+
+@pytest.mark.parametrize("name", ["emb", "emb.data", "emb.npz"])
+def test_embeddings_go_to_exactly_the_path_given(tmp_path, name):
+    """numpy's savez appends .npz to a name; the file the user named is the one written, whole, and nothing else."""
+    emb = random_embeddings(5, 4)
+    save_embeddings(emb, str(tmp_path / name))
+    assert os.listdir(tmp_path) == [name] and (tmp_path / name).stat().st_size > 0
+    assert load_embeddings(str(tmp_path / name)).keys == emb.keys
 
 
 def test_mean_from_a_list(tmp_path):

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+import trainSpeakerNet_Eval
 from evaluation.embeddings import Embeddings, save_embeddings
 from evaluation.metrics import compute_eer
 from evaluation.qmf import apply_qmf, calibrate_lists, fit_qmf, quality_features
 from evaluation.reports import read_score_file
 from evaluation.scoring import score_lists
 from evaluation.trials import Trials
-from tests.fakes import run_script
+from tests.fakes import run_main
 
 
 def shifted_trials(n=4000, seed=0):
@@ -73,10 +74,11 @@ def test_cli_writes_calibrated_scores(tmp_path):
         r = np.random.default_rng(seed)
         pairs, labels = r.integers(0, 40, size=(300, 2)), r.integers(0, 2, 300)
         sets[name] = Trials(labels, [keys[a] for a, _ in pairs], [keys[b] for _, b in pairs])
-        (tmp_path / f"{name}.txt").write_text("".join(f"{y} {keys[a]} {keys[b]}\n" for y, (a, b) in zip(labels, pairs)))
-    proc = run_script("trainSpeakerNet_Eval.py", "--eval", "--test_list", str(tmp_path / "test.txt"), "--embeddings",
+        (tmp_path / f"{name}.txt").write_text("".join(f"{y} {keys[a]} {keys[b]}\n"
+                                                      for y, (a, b) in zip(labels, pairs, strict=True)))
+    proc = run_main(trainSpeakerNet_Eval, "--eval", "--test_list", str(tmp_path / "test.txt"), "--embeddings",
                       str(tmp_path / "e.npz"), "--qmf_list", str(tmp_path / "cal.txt"), "--score_file",
-                      str(tmp_path / "s.txt"), timeout=120)
+                      str(tmp_path / "s.txt"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("EER ")
     want = calibrate_lists(emb, sets, score_lists(emb, sets), "cal")["test"]

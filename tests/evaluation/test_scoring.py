@@ -14,7 +14,7 @@ def test_scores_follow_the_original_protocol_per_trial():
     trials = random_trials(emb.keys, 40)
     scores = score_trials(emb, trials)
     index = {k: i for i, k in enumerate(emb.keys)}
-    for n, (e, t) in enumerate(zip(trials.enroll, trials.test)):
+    for n, (e, t) in enumerate(zip(trials.enroll, trials.test, strict=True)):
         ce, ct = unit(emb.crop_embeddings[index[e]]), unit(emb.crop_embeddings[index[t]])
         s1 = np.mean(ce @ ct.T)  # mean of the crop x crop cosine matrix
         s2 = unit(emb.embeddings[index[e]]) @ unit(emb.embeddings[index[t]])
@@ -37,7 +37,7 @@ def test_score_normalisation_matches_a_loop(method, top_n):
     raw = score_trials(emb, trials)
     got = normalise_scores(raw, emb, trials, cohort, method, top_n)
     n = len(cohort) if method == "snorm" else top_n
-    for k, (e, t) in enumerate(zip(trials.enroll, trials.test)):
+    for k, (e, t) in enumerate(zip(trials.enroll, trials.test, strict=True)):
         stats = []
         for key in (e, t):
             sims = sorted((unit(emb.embeddings[emb.keys.index(key)]) @ unit(c) for c in cohort), reverse=True)[:n]
@@ -65,7 +65,7 @@ def loop_scores(emb, trials, cohort, top_n, mean):
     keys = list(emb.keys)
     shift = (lambda x: np.asarray(x, np.float64) - mean) if mean is not None else (lambda x: np.asarray(x, np.float64))
     out = []
-    for e, t in zip(trials.enroll, trials.test):
+    for e, t in zip(trials.enroll, trials.test, strict=True):
         i, j = keys.index(e), keys.index(t)
         s2 = unit(shift(emb.embeddings[i])) @ unit(shift(emb.embeddings[j]))
         s1 = np.mean([[unit(shift(a)) @ unit(shift(b)) for b in emb.crop_embeddings[j]]
@@ -104,7 +104,7 @@ def test_trial_scores_in_many_blocks_on_several_threads(monkeypatch):
     whole, crops = rng.normal(size=(101, 4)).astype(np.float32), rng.normal(size=(101, 2, 4)).astype(np.float32)
     enroll, test = rng.integers(0, 101, 250), rng.integers(0, 101, 250)
     want = [(unit(whole[e]) @ unit(whole[t]) + np.mean([[unit(a) @ unit(b) for b in crops[t]] for a in crops[e]])) / 2
-            for e, t in zip(enroll, test)]
+            for e, t in zip(enroll, test, strict=True)]
     np.testing.assert_allclose(scoring.trial_scores(whole, enroll, test, crops), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scoring.row_norms(whole), np.linalg.norm(whole.astype(np.float64), axis=1), rtol=1e-12)
 

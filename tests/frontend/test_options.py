@@ -62,7 +62,7 @@ def test_trainable_cnn_and_feature_grad_mult(tiny_checkpoint):
     torch.manual_seed(1)  # same back-end initialisation
     _, scaled = cnn_grads(tiny_checkpoint, wav, feature_grad_mult=0.1)
     assert any(g.abs().max() > 0 for g in full)
-    for g_full, g_scaled in zip(full, scaled):
+    for g_full, g_scaled in zip(full, scaled, strict=True):
         torch.testing.assert_close(g_scaled, 0.1 * g_full, rtol=1e-4, atol=1e-7)
 
 
@@ -108,7 +108,7 @@ def test_grad_checkpointing_recomputes_blocks_with_equal_gradients(fixture, requ
     (out0, grads0, calls0), (out1, grads1, calls1) = results
     assert calls0 == [1] * len(calls0) and calls1 == [2] * len(calls1)  # recomputed once in backward
     torch.testing.assert_close(out1, out0)
-    for a, b in zip(grads1, grads0):
+    for a, b in zip(grads1, grads0, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 

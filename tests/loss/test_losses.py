@@ -1,4 +1,5 @@
-"""The other loss plug-ins: AM-softmax, plain softmax, sub-center AAM with inter-top-k (wespeaker's)."""
+"""The other loss plug-ins: AM-softmax (loss/amsoftmax.py), plain softmax (loss/softmax.py), sub-center AAM with
+inter-top-k, wespeaker's (loss/aamsoftmax_subcenter.py)."""
 import math
 
 import pytest
@@ -43,7 +44,10 @@ def test_subcenter_takes_the_closest_centre_and_penalises_the_topk():
     for b in range(4):
         y = int(labels[b])
         theta = math.acos(float(cosine[b, y]))
-        target = math.cos(theta + margin) if theta + margin < math.pi else float(cosine[b, y]) - (1 + math.cos(math.pi - margin))
+        if theta + margin < math.pi:
+            target = math.cos(theta + margin)
+        else:
+            target = float(cosine[b, y]) - (1 + math.cos(math.pi - margin))
         assert got[b, y].item() == pytest.approx(target, abs=1e-5)
         others = [j for j in range(n_classes) if j != y]
         hard = sorted(others, key=lambda j: float(cosine[b, j]), reverse=True)[:top]

@@ -16,8 +16,8 @@ def reference_mhfa(x, m):
     wv = [w / sum(wv) for w in wv]
     out = []
     for b in range(B):
-        K = sum(wk[l] * x[b, l] for l in range(L1))  # [T, D]
-        V = sum(wv[l] * x[b, l] for l in range(L1))
+        K = sum(wk[layer] * x[b, layer] for layer in range(L1))  # [T, D]
+        V = sum(wv[layer] * x[b, layer] for layer in range(L1))
         Kc = K @ m.cmp_linear_k.weight.T + m.cmp_linear_k.bias
         Vc = V @ m.cmp_linear_v.weight.T + m.cmp_linear_v.bias
         logits = Kc @ m.att_head.weight.T + m.att_head.bias  # [T, H]

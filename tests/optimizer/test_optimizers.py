@@ -1,4 +1,5 @@
-"""Optimizer plug-ins: each keeps the per-group learning rates of the parameter groups it is given."""
+"""Optimizer plug-ins (optimizer/adam.py, optimizer/adamw.py, optimizer/sgd.py): each keeps the per-group learning
+rates of the parameter groups it is given; torch's update implementations (optimizer/__init__.py) agree."""
 import pytest
 import torch
 
@@ -45,7 +46,7 @@ def test_every_update_implementation_gives_the_same_update(name):
             optimizer.step()
         results[impl] = [p.detach().clone() for p in params]
     for impl in ("fused", "foreach", "loop"):
-        for a, b in zip(results[impl], results["auto"]):
+        for a, b in zip(results[impl], results["auto"], strict=True):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     torch.manual_seed(0)
     assert not torch.allclose(results["loop"][0], torch.randn(7, 5))  # the parameters did move

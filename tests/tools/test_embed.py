@@ -47,7 +47,8 @@ def test_embeddings_of_a_list_or_a_folder_rescore_to_the_evaluations(evaluated, 
     _, got, got_pairs = rescored(tmp, out, "from_list.txt")
     assert got_pairs == pairs
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-    embed_main(["--initial_model", model, "--input", root, "--out", str(tmp / "folder.npz"), "--nDataLoaderThread", "0"])
+    embed_main(["--initial_model", model, "--input", root, "--out", str(tmp / "folder.npz"),
+                "--nDataLoaderThread", "0"])
     folder = load_embeddings(str(tmp / "folder.npz"))
     assert folder.keys == sorted(keys)
     np.testing.assert_allclose(folder.embeddings, emb.embeddings[[keys.index(k) for k in folder.keys]], atol=1e-5)

@@ -48,7 +48,7 @@ def test_verify_matches_the_evaluation_and_its_threshold(evaluated, capsys):
     labels, scores, pairs = read_score_file(str(tmp / "scores.txt"))
     record = json.loads((tmp / "scores.txt.threshold.json").read_text())
     assert record["score_norm"] == "asnorm" and record["top_n"] == 4
-    for (enroll, test), want in list(zip(pairs, scores))[:3]:
+    for (enroll, test), want in list(zip(pairs, scores, strict=True))[:3]:
         score, threshold, decision = verify_line(capsys, *common, os.path.join(root, enroll), os.path.join(root, test),
                                                  "--threshold_file", str(tmp / "scores.txt.threshold.json"))
         assert score == pytest.approx(want, abs=2e-5)  # AS-norm with the eval's cohort, from the file alone
