@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from frontend.names import name_regex, rename_state
 from frontend.formats import HF_COLUMN, CheckpointError, config_reader, encoder_options, load_torch_file
+from frontend.names import name_regex, rename_state
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PRETRAIN_ONLY = re.compile(r"masked_spec_embed")
@@ -139,7 +139,11 @@ def hf_config_to_torchaudio(config: Dict[str, Any], folder: str) -> Dict[str, An
     norm = get("feat_extract_norm", "group")
     if norm not in ("group", "layer"):
         raise CheckpointError(f"'{folder}/config.json' sets feat_extract_norm={norm!r}; expected 'group' or 'layer'.")
-    conv = list(zip(get("conv_dim"), get("conv_kernel"), get("conv_stride")))
+    dims, kernels, strides = get("conv_dim"), get("conv_kernel"), get("conv_stride")
+    if not len(dims) == len(kernels) == len(strides):
+        raise CheckpointError(f"'{folder}/config.json' has conv_dim, conv_kernel and conv_stride of different lengths "
+                              f"({len(dims)}, {len(kernels)}, {len(strides)}); it may be damaged.")
+    conv = list(zip(dims, kernels, strides, strict=True))
     out = dict(extractor_mode=f"{norm}_norm", extractor_conv_layer_config=[tuple(int(v) for v in c) for c in conv],
                **encoder_options(get, HF_COLUMN))
     if family == "wavlm":

@@ -199,8 +199,8 @@ def export_onnx(encoder: nn.Module, path: str, opset: int = 17) -> None:
     ``lengths`` [batch] int64, output ``embedding`` [batch, nOut]."""
     module = ExportableEncoder(encoder)
     with deprecated_exporters():
-        torch.onnx.export(module, example_inputs(next(module.parameters()).device), path, input_names=["wav", "lengths"],
-                          output_names=["embedding"], opset_version=opset, dynamo=False,
+        torch.onnx.export(module, example_inputs(next(module.parameters()).device), path,
+                          input_names=["wav", "lengths"], output_names=["embedding"], opset_version=opset, dynamo=False,
                           dynamic_axes={"wav": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
                                         "embedding": {0: "batch"}})
 

@@ -30,8 +30,7 @@ from scipy import signal
 from tqdm import tqdm
 
 from dataprep.musan import split_musan
-from synthetic.voices import (SAMPLE_RATE, coloured_noise, sample_channel, sample_voice,
-                               synth_utterance)
+from synthetic.voices import SAMPLE_RATE, coloured_noise, sample_channel, sample_voice, synth_utterance
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +261,7 @@ def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_
         files[split] += [(speaker, session, rel) for session, rel in written]
     train_list = out / "train_list.txt"
     train_list.write_text("".join(f"{spk} {rel}\n" for spk, _, rel in files["train"]))
-    test_speakers, test_sessions, test_paths = (list(col) for col in zip(*files["test"]))
+    test_speakers, test_sessions, test_paths = (list(col) for col in zip(*files["test"], strict=True))
     trials = make_trials(test_speakers, test_sessions, test_paths, n_trials,
                          child_rng(seed, STREAM_TRIALS))
     trials_path = out / "trials.txt"

@@ -283,10 +283,12 @@ def test_six_choices_uniform_and_aug_prob(small_demo):
     """The original: one of six uniformly, clean included. aug_prob p: clean with probability 1 - p, else one of
     the five others uniformly."""
     rng = np.random.default_rng(0)
-    draws = collections.Counter(augmenter(small_demo).choose(rng) for _ in range(6000))
+    uniform = augmenter(small_demo)
+    draws = collections.Counter(uniform.choose(rng) for _ in range(6000))
     assert set(draws) == set(Augmenter.CHOICES) and all(800 < n < 1200 for n in draws.values())
     for p in (0.0, 0.6, 1.0):
-        draws = collections.Counter(augmenter(small_demo, aug_prob=p).choose(rng) for _ in range(5000))
+        with_p = augmenter(small_demo, aug_prob=p)
+        draws = collections.Counter(with_p.choose(rng) for _ in range(5000))
         assert abs(draws["clean"] / 5000 - (1 - p)) < 0.03
         others = [draws[c] for c in Augmenter.CHOICES[1:]]
         assert p == 0 and sum(others) == 0 or min(others) > 5000 * p / 5 * 0.8

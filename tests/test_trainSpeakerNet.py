@@ -1,7 +1,8 @@
 """Tiny runs through the command-line entry points: train -> checkpoint -> resume -> eval. The entry scripts' main()
 runs in this process (tests.fakes.run_main: exit status, stdout, stderr as a shell sees them); real commands only
 where a new process matters (signals, the distributed launcher). The session's one trained run (conftest
-``trained_run``) serves the tests that only evaluate, resume or inspect a run."""
+``trained_run``) serves the tests that only evaluate, resume or inspect a run. Covers the training run
+(runs/train.py) and its stop on a signal with a resumable checkpoint (core/interrupt.py)."""
 import json
 import os
 import signal

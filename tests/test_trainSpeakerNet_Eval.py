@@ -1,5 +1,6 @@
 """The evaluation entry script: --help lists every option once; a model file of the original repository scores
-short files exactly as the original protocol does; an unknown plug-in is refused with the real list."""
+short files exactly as the original protocol does; an unknown plug-in is refused with the real list; the evaluation
+of a model through the entry script (runs/evaluate.py)."""
 import contextlib
 import io
 import os

@@ -1,5 +1,5 @@
-"""The CLI runner (core/cli.py): toolkit errors end in one line and exit 2; any other exception is a bug and
-keeps its traceback; the result is printed with the command's own format."""
+"""The CLI runner (core/cli.py) and the toolkit's error types (core/errors.py): toolkit errors end in one line and
+exit 2; any other exception is a bug and keeps its traceback; the result is printed with the command's own format."""
 import pytest
 
 from core.cli import build_parser, run_cli

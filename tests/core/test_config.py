@@ -1,3 +1,5 @@
+"""Configuration (core/config.py) over the option table (core/options.py): defaults < YAML < command line,
+booleans, choices, unknown keys and bad values named, option combinations checked up front, saved configs."""
 import argparse
 import os
 

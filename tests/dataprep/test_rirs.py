@@ -1,4 +1,4 @@
-"""RIRs from a folder (the original's glob) or from an index written by tools.index_rirs."""
+"""RIRs from a folder (the original's glob) or from an index written by tools.index_rirs (tools/index_rirs.py)."""
 import numpy as np
 import pytest
 import soundfile

@@ -1,5 +1,6 @@
-"""VoxCeleb trees: the training list tool, and m4a conversion through ffmpeg (a stand-in ffmpeg here: the
-real one is not installed on CI), resumable, with a clear message when ffmpeg is missing."""
+"""VoxCeleb trees: the training list tool (tools/make_train_list.py), and m4a conversion through ffmpeg
+(tools/convert_m4a.py; a stand-in ffmpeg here: the real one is not installed on CI), resumable, with a clear
+message when ffmpeg is missing."""
 import os
 import stat
 import sys

@@ -1,4 +1,6 @@
-"""Every checkpoint format loads and matches its reference layer by layer (<= 1e-4 max abs).
+"""Every checkpoint format loads and matches its reference layer by layer (<= 1e-4 max abs): official WavLM
+(frontend/formats.py), fairseq (frontend/fairseq.py) and Hugging Face (frontend/hf.py), told apart by
+frontend/detect.py.
 
 fairseq files are written by our own writer and checked against a hand-written
 forward pass over the fairseq-named tensors (independent of torchaudio). Hugging

@@ -1,3 +1,6 @@
+"""The SSL front-end (frontend/ssl_frontend.py) on official WavLM files, their tensors renamed to torchaudio's
+(frontend/names.py): its layers equal torchaudio's blocks; bad or untrusted checkpoints give clear errors; frozen,
+compiled and autocast blocks give the same layers."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,7 +169,7 @@ def test_compiled_blocks_give_the_same_layers_and_gradients(tiny_checkpoint):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         want.pow(2).sum().backward()
         got.pow(2).sum().backward()
-        for (name, a), (_, b) in zip(eager.named_parameters(), compiled.named_parameters()):
+        for (name, a), (_, b) in zip(eager.named_parameters(), compiled.named_parameters(), strict=True):
             if a.grad is not None:
                 torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-4, msg=name)
         eager.zero_grad()

@@ -1,4 +1,5 @@
-"""The trainer (runs/trainer.py): margin ramp, learning-rate decay, mixed precision, the epoch statistics."""
+"""The trainer (runs/trainer.py): margin ramp, learning-rate decay, mixed precision, the epoch statistics; data
+parallel through the launcher (core/distributed.py), whose ranks all end when one raises."""
 import math
 import os
 

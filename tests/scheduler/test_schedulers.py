@@ -1,4 +1,5 @@
-"""coslr and cyclr as the original's; exponential (wespeaker's warm-up + exponential decrease) per group."""
+"""coslr and cyclr as the original's (scheduler/coslr.py, scheduler/cyclr.py); exponential (wespeaker's warm-up +
+exponential decrease) per group (scheduler/exponential.py)."""
 import math
 
 import pytest

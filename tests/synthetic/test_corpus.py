@@ -127,7 +127,7 @@ def test_musan_layout(corpus: dict) -> None:
             starts = range(0, len(audio) - 5 * 16000, 3 * 16000)
             assert [c.name for c in chunks] == [f"{s // 16000:05d}.wav" for s in starts]
             raw = sf.read(str(path), dtype="int16")[0]
-            for chunk, start in zip(chunks, starts):
+            for chunk, start in zip(chunks, starts, strict=True):
                 np.testing.assert_array_equal(sf.read(str(chunk), dtype="int16")[0], raw[start:start + 80000])
     assert corpus["n_musan_files"] == 3 * MUSAN_FILES_PER_CATEGORY
 

@@ -60,26 +60,23 @@ def test_the_original_second_stage_needs_no_flag(small_demo, tmp_path, capsys):
     assert exit_info.value.code == 2 and "holds no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_stages_script(small_demo, tmp_path):
     stage1, stage2 = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    options = dict(zip(demo_options(small_demo, tmp_path / "run_a")[::2], demo_options(small_demo, "")[1::2]))
+    names = demo_options(small_demo, tmp_path / "run_a")[::2]
+    options = dict(zip(names, demo_options(small_demo, "")[1::2], strict=True))
     common = "".join(f"{k[2:]}: {v}\n" for k, v in options.items() if k != "--save_path")
     stage1.write_text(common + f"nOut: 16\nhead_nb: 2\ncompression_dim: 8\nsave_path: {tmp_path / 'run_a'}\n")
     stage2.write_text(stage1.read_text().replace("run_a", "run_b") + f"initial_model_from: {tmp_path / 'run_a'}\n"
                       "margin: 0.5\n")
     stage1, stage2 = stage1.rename(tmp_path / "test_stage_a.yaml"), stage2.rename(tmp_path / "test_stage_b.yaml")
-    logs = [os.path.join(ROOT, "log", name) for name in ("test_stage_a.log", "test_stage_b.log",
-                                                           "test_stage_b.eval.log")]
-    try:
-        proc = subprocess.run(["bash", os.path.join(ROOT, "tools", "run_stages.sh"), str(stage1), str(stage2)],
-                              cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.strip().splitlines()[-1].startswith("EER ")
-        assert (tmp_path / "run_b" / "model" / "model000000001.model").is_file()
-        log = open(logs[1]).read()
-        assert "Initial model" in log and str(tmp_path / "run_a") in log
-    finally:
-        for path in logs:
-            if os.path.exists(path):
-                os.remove(path)
+    logs = tmp_path / "logs"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "tools", "run_stages.sh"), str(stage1), str(stage2)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable, "LOG_DIR": str(logs)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("EER ")
+    assert (tmp_path / "run_b" / "model" / "model000000001.model").is_file()
+    assert sorted(os.listdir(logs)) == ["test_stage_a.log", "test_stage_b.eval.log", "test_stage_b.log"]
+    log = (logs / "test_stage_b.log").read_text()
+    assert "Initial model" in log and str(tmp_path / "run_a") in log
