@@ -2,6 +2,7 @@
 ``pretrained_model_path``), or saved embeddings; embed files with it (for cohorts and verification)."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Dict, List, Optional
 
@@ -38,7 +39,7 @@ def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         one = with_model_file({**config, "initial_model": path,
                                "score_file": score_file_for(config["score_file"], name, several),
                                "save_embeddings": score_file_for(config["save_embeddings"], name, several)}, sources)
-        result = evaluate(one, device, build_encoder=lambda: build_encoder(one, device), parts=True)
+        result = evaluate(one, device, build_encoder=functools.partial(build_encoder, one, device), parts=True)
         if result is not None:
             results[name] = result
     return {"checkpoints": results} if results else None

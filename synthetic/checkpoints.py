@@ -16,8 +16,17 @@ from torchaudio.models import wavlm_model
 
 from frontend.fairseq import FAIRSEQ_KEYS, FAMILIES, FINETUNED_HEAD, FINETUNED_PREFIX
 from frontend.formats import ENCODER_OPTIONS, FAIRSEQ_COLUMN, ConvLayers
-from frontend.names import (CNN_GROUP_NORM, CNN_LAYER_NORM, OFFICIAL_QKV, PRETRAIN_ONLY, QKV, TORCHAUDIO_QKV,
-                            WAVLM_KEYS, name_regex, rename_key)
+from frontend.names import (
+    CNN_GROUP_NORM,
+    CNN_LAYER_NORM,
+    OFFICIAL_QKV,
+    PRETRAIN_ONLY,
+    QKV,
+    TORCHAUDIO_QKV,
+    WAVLM_KEYS,
+    name_regex,
+    rename_key,
+)
 
 # A tiny WavLM: 7-layer CNN (64 channels, group norm, the Base layout of strides, 20 ms hop)
 # and 2 post-norm transformer blocks of 128 dims. Small enough to fine-tune on 2 CPU cores.
@@ -59,7 +68,7 @@ def unrename_state(state: Dict[str, torch.Tensor], pairs: List[Tuple["re.Pattern
     for name, tensor in state.items():
         match = qkv[0].fullmatch(name) if qkv else None
         if match:
-            for which, part in zip("qkv", tensor.chunk(3)):
+            for which, part in zip("qkv", tensor.chunk(3), strict=True):
                 out[qkv[1].format(i=match["i"], w=which, p=match["p"])] = part.clone()
             continue
         new = rename_key(name, pairs)
@@ -76,7 +85,8 @@ def torchaudio_state_to_wavlm(state: Dict[str, torch.Tensor], extractor_mode: st
         extractor_mode: torchaudio's ``group_norm`` or ``layer_norm`` (the official
             names of the CNN normalisation differ between the two).
     """
-    return unrename_state(state, _TO_OFFICIAL[extractor_mode], "official WavLM", qkv=(name_regex(TORCHAUDIO_QKV), OFFICIAL_QKV))
+    return unrename_state(state, _TO_OFFICIAL[extractor_mode], "official WavLM",
+                          qkv=(name_regex(TORCHAUDIO_QKV), OFFICIAL_QKV))
 
 
 def format_conv_layers(layers: ConvLayers) -> str:

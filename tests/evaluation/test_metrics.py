@@ -1,6 +1,6 @@
-"""Tests for the metrics in evaluation/metrics.py (EER, minDCF, actual DCF, score files, CLI)."""
+"""Tests for the metrics in evaluation/metrics.py (EER, minDCF, actual DCF, score files, CLI). Their speed on a
+million scores is measured by bench/eval_scoring.py (c), not here: a test never depends on timing."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -23,8 +23,8 @@ HAND_LINE = "EER 33.3333 MinDCF0.05 0.75000 MinDCF0.01 0.75000"
 
 def brute_force_rates(scores, labels):
     """Direct loop over candidate thresholds: each distinct score plus +inf."""
-    tgt = [s for s, l in zip(scores, labels) if l == 1]
-    non = [s for s, l in zip(scores, labels) if l == 0]
+    tgt = [s for s, label in zip(scores, labels, strict=True) if label == 1]
+    non = [s for s, label in zip(scores, labels, strict=True) if label == 0]
     thresholds = sorted(set(float(s) for s in scores)) + [math.inf]
     fnrs = [sum(1 for s in tgt if s < t) / len(tgt) for t in thresholds]
     fprs = [sum(1 for s in non if s >= t) / len(non) for t in thresholds]
@@ -33,14 +33,14 @@ def brute_force_rates(scores, labels):
 
 def brute_force_eer(scores, labels):
     fnrs, fprs, _ = brute_force_rates(scores, labels)
-    diffs = [abs(a - b) for a, b in zip(fnrs, fprs)]
+    diffs = [abs(a - b) for a, b in zip(fnrs, fprs, strict=True)]
     i = diffs.index(min(diffs))
     return max(fnrs[i], fprs[i]) * 100
 
 
 def brute_force_min_dcf(scores, labels, p, c_miss, c_fa):
     fnrs, fprs, _ = brute_force_rates(scores, labels)
-    best = min(c_miss * fn * p + c_fa * fp * (1 - p) for fn, fp in zip(fnrs, fprs))
+    best = min(c_miss * fn * p + c_fa * fp * (1 - p) for fn, fp in zip(fnrs, fprs, strict=True))
     return best / min(c_miss * p, c_fa * (1 - p))
 
 
@@ -148,18 +148,6 @@ def test_order_of_trials_does_not_matter():
     scores = np.round(rng.normal(labels, 1.0), 1)
     perm = rng.permutation(400)
     assert tt.evaluate_scores(scores, labels) == tt.evaluate_scores(scores[perm], labels[perm])
-
-
-def test_one_million_scores_is_fast():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 1_000_000)
-    scores = rng.normal(labels, 1.0)
-    start = time.perf_counter()
-    rates = tt.compute_error_rates(scores, labels)
-    tt.compute_eer(scores, labels)
-    tt.compute_min_dcf(*rates, 0.05)
-    tt.compute_min_dcf(*rates, 0.01)
-    assert time.perf_counter() - start < 2.0  # generous; typically a few tenths of a second
 
 
 # ----------------------------------------------------------------- validation
