@@ -265,7 +265,8 @@ def test_evaluation_writes_only_where_asked(config, trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_papers_three_commands(config, tmp_path):
-    """As the paper ran them, on a demo-sized YAML pair: stage 1 and LMFT with --distributed, then --eval."""
+    """As the paper ran them, on a demo-sized YAML pair: stage 1 and LMFT with --distributed, then --eval (main() in
+    this process; the launcher starts the training processes)."""
     cfg, _ = config
     base = open(cfg).read().replace("max_epoch: 2", "max_epoch: 1").replace("augment: true", "augment: false")
     base = "\n".join(line for line in base.splitlines() if not line.startswith("save_path"))
@@ -275,14 +276,14 @@ def test_the_papers_three_commands(config, tmp_path):
                       + f"\nsave_path: {tmp_path / 'Baseline_lm'}\n"
                       f"initial_model_from: {tmp_path / 'Baseline'}\n")
     for yaml_file, port in ((stage1, "29541"), (stage2, "29542")):
-        proc = run_script("trainSpeakerNet.py", "--config", str(yaml_file), "--distributed", "--port", port)
+        proc = run_main(trainSpeakerNet, "--config", str(yaml_file), "--distributed", "--port", port)
         assert proc.returncode == 0, proc.stderr[-3000:]
     first = torch.load(tmp_path / "Baseline" / "model" / "model000000001.model", weights_only=True)["model"]
     second = torch.load(tmp_path / "Baseline_lm" / "model" / "model000000001.model", weights_only=True)["model"]
     backend = [k for k in first if k.startswith("encoder.backend.")]
     assert any(not torch.equal(first[k], second[k]) for k in backend)  # stage 2 changed stage 1's model
     assert max(float((first[k] - second[k]).abs().max()) for k in backend) < 1.0  # ... starting from it
-    ev = run_script("trainSpeakerNet_Eval.py", "--config", str(stage2), "--eval")
+    ev = run_main(trainSpeakerNet_Eval, "--config", str(stage2), "--eval")
     assert ev.returncode == 0 and ev.stdout.split()[:2] == ["model000000001", "EER"], ev.stderr[-3000:]
 
 
@@ -387,7 +388,7 @@ def test_sigterm_to_the_distributed_launcher_stops_every_rank_at_the_same_step(c
     steps = [f for f in os.listdir(tmp_path / "ddp" / "model") if ".step" in f]
     assert len(steps) == 1
     again = run_script("trainSpeakerNet.py", "--config", cfg, "--save_path", str(tmp_path / "ddp"), "--max_epoch",
-                       "3", "--augment", "false", "--distributed", "--port", "29564")
+                       "3", "--augment", "false", "--distributed", "--port", "29564")  # the ranks' log: a real stderr
     assert again.returncode == 0 and "Resumed from" in again.stderr, again.stderr[-2000:]
 
 
