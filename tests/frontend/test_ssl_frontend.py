@@ -156,6 +156,7 @@ def test_frozen_layers_are_made_under_inference_mode_and_train_the_back_end(tiny
         assert frozen(wav).dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_compiled_blocks_give_the_same_layers_and_gradients(tiny_checkpoint):
     """compile_frontend: torch.compile of the blocks (here the aot_eager backend: the same graph capture
     and autograd as inductor without its C++ build, which takes minutes) leaves outputs, gradients and
