@@ -178,12 +178,12 @@ MUSAN_CATEGORIES = {  # category -> (subset, stream, synthesiser)
 }
 
 
-def write_musan(root: Path, seed: int) -> list[Path]:
-    """MUSAN_FILES_PER_CATEGORY clips of MUSAN_SECONDS per category, each normalised to a random
+def write_musan(root: Path, seed: int, files_per_category: int = MUSAN_FILES_PER_CATEGORY) -> list[Path]:
+    """``files_per_category`` clips of MUSAN_SECONDS per category, each normalised to a random
     peak in [0.3, 0.9]; returns the written paths."""
     written = []
     for category, (subset, stream, synth) in MUSAN_CATEGORIES.items():
-        for k in range(MUSAN_FILES_PER_CATEGORY):
+        for k in range(files_per_category):
             rng = child_rng(seed, stream, k)
             x = synth(rng, int(rng.uniform(*MUSAN_SECONDS) * SAMPLE_RATE))
             x *= rng.uniform(0.3, 0.9) / (np.max(np.abs(x)) + 1e-12)
@@ -210,16 +210,17 @@ def synth_rir(rt60: float, rng: np.random.Generator) -> np.ndarray:
     return 0.9 * h / np.max(np.abs(h))
 
 
-def write_rirs(root: Path, seed: int) -> list[Path]:
-    """ROOMS_PER_TYPE rooms per room type, RIRS_PER_ROOM responses each (RT60 +-10 % around
+def write_rirs(root: Path, seed: int, rooms_per_type: int = ROOMS_PER_TYPE,
+               rirs_per_room: int = RIRS_PER_ROOM) -> list[Path]:
+    """``rooms_per_type`` rooms per room type, ``rirs_per_room`` responses each (RT60 +-10 % around
     the room's value, which is uniform in the type's range, clipped to RT60_LIMITS);
     returns the written paths."""
     written = []
     for type_index, (room_type, rt60_range) in enumerate(RIR_ROOM_TYPES.items()):
-        for room in range(1, ROOMS_PER_TYPE + 1):
+        for room in range(1, rooms_per_type + 1):
             rng = child_rng(seed, STREAM_RIR, type_index, room)
             rt60 = rng.uniform(*rt60_range)
-            for k in range(1, RIRS_PER_ROOM + 1):
+            for k in range(1, rirs_per_room + 1):
                 path = root / room_type / f"Room{room:03d}" / f"Room{room:03d}-{k:05d}.wav"
                 rir_rt60 = float(np.clip(rt60 * rng.uniform(0.9, 1.1), *RT60_LIMITS))
                 write_wav(path, synth_rir(rir_rt60, rng))
@@ -228,7 +229,8 @@ def write_rirs(root: Path, seed: int) -> list[Path]:
 
 
 def _check_sizes(n_train: int, n_test: int, utts: int, sessions: int, min_s: float, max_s: float,
-                 n_trials: int) -> None:
+                 n_trials: int, musan_files: int = MUSAN_FILES_PER_CATEGORY, rooms: int = ROOMS_PER_TYPE,
+                 rirs: int = RIRS_PER_ROOM) -> None:
     """Raise ValueError for sizes that cannot give a valid corpus and trial list."""
     if not (1 <= n_train <= MAX_SPEAKERS and 2 <= n_test <= MAX_SPEAKERS):
         raise ValueError(f"need 1..{MAX_SPEAKERS} train and 2..{MAX_SPEAKERS} test speakers")
@@ -236,19 +238,25 @@ def _check_sizes(n_train: int, n_test: int, utts: int, sessions: int, min_s: flo
         raise ValueError("need >= 2 utterances and >= 1 session per speaker and >= 2 trials")
     if not 0 < min_s <= max_s:
         raise ValueError("need 0 < min_seconds <= max_seconds")
+    if musan_files < 8 or rooms < 1 or rirs < 1:
+        raise ValueError("need >= 8 MUSAN files per category (babble mixes up to 8) and >= 1 RIR room and response")
 
 
 def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_speakers: int = 10,
                 utts_per_speaker: int = 20, sessions_per_speaker: int = 4, min_seconds: float = 2.0,
-                max_seconds: float = 6.0, n_trials: int = 4000) -> dict:
+                max_seconds: float = 6.0, n_trials: int = 4000,
+                musan_files_per_category: int = MUSAN_FILES_PER_CATEGORY, rir_rooms_per_type: int = ROOMS_PER_TYPE,
+                rirs_per_room: int = RIRS_PER_ROOM) -> dict:
     """Write the whole corpus under ``out_dir`` (must be empty or absent); return paths and counts.
 
     Train speakers are id10001.., test speakers id20001..; each has
     min(sessions_per_speaker, utts_per_speaker) sessions; utterance durations are uniform in
-    [min_seconds, max_seconds] s; trials pair test files only (n_trials // 2 targets).
+    [min_seconds, max_seconds] s; trials pair test files only (n_trials // 2 targets). MUSAN has
+    ``musan_files_per_category`` recordings per category (babble mixes up to 8 speech files); the RIRs
+    ``rir_rooms_per_type`` rooms of each type with ``rirs_per_room`` responses each.
     """
     _check_sizes(n_train_speakers, n_test_speakers, utts_per_speaker, sessions_per_speaker,
-                 min_seconds, max_seconds, n_trials)
+                 min_seconds, max_seconds, n_trials, musan_files_per_category, rir_rooms_per_type, rirs_per_room)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; remove it or choose another --out")
@@ -266,7 +274,8 @@ def make_corpus(out_dir: str, seed: int = 0, n_train_speakers: int = 50, n_test_
                          child_rng(seed, STREAM_TRIALS))
     trials_path = out / "trials.txt"
     trials_path.write_text("".join(f"{label} {enroll} {test}\n" for label, enroll, test in trials))
-    musan, rirs = write_musan(out / "musan", seed), write_rirs(out / "rir", seed)
+    musan = write_musan(out / "musan", seed, musan_files_per_category)
+    rirs = write_rirs(out / "rir", seed, rir_rooms_per_type, rirs_per_room)
     chunks = split_musan(str(out / "musan"), str(out / "musan_split"))["chunks_written"]
     logger.info("wrote %d train / %d test files, %d trials, %d musan, %d rir files to %s",
                 len(files["train"]), len(files["test"]), len(trials), len(musan), len(rirs), out)

@@ -10,11 +10,12 @@ import pytest
 import soundfile as sf
 
 from core.audio import SAMPLE_RATE
-from synthetic.corpus import MUSAN_FILES_PER_CATEGORY, make_corpus, make_trials
+from synthetic.corpus import make_corpus, make_trials
 from synthetic.voices import Channel, sample_voice, synth_utterance
 
 SMALL = dict(n_train_speakers=4, n_test_speakers=3, utts_per_speaker=4, sessions_per_speaker=2,
-             min_seconds=1.0, max_seconds=2.0, n_trials=40)
+             min_seconds=1.0, max_seconds=2.0, n_trials=40, musan_files_per_category=8, rir_rooms_per_type=2,
+             rirs_per_room=1)
 UTT_PATH = re.compile(r"^(id\d{5})/([A-Za-z0-9]{11})/\d{5}\.wav$")
 
 
@@ -119,7 +120,7 @@ def test_musan_layout(corpus: dict) -> None:
     for category, subset in expected.items():
         assert [p.name for p in (musan / category).iterdir()] == [subset]
         files = sorted((musan / category / subset).iterdir())
-        assert len(files) == MUSAN_FILES_PER_CATEGORY
+        assert len(files) == SMALL["musan_files_per_category"]
         for path in files:
             assert re.fullmatch(rf"{category}-{subset}-\d{{4}}\.wav", path.name), path
             audio = _assert_wav(path, 6.0, 16.0)
@@ -129,7 +130,7 @@ def test_musan_layout(corpus: dict) -> None:
             raw = sf.read(str(path), dtype="int16")[0]
             for chunk, start in zip(chunks, starts, strict=True):
                 np.testing.assert_array_equal(sf.read(str(chunk), dtype="int16")[0], raw[start:start + 80000])
-    assert corpus["n_musan_files"] == 3 * MUSAN_FILES_PER_CATEGORY
+    assert corpus["n_musan_files"] == 3 * SMALL["musan_files_per_category"]
 
 
 def test_rir_layout_and_decay(corpus: dict) -> None:
@@ -152,6 +153,8 @@ def test_rejects_non_empty_dir_and_bad_sizes(tmp_path: Path) -> None:
         make_corpus(str(tmp_path / "a"), **{**SMALL, "n_test_speakers": 1})
     with pytest.raises(ValueError):
         make_corpus(str(tmp_path / "b"), **{**SMALL, "min_seconds": 3.0, "max_seconds": 2.0})
+    with pytest.raises(ValueError, match="MUSAN"):
+        make_corpus(str(tmp_path / "c"), **{**SMALL, "musan_files_per_category": 7})
 
 
 def _median_f0(x: np.ndarray) -> float:
