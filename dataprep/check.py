@@ -21,7 +21,7 @@ from tqdm import tqdm
 from core.audio import AUDIO_ERRORS, SAMPLE_RATE, converted_length
 from core.errors import DataError
 from core.files import write_text
-from core.logs import progress_options
+from core.logs import EVERY_RANK, progress_options
 from dataprep.lists import Entry
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def load_cache(path: str) -> Dict[str, Probe]:
             return {}
         return {key: Probe(*value) for key, value in data["files"].items()}
     except (OSError, ValueError, TypeError, KeyError) as err:
-        logger.warning("Data check cache '%s' is unreadable (%s); checking every file again.", path, err)
+        logger.warning("Data check cache '%s' is unreadable (%s); checking every file again.", path, err,
+                       extra=EVERY_RANK)  # another rank may read it (another node: another file system)
         return {}
 
 

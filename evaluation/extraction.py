@@ -32,7 +32,7 @@ from core.device import autocast_dtype
 from core.errors import DataError
 from core.logs import progress_options
 from dataprep.lists import key_paths
-from evaluation.dataset import EvalDataset, whole_file_pieces
+from evaluation.dataset import EvalDataset, require_embeddable, shortest_input, whole_file_pieces
 from evaluation.embeddings import Embeddings
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class _Batcher:
                 emb = self.encoder(batch)
             else:
                 emb = self.encoder(batch, lengths.to(self.device))
-        for row, slot in zip(emb.float().cpu().numpy(), self.slots):
+        for row, slot in zip(emb.float().cpu().numpy(), self.slots, strict=True):
             self.out[slot] = row
         self.wavs, self.slots = [], []
 
@@ -107,17 +107,24 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
             (module docstring).
     Returns:
         Embeddings in the order of ``keys``; ``crop_embeddings`` [N, num_eval, D] or None.
+    Raises:
+        DataError: a file is shorter than the front-end's one frame (:func:`evaluation.dataset.require_embeddable`),
+            named, before any extraction.
     """
     if not keys:
         raise DataError("No files to extract embeddings for (empty key list).")
     was_training = encoder.training
     encoder.eval()
     max_samples = int(max_eval_seconds * SAMPLE_RATE) if max_eval_seconds > 0 else None
-    durations = audio_lengths(key_paths(keys, test_path), "")
+    paths = key_paths(keys, test_path)
+    durations = audio_lengths(paths, "")
+    need = shortest_input(encoder)
+    require_embeddable(paths, durations, need, max_samples, long_files)  # before any work; the reader checks again
     lengths = np.array([max(b - a for a, b in whole_file_pieces(int(d), max_samples, long_files))
                         for d in durations])  # the longest whole-file piece of each file, from the headers
     order = np.argsort(lengths, kind="stable")  # equal lengths become neighbours
-    dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples, long_files)
+    dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples, long_files,
+                          min_samples=need)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     limit = int(batch_seconds * SAMPLE_RATE)
     whole = _Batcher(encoder, device, limit, autocast, pad_ratio=pad_ratio)

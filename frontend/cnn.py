@@ -159,6 +159,15 @@ def _cnn_gemm(blocks, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> tor
     return x.view(wav.shape[0], -1, x.shape[-1])  # [B, padded / multiple, C]; the frames past T are padding
 
 
+def min_samples(blocks) -> int:
+    """The fewest samples from which the CNN ``blocks`` (torchaudio ``ConvLayerBlock``s, each with ``kernel_size``
+    and ``stride``) make one frame: 400 (25 ms at 16 kHz) for the CNN of WavLM, HuBERT and wav2vec 2.0."""
+    need = 1
+    for block in reversed(list(blocks)):
+        need = (need - 1) * block.stride + block.kernel_size
+    return need
+
+
 def frozen_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.Tensor],
                chunk_samples: int, gemm: Optional[bool] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """torchaudio ``FeatureExtractor`` output without gradients: features [B, T, C] and the valid frames
@@ -170,9 +179,7 @@ def frozen_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.
     blocks = list(extractor.conv_layers)
     shortest = int(wav.shape[1]) if lengths is None or lengths.numel() == 0 else int(lengths.min())
     if int(valid_frames(blocks, torch.tensor(shortest))) < 1:
-        need = 1
-        for block in reversed(blocks):
-            need = (need - 1) * block.stride + block.kernel_size
+        need = min_samples(blocks)
         raise ValueError(f"A waveform of {shortest} samples is shorter than one frame of the front-end's CNN "
                          f"({need} samples, {need / 16:g} ms at 16 kHz): give it at least {need} samples.")
     fold = foldable(blocks[0])

@@ -1,10 +1,12 @@
-"""Tell the supported checkpoint formats apart by their content and read any of them.
+"""Tell the supported checkpoint formats apart by their content, read any of them, and build the model.
 
 ``read_ssl_checkpoint(path)`` returns the torchaudio builder arguments and the
 tensors under torchaudio's names, whatever the format (see ``ACCEPTED_FORMATS``):
-  * a folder                                  -> Hugging Face (checkpoints_hf.py)
-  * ``cfg['model']`` or a legacy ``args``     -> fairseq HuBERT / wav2vec 2.0 (checkpoints_fairseq.py)
-  * ``cfg`` with the model options at its top -> official WavLM (checkpoints.py)
+  * a folder                                  -> Hugging Face (frontend/hf.py)
+  * ``cfg['model']`` or a legacy ``args``     -> fairseq HuBERT / wav2vec 2.0 (frontend/fairseq.py)
+  * ``cfg`` with the model options at its top -> official WavLM (frontend/formats.py; names: frontend/names.py)
+``make_model`` builds torchaudio's model from those arguments and ``build_encoder`` loads the tensors into it
+strictly.
 """
 from __future__ import annotations
 
@@ -16,11 +18,19 @@ import torch
 from torch import nn
 from torchaudio.models import wav2vec2_model, wavlm_model
 
-from frontend.names import wavlm_state_to_torchaudio
-from frontend.formats import (ACCEPTED_FORMATS, CheckpointError, fairseq_style_cfg_to_torchaudio, load_torch_file,
-                                name_list, state_mismatch, wavlm_cfg_to_torchaudio, wavlm_parts)
 from frontend.fairseq import fairseq_state_to_torchaudio, is_fairseq_checkpoint, read_fairseq_encoder
+from frontend.formats import (
+    ACCEPTED_FORMATS,
+    CheckpointError,
+    fairseq_style_cfg_to_torchaudio,
+    load_torch_file,
+    name_list,
+    state_mismatch,
+    wavlm_cfg_to_torchaudio,
+    wavlm_parts,
+)
 from frontend.hf import hf_config_to_torchaudio, hf_state_to_torchaudio, read_hf_folder
+from frontend.names import wavlm_state_to_torchaudio
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +114,6 @@ def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -
             f"another model; set `allow_partial_checkpoint: true` to load it anyway (unused tensors are dropped, "
             f"missing ones keep random values; shape mismatches cannot be loaded).")
     if unused or missing:
-        logger.warning("Partial checkpoint '%s' loaded (allow_partial_checkpoint): %s",
-                                            path, report)
+        logger.warning("Partial checkpoint '%s' loaded (allow_partial_checkpoint): %s", path, report)
     model.load_state_dict({k: v for k, v in ckpt.state.items() if k in expected}, strict=not allow_partial)
     return model

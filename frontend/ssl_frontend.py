@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import CheckpointError, ConfigError
-from frontend.cnn import frozen_cnn, positional_conv_fft
+from frontend.cnn import frozen_cnn, min_samples, positional_conv_fft
 from frontend.detect import build_encoder, make_model, read_ssl_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,10 @@ class SSLFrontend(nn.Module):
         normalize_input: zero-mean/unit-variance normalise each waveform first
             (the released WavLM-Large was trained this way; the original MHFA
             recipe never does it, so it is off by default).
-        freeze_cnn: keep the input modules (CNN feature encoder, feature projection,
-            positional convolution) fixed and skip their backward. The original never
-            updates them either: it runs the CNN under ``no_grad``, but still computes the
-            (unused) gradients of the feature layer norm, projection and positional conv.
+        freeze_cnn: keep the input modules (:meth:`input_modules`: CNN feature encoder, feature
+            projection, positional convolution, encoder layer norm) fixed and skip their backward.
+            The original never updates them either: it runs the CNN under ``no_grad``, but still
+            computes the (unused) gradients of the feature layer norm, projection and positional conv.
         freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
             layer drop) under ``no_grad``, so nothing is kept for backward.
         feature_grad_mult: scale of the gradient flowing into the CNN (fairseq's option of
@@ -83,7 +83,9 @@ class SSLFrontend(nn.Module):
             layer (what wespeaker's ``feature_grad_mult`` does: 0.1 in its joint fine-tuning).
         grad_checkpointing: recompute each block in backward instead of storing its
             activations (joint fine-tuning of Large models on long crops).
-        family: 'wavlm', 'hubert' or 'wav2vec2' (for messages).
+        family: 'wavlm', 'hubert' or 'wav2vec2': selects the attention masks of padded batches
+            (:func:`attention_masks`: WavLM blocks take a key padding mask, wav2vec 2.0 / HuBERT blocks
+            an additive attention mask); :mod:`inference.export` reads it for the same choice.
         architecture: ``{'family': ..., 'config': torchaudio builder arguments}`` of ``model``: what a
             model file records to rebuild the front-end without the pre-trained checkpoint.
     """
@@ -138,6 +140,13 @@ class SSLFrontend(nn.Module):
         """Probability of skipping a block in training (YAML ``layer_drop``)."""
         return self.model.encoder.transformer.layer_drop
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest waveform, in samples, that gives one frame (400 for WavLM / HuBERT / wav2vec 2.0:
+        25 ms at 16 kHz). A shorter one cannot be embedded: without gradients (evaluation) :meth:`forward`
+        raises a ValueError that says so; callers that know the file check this first and name it."""
+        return min_samples(self.model.feature_extractor.conv_layers)
+
     def transformer_layers(self) -> List[nn.Module]:
         """The L transformer blocks, in order (for layer-wise learning rates)."""
         return list(self.model.encoder.transformer.layers)
@@ -152,7 +161,12 @@ class SSLFrontend(nn.Module):
         return self
 
     def input_modules(self) -> Iterator[nn.Module]:
-        """Modules before the first block: CNN, feature projection, positional conv."""
+        """The modules outside the transformer blocks, in order: the CNN feature encoder
+        (``feature_extractor``), the feature projection (its layer norm and linear projection), the
+        positional convolution and the encoder layer norm (``transformer.layer_norm``). That layer norm is
+        part of layer 0 for post-norm (Base) models; for pre-norm (Large) models it is the encoder's final
+        layer norm, which no returned layer uses (module docstring). ``freeze_cnn`` freezes all four; when
+        they train, they form the optimizer group ``frontend.input``."""
         yield self.model.feature_extractor
         yield self.model.encoder.feature_projection
         yield self.model.encoder.transformer.pos_conv_embed
@@ -237,8 +251,8 @@ class SSLFrontend(nn.Module):
         params = getattr(self, "_matmul_params", None)
         if params is None:  # the parameter objects stay (moves and loads change their data: the key below)
             params = self._matmul_params = [
-                (i, name, p) for i, layer in enumerate(self.transformer_layers()) for name, p in layer.named_parameters()
-                if name.endswith(("in_proj_weight", "in_proj_bias"))
+                (i, name, p) for i, layer in enumerate(self.transformer_layers())
+                for name, p in layer.named_parameters() if name.endswith(("in_proj_weight", "in_proj_bias"))
                 or isinstance(layer.get_submodule(name.rpartition(".")[0]), nn.Linear)]
         key = (dtype, device, tuple(p._version for _, _, p in params), tuple(p.data_ptr() for _, _, p in params))
         if getattr(self, "_reduced_key", None) != key:

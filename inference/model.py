@@ -27,7 +27,7 @@ from core.config import Config, closest_key, frontend_paths, read_yaml, require_
 from core.device import autocast_dtype, resolve_device
 from core.errors import ConfigError, DataError
 from core.options import OPTION_BY_NAME, defaults
-from evaluation.dataset import eval_crops, whole_file_pieces
+from evaluation.dataset import eval_crops, require_embeddable, shortest_input, whole_file_pieces
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean
 from evaluation.extraction import combine_pieces
 from evaluation.pipeline import extract_files
@@ -138,8 +138,11 @@ class SpeakerModel:
                           np.array(durations, dtype=np.float32))
 
     def embed_file(self, path: Union[str, os.PathLike]) -> Embeddings:
-        """Embeddings of one audio file (any rate and channels, converted as the evaluation does)."""
-        return self.embed(load_audio(str(path)), keys=[str(path)])
+        """Embeddings of one audio file (any rate and channels, converted as the evaluation does); a file
+        shorter than one frame of the front-end is a DataError naming it."""
+        audio = load_audio(str(path))
+        require_embeddable([str(path)], [audio.shape[0]], shortest_input(self.encoder))
+        return self.embed(audio, keys=[str(path)])
 
     def embed_files(self, paths: Sequence[Union[str, os.PathLike]], root: str = "", verbose: bool = True) -> Embeddings:
         """Embeddings of many files with the evaluation's batched extraction and a progress bar; keys are

@@ -29,8 +29,7 @@ from evaluation.metrics import format_result
 from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
 from evaluation.trials import list_paths
 from runs.trainer import ModelTrainer, random_state, set_random_state
-from SpeakerNet import (SpeakerNet, find_checkpoints, find_step_checkpoints, load_model_state,
-                        step_checkpoint_name)
+from SpeakerNet import SpeakerNet, find_checkpoints, find_step_checkpoints, load_model_state, step_checkpoint_name
 
 logger = logging.getLogger(__name__)
 # The evaluation every test_interval epochs scores the model being trained and writes no files.
@@ -162,7 +161,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
         config = {**config, "initial_model": seed_model(config)}
     check_inputs(config, fresh=not points, context=context)
     os.makedirs(model_dir, exist_ok=True)
-    setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main)
+    setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main, rank=context.rank)
     if context.main:
         save_config(config, os.path.join(result_dir, "config.yaml"))
     logger.info("Config: %s", dict(config))

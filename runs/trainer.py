@@ -7,6 +7,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -93,6 +94,7 @@ class ModelTrainer:
         self.max_bad_steps, self.bad_in_a_row = max_bad_steps, 0
         self.amp_dtype = autocast_dtype(device) if mixedprec else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
+        self._scheduler_stepped = False  # step_scheduler: the first call may precede any optimizer.step()
 
     def margin_at(self, progress_epochs: float) -> float:
         """The margin after ``progress_epochs`` of training (:func:`margin_at` with this run's options)."""
@@ -164,7 +166,7 @@ class ModelTrainer:
             bar.set_postfix(loss=f"{total_ce / max(batches, 1):.3f}", acc=f"{total_acc / max(batches, 1):.1f}%",
                             rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":
-            self.scheduler.step()
+            self.step_scheduler()
         if batches == 0 and skipped == 0 and start_step < steps_per_epoch:
             raise ConfigError("The training loader produced no optimizer step: the list has fewer speakers/utterances "
                               "than one batch needs (lower batch_size or nPerSpeaker), or fewer batches than "
@@ -199,8 +201,24 @@ class ModelTrainer:
             self.scaler.step(self.optimizer)  # with inf gradients the scaler skips the step itself
         self.scaler.update()
         if self.lr_step == "iteration":
-            self.scheduler.step()
+            self.step_scheduler()
         return finite
+
+    def step_scheduler(self) -> None:
+        """Advance the learning-rate schedule by one iteration or epoch, also after a skipped optimizer step:
+        the schedules count training iterations and epochs (scheduler/), not successful updates, so the rates
+        stay where the documented schedule puts them (and in step with the margin ramp). torch warns about
+        ``lr_scheduler.step()`` before any ``optimizer.step()`` when the very first step was skipped
+        (non-finite gradients, or the fp16 scaler skipping it); that order is intended here, so exactly that
+        warning is silenced, for the first call only (torch checks only the first one)."""
+        if self._scheduler_stepped:
+            self.scheduler.step()
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                                      r"`optimizer\.step\(\)`", category=UserWarning)
+            self.scheduler.step()
+        self._scheduler_stepped = True
 
     def current_lr(self) -> float:
         return max(g["lr"] for g in self.optimizer.param_groups)

@@ -61,6 +61,14 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def in_session_folder(tmp_path_factory):
+    """Session- and module-scoped fixtures run before a test's own folder exists: they run in an empty folder of
+    the session, never in the folder pytest was started from."""
+    with contextlib.chdir(tmp_path_factory.mktemp("session_cwd")):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def in_tmp_path(tmp_path, monkeypatch):
     """Every test runs in its own empty folder, so that a stray relative output cannot reach the work tree."""

@@ -1,15 +1,18 @@
-"""Batched extraction equals one-file-at-a-time extraction; caps are logged; the cohort tool."""
+"""Batched extraction equals one-file-at-a-time extraction; caps are logged; files too short to embed are named."""
 import logging
 import os
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
+import trainSpeakerNet_Eval
 from core.audio import load_audio
-from core.errors import DataError
-from evaluation.dataset import eval_crops
+from core.errors import ConfigError, DataError
+from evaluation.dataset import EvalDataset, eval_crops, shortest_input
 from evaluation.extraction import extract_embeddings
+from tests.fakes import run_main
 
 
 def one_by_one(tiny_encoder, root, keys, eval_frames, num_eval, cap):
@@ -88,3 +91,53 @@ def test_whole_files_of_near_lengths_share_a_padded_batch(tiny_encoder, corpus):
     assert all(max(c) <= 1.25 * min(c) for c in padded)
     whole, _ = one_by_one(tiny_encoder, root, keys, 0, 1, 24000)
     np.testing.assert_allclose(got.embeddings, whole, atol=1e-4, rtol=0)
+
+
+def write_noise(path, samples, seed=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    soundfile.write(str(path), (0.1 * rng.standard_normal(samples)).astype(np.float32), 16000)
+
+
+def test_a_file_shorter_than_one_frame_is_a_data_error_naming_it(tiny_model, tmp_path):
+    """300 samples < one CNN frame (400): with the data check off, the evaluation still stops with a one-line
+    DataError (exit 2) that names the file, not the front-end's ValueError about an anonymous waveform."""
+    root = tmp_path / "wav"
+    for i, (key, samples) in enumerate([("id0/a.wav", 16000), ("id1/tiny.wav", 300), ("id2/c.wav", 16000)]):
+        write_noise(root / key, samples, seed=i)
+    (tmp_path / "trials.txt").write_text("1 id0/a.wav id2/c.wav\n0 id0/a.wav id1/tiny.wav\n")
+    proc = run_main(trainSpeakerNet_Eval, *tiny_model[1], "--eval", "--test_list", str(tmp_path / "trials.txt"),
+                    "--test_path", str(root), "--check_data", "false", "--nDataLoaderThread", "0",
+                    "--embedding_cache", "false", "--eval_frames", "20", "--num_eval", "2")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and os.path.join(str(root), "id1/tiny.wav") in proc.stderr
+    assert "300 samples" in proc.stderr and "400 samples" in proc.stderr
+
+
+def test_short_files_are_named_by_the_extraction_and_by_the_reader(tiny_encoder, tmp_path):
+    write_noise(tmp_path / "ok.wav", 16000)
+    write_noise(tmp_path / "short.wav", 399)
+    with pytest.raises(DataError, match=r"short\.wav' \(399 samples\)") as caught:
+        extract_embeddings(tiny_encoder, ["ok.wav", "short.wav"], str(tmp_path), 20, 2, 0, torch.device("cpu"),
+                           verbose=False)
+    assert "(400 samples" in str(caught.value) and "ok.wav" not in str(caught.value)
+    assert shortest_input(tiny_encoder) == 400 and shortest_input(torch.nn.Linear(2, 2)) == 1
+    # the reader checks the decoded length too (a header may not tell the truth)
+    dataset = EvalDataset(["short.wav"], str(tmp_path), 20, 2, min_samples=400)
+    with pytest.raises(DataError, match="short.wav"):
+        dataset[0]
+    assert EvalDataset(["short.wav"], str(tmp_path), 20, 2)[0][1][0].shape == (399,)  # no minimum given: read
+    # a 400-sample file is embedded
+    write_noise(tmp_path / "exact.wav", 400)
+    got = extract_embeddings(tiny_encoder, ["exact.wav"], str(tmp_path), 0, 1, 0, torch.device("cpu"), verbose=False)
+    assert got.embeddings.shape == (1, 16)
+    # direct tensor input keeps the front-end's own ValueError (no file to name)
+    with torch.no_grad(), pytest.raises(ValueError, match="399 samples is shorter than one frame") as direct:
+        tiny_encoder(torch.zeros(1, 399))
+    assert not isinstance(direct.value, DataError)
+
+
+def test_a_cap_shorter_than_one_frame_is_a_config_error(tiny_encoder, tmp_path):
+    write_noise(tmp_path / "ok.wav", 16000)
+    with pytest.raises(ConfigError, match=r"max_eval_seconds 0\.01 .*'.*ok\.wav' to 160 samples"):
+        extract_embeddings(tiny_encoder, ["ok.wav"], str(tmp_path), 0, 1, 0.01, torch.device("cpu"), verbose=False)

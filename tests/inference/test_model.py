@@ -1,6 +1,7 @@
 """The Python API (inference/model.py): a model file alone embeds and scores exactly as the evaluation does."""
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 import trainSpeakerNet_Eval
@@ -34,7 +35,8 @@ def evaluated(tiny_checkpoint, corpus, tmp_path_factory):
     trainSpeakerNet_Eval.main([*common, "--score_file", str(tmp / "raw.txt"), "--save_embeddings", str(tmp / "e.npz")])
     trainSpeakerNet_Eval.main([*common, "--score_file", str(tmp / "asnorm.txt"), "--score_norm", "asnorm",
                                "--cohort_embeddings", cohort, "--top_n", "5"])
-    return {"model": path, "root": root, "keys": keys, "cohort": cohort, "embeddings": load_embeddings(str(tmp / "e.npz")),
+    return {"model": path, "root": root, "keys": keys, "cohort": cohort,
+            "embeddings": load_embeddings(str(tmp / "e.npz")),
             "raw": read_score_file(str(tmp / "raw.txt")), "asnorm": read_score_file(str(tmp / "asnorm.txt"))}
 
 
@@ -67,7 +69,7 @@ def test_api_scores_equal_the_evaluations(evaluated, norm):
     _, want, pairs = evaluated[norm]
     root, emb = evaluated["root"], evaluated["embeddings"]
     row = {k: i for i, k in enumerate(emb.keys)}
-    for (enroll, test), score in list(zip(pairs, want))[:3]:
+    for (enroll, test), score in list(zip(pairs, want, strict=True))[:3]:
         assert model.score(f"{root}/{enroll}", f"{root}/{test}") == pytest.approx(score, abs=1e-5)
         one = Embeddings([enroll], emb.embeddings[row[enroll]][None], emb.crop_embeddings[row[enroll]][None])
         wave = load_audio(f"{root}/{test}")
@@ -76,7 +78,8 @@ def test_api_scores_equal_the_evaluations(evaluated, norm):
 
 def test_api_errors_name_the_problem(evaluated, tiny_checkpoint, tmp_path):
     path = evaluated["model"]
-    with pytest.raises(ConfigError, match=rf"head_nb is 4 in load_model\(head_nb=...\) but 2 in the model file '{path}'"):
+    with pytest.raises(ConfigError,
+                       match=rf"head_nb is 4 in load_model\(head_nb=...\) but 2 in the model file '{path}'"):
         load_model(path, head_nb=4)
     with pytest.raises(ConfigError, match="unknown option 'num_evals'. Did you mean 'num_eval'"):
         load_model(path, num_evals=2)
@@ -93,3 +96,16 @@ def test_api_errors_name_the_problem(evaluated, tiny_checkpoint, tmp_path):
                        nClasses=3, device="cpu", **PROTOCOL)
     wave = load_audio(f"{evaluated['root']}/{evaluated['embeddings'].keys[2]}")
     np.testing.assert_allclose(again.embed(wave).embeddings, model.embed(wave).embeddings, rtol=0, atol=1e-6)
+
+
+def test_api_names_a_file_too_short_to_embed(evaluated, tmp_path):
+    """embed_file / embed_files / score of a file shorter than one CNN frame: a DataError naming the file."""
+    model = load_model(evaluated["model"], device="cpu", nDataLoaderThread=0)
+    short = tmp_path / "short.wav"
+    soundfile.write(str(short), np.full(300, 0.1, dtype=np.float32), 16000)
+    with pytest.raises(DataError, match=r"short\.wav' \(300 samples\)"):
+        model.embed_file(short)
+    with pytest.raises(DataError, match=r"short\.wav' \(300 samples\)"):
+        model.score(short, f"{evaluated['root']}/{evaluated['keys'][0]}")
+    with pytest.raises(DataError, match=r"short\.wav' \(300 samples\)"):
+        model.embed_files(["short.wav"], root=str(tmp_path), verbose=False)

@@ -2,6 +2,7 @@
 parallel through the launcher (core/distributed.py), whose ranks all end when one raises."""
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -80,7 +81,8 @@ def test_gradient_clipping_bounds_the_step(tiny_checkpoint):
         before = [p.detach().clone() for p in net.parameters()]
         torch.manual_seed(0)
         trainer.train_epoch([(torch.randn(2, 1, 4000), torch.tensor([0, 2]))], epoch=1, verbose=False)
-        changes.append(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before))))
+        changes.append(torch.sqrt(sum(((p.detach() - b) ** 2).sum()
+                                      for p, b in zip(net.parameters(), before, strict=True))))
     assert changes[0] > 1e-2 and changes[1] == pytest.approx(1e-3, rel=1e-3)  # lr 1 x the clipped norm
 
 
@@ -126,9 +128,11 @@ def ddp_steps(config, context):
 
 def ddp_batches():
     gen = torch.Generator().manual_seed(5)
-    return [(torch.randn(2, 1, 4000, generator=gen), torch.tensor(labels)) for labels in ([0, 2], [1, 0], [2, 1], [0, 1])]
+    return [(torch.randn(2, 1, 4000, generator=gen), torch.tensor(labels))
+            for labels in ([0, 2], [1, 0], [2, 1], [0, 1])]
 
 
+@pytest.mark.slow
 def test_data_parallel_steps_equal_gradient_accumulation(tiny_checkpoint, tmp_path):
     """2 gloo processes: identical parameters on both ranks, equal to one process accumulating the same
     batches (grad_accum 2: batches 0, 1 for step 1 and 2, 3 for step 2)."""
@@ -136,13 +140,13 @@ def test_data_parallel_steps_equal_gradient_accumulation(tiny_checkpoint, tmp_pa
               "checkpoint": tiny_checkpoint, "out": str(tmp_path)}
     assert launch(ddp_steps, config) == "done"
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    for a, b in zip(rank0, rank1):
+    for a, b in zip(rank0, rank1, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     net = make_net(tiny_checkpoint)
     trainer = make_trainer(net, optimizer="sgd", LR_MHFA=0.5, LR_Transformer=0.1, grad_accum=2)
     trainer.train_epoch(ddp_batches(), epoch=1, verbose=False)
     moved = 0
-    for a, b, start in zip(rank0, net.parameters(), make_net(tiny_checkpoint).parameters()):
+    for a, b, start in zip(rank0, net.parameters(), make_net(tiny_checkpoint).parameters(), strict=True):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
         moved += not torch.equal(a, start.detach())
     assert moved > 10
@@ -177,6 +181,25 @@ def test_a_non_finite_step_is_skipped_and_counted(tiny_checkpoint, mixedprec):
     assert not torch.equal(before["encoder.backend.pooling_fc.weight"], net.encoder.backend.pooling_fc.weight)
 
 
+@pytest.mark.parametrize("scheduler,pattern", [("exponential", "ng"), ("steplr", "n")])
+def test_a_skipped_first_step_still_advances_the_schedule_without_torch_warning(tiny_checkpoint, scheduler, pattern):
+    """The very first optimizer step is skipped (NaN): the schedule advances as for any iteration (or epoch), and
+    torch's 'lr_scheduler.step() before optimizer.step()' warning, about an order that is intended here, is not
+    shown."""
+    torch.manual_seed(0)
+    trainer = make_trainer(make_net(tiny_checkpoint), scheduler=scheduler, max_epoch=2, steps_per_epoch=2,
+                           final_lr_ratio=0.25)
+    base = [g["initial_lr"] for g in trainer.optimizer.param_groups]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = trainer.train_epoch(batches(pattern), epoch=1, verbose=False)  # steplr: an epoch of one skipped step
+    assert stats["skipped"] == 1
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)], [str(w.message) for w in caught]
+    factor = 0.25 ** (2 / 4) if scheduler == "exponential" else 0.5  # 2 of 4 iterations; 1 epoch (lr_decay 0.5)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([lr * factor for lr in base])
+    assert trainer.scheduler.last_epoch == (2 if scheduler == "exponential" else 1)
+
+
 def test_too_many_bad_steps_in_a_row_stop_the_run(tiny_checkpoint):
     trainer = make_trainer(make_net(tiny_checkpoint), max_bad_steps=3)
     trainer.train_epoch(batches("nng"), epoch=1, verbose=False)  # two in a row, then a good one: goes on
@@ -205,6 +228,7 @@ def one_rank_fails(config, context):
     return "unreachable"
 
 
+@pytest.mark.slow
 def test_a_rank_that_raises_ends_every_rank_with_its_error(tmp_path):
     config = {"distributed": True, "nproc_per_node": 2, "device": "cpu", "port": "29519", "dist_timeout": 0.5}
     with pytest.raises(RuntimeError, match="all 2 were stopped") as err:

@@ -11,7 +11,7 @@ from scheduler.exponential import exponential_factor
 
 def optimizer(*lrs):
     params = [torch.nn.Parameter(torch.ones(1)) for _ in lrs]
-    return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=1.0, momentum=0.9)
+    return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs, strict=True)], lr=1.0, momentum=0.9)
 
 
 def run(scheduler, opt, steps):

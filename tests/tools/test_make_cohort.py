@@ -1,5 +1,4 @@
 """tools/make_cohort.py: a cohort from saved embeddings equals one made with the model."""
-"""Batched extraction equals one-file-at-a-time extraction; caps are logged; the cohort tool."""
 import os
 import shutil
 
@@ -13,7 +12,7 @@ from tests.fakes import save_self_contained_model
 from tools.make_cohort import main as make_cohort_main
 
 
-def test_make_cohort_from_embeddings_and_from_model(tiny_model, tiny_encoder, corpus, tmp_path):
+def test_make_cohort_from_embeddings_and_from_model(tiny_model, tiny_encoder, corpus, tmp_path, capsys):
     root, keys = corpus
     train_list = tmp_path / "train.txt"
     train_list.write_text("".join(f"{k.split('/')[0]} {k}\n" for k in keys))
@@ -31,9 +30,14 @@ def test_make_cohort_from_embeddings_and_from_model(tiny_model, tiny_encoder, co
     from_model = load_embeddings(str(tmp_path / "c2.npz"))
     assert from_model.keys == cohort.keys
     np.testing.assert_allclose(from_model.embeddings, cohort.embeddings, atol=1e-4)
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
         make_cohort_main(["--embeddings", str(tmp_path / "e.npz"), "--train_list", str(tmp_path / "none.txt"),
                           "--out", str(tmp_path / "c3.npz")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert f"'train_list' points to '{tmp_path / 'none.txt'}', which does not exist" in err
+    assert not (tmp_path / "c3.npz").exists()
 
 
 def test_make_cohort_from_a_model_file_alone(tiny_checkpoint, corpus, tmp_path):
