@@ -30,12 +30,20 @@ def atomic_path(path: str) -> Iterator[str]:
         raise OutputError(f"Cannot write '{path}': {err}") from err
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would have made it (mkstemp makes 0600)
         os.replace(tmp, path)
     except OSError as err:
         raise OutputError(f"Cannot write '{path}': {err}") from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str, text: str) -> None:

@@ -31,6 +31,18 @@ def test_replaces_the_file_only_when_complete(tmp_path):
     assert open(path).read() == "new\n" and os.listdir(tmp_path) == ["scores.txt"]
 
 
+def test_the_file_gets_the_permissions_open_would_give(tmp_path):
+    """mkstemp makes its file private (0600); the output a user asked for is readable as any file they write."""
+    mask = os.umask(0o027)
+    try:
+        write_text(str(tmp_path / "scores.txt"), "x\n")
+        save_embeddings(Embeddings(["a.wav"], np.zeros((1, 2), np.float32), None), str(tmp_path / "emb"))
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "scores.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "emb").stat().st_mode & 0o777 == 0o640
+
+
 def test_disk_full_is_reported_and_the_previous_file_kept(tmp_path):
     path = str(tmp_path / "emb.npz")
     write_text(path, "previous")
