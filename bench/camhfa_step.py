@@ -19,8 +19,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models.CAMHFA import CAMHFA  # noqa: E402
-from models.MHFA import MHFA  # noqa: E402
+from models.CAMHFA import CAMHFA  # noqa: E402 (after the project root is put on sys.path)
+from models.MHFA import MHFA  # noqa: E402 (after the project root is put on sys.path)
 
 
 def step_time(backend: torch.nn.Module, x: torch.Tensor) -> float:

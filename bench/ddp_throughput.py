@@ -25,12 +25,12 @@ from typing import Any, Dict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core.audio import SAMPLE_RATE  # noqa: E402
-from core.distributed import Context, launch  # noqa: E402
-from core.options import defaults  # noqa: E402
-from runs.trainer import ModelTrainer  # noqa: E402
-from SpeakerNet import SpeakerNet  # noqa: E402
-from synthetic.checkpoints import TINY_WAVLM, WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+from core.audio import SAMPLE_RATE  # noqa: E402 (after the project root is put on sys.path)
+from core.distributed import Context, launch  # noqa: E402 (after the project root is put on sys.path)
+from core.options import defaults  # noqa: E402 (after the project root is put on sys.path)
+from runs.trainer import ModelTrainer  # noqa: E402 (after the project root is put on sys.path)
+from SpeakerNet import SpeakerNet  # noqa: E402 (after the project root is put on sys.path)
+from synthetic.checkpoints import TINY_WAVLM, WAVLM_BASE, write_tiny_wavlm  # noqa: E402 (after the project root is put on sys.path)
 
 
 def steps(config: Dict[str, Any], context: Context) -> float:

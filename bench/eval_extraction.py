@@ -24,12 +24,12 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.audio import load_audio  # noqa: E402
-from evaluation.dataset import eval_crops  # noqa: E402
-from evaluation.extraction import extract_embeddings  # noqa: E402
-from evaluation.scoring import trial_scores  # noqa: E402
-from models.MHFA import MainModel  # noqa: E402
-from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+from core.audio import load_audio  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.dataset import eval_crops  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.extraction import extract_embeddings  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.scoring import trial_scores  # noqa: E402 (after the project root is put on sys.path)
+from models.MHFA import MainModel  # noqa: E402 (after the project root is put on sys.path)
+from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402 (after the project root is put on sys.path)
 
 EVAL_FRAMES, NUM_EVAL = 300, 5
 

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from evaluation.embeddings import load_embeddings, trial_rows  # noqa: E402
-from evaluation.metrics import evaluate_scores  # noqa: E402
-from evaluation.scoring import score_trials, trial_scores  # noqa: E402
-from evaluation.trials import read_trials  # noqa: E402
+from evaluation.embeddings import load_embeddings, trial_rows  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.metrics import evaluate_scores  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.scoring import score_trials, trial_scores  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.trials import read_trials  # noqa: E402 (after the project root is put on sys.path)
 
 REPEATS = 5  # timed runs of the vectorised scoring (median reported)
 

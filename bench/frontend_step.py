@@ -42,11 +42,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.audio import SAMPLE_RATE  # noqa: E402
-from core.options import defaults  # noqa: E402
-from runs.trainer import ModelTrainer  # noqa: E402
-from SpeakerNet import SpeakerNet  # noqa: E402
-from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402
+from core.audio import SAMPLE_RATE  # noqa: E402 (after the project root is put on sys.path)
+from core.options import defaults  # noqa: E402 (after the project root is put on sys.path)
+from runs.trainer import ModelTrainer  # noqa: E402 (after the project root is put on sys.path)
+from SpeakerNet import SpeakerNet  # noqa: E402 (after the project root is put on sys.path)
+from synthetic.checkpoints import WAVLM_BASE, write_tiny_wavlm  # noqa: E402 (after the project root is put on sys.path)
 
 MODES = ("frozen", "joint", "joint_cnn")
 

@@ -31,8 +31,8 @@ import soundfile
 from scipy import signal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from DatasetLoader import TrainDataset  # noqa: E402
-from synthetic.corpus import make_corpus  # noqa: E402
+from DatasetLoader import TrainDataset  # noqa: E402 (after the project root is put on sys.path)
+from synthetic.corpus import make_corpus  # noqa: E402 (after the project root is put on sys.path)
 
 MAX_FRAMES = 300
 

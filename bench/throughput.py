@@ -62,15 +62,15 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from core.options import defaults  # noqa: E402
-from evaluation.dataset import eval_crops  # noqa: E402
-from evaluation.extraction import extract_embeddings  # noqa: E402
-from evaluation.scoring import trial_scores  # noqa: E402
-from frontend.detect import build_encoder, read_ssl_checkpoint  # noqa: E402
-from runs.trainer import ModelTrainer  # noqa: E402
-from SpeakerNet import SpeakerNet  # noqa: E402
-from synthetic.checkpoints import WAVLM_BASE, WAVLM_LARGE, write_tiny_wavlm  # noqa: E402
+from core.audio import SAMPLE_RATE, load_audio  # noqa: E402 (after the project root is put on sys.path)
+from core.options import defaults  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.dataset import eval_crops  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.extraction import extract_embeddings  # noqa: E402 (after the project root is put on sys.path)
+from evaluation.scoring import trial_scores  # noqa: E402 (after the project root is put on sys.path)
+from frontend.detect import build_encoder, read_ssl_checkpoint  # noqa: E402 (after the project root is put on sys.path)
+from runs.trainer import ModelTrainer  # noqa: E402 (after the project root is put on sys.path)
+from SpeakerNet import SpeakerNet  # noqa: E402 (after the project root is put on sys.path)
+from synthetic.checkpoints import WAVLM_BASE, WAVLM_LARGE, write_tiny_wavlm  # noqa: E402 (after the project root is put on sys.path)
 
 N_CLASSES, HEADS, EVAL_FRAMES, NUM_EVAL, MAX_EVAL_SAMPLES = 100, 32, 400, 5, 700000
 SIZES = {"base": WAVLM_BASE, "large": WAVLM_LARGE}  # --size: random-weight WavLM in the official format

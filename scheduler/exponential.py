@@ -28,5 +28,5 @@ def Scheduler(optimizer: torch.optim.Optimizer, max_epoch: int, steps_per_epoch:
         raise ConfigError(f"final_lr_ratio must be positive, got {final_lr_ratio}")
     total = max(1, max_epoch * steps_per_epoch)
     warmup = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
-    factor = lambda step: exponential_factor(step, total, warmup, final_lr_ratio, warm_from_zero)  # noqa: E731
+    factor = lambda step: exponential_factor(step, total, warmup, final_lr_ratio, warm_from_zero)  # noqa: E731 (a one-line function, kept beside its use)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "iteration"

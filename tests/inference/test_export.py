@@ -72,10 +72,10 @@ def test_exports_equal_the_pytorch_model(encoder, kind, tmp_path):
     # padding holds noise, in another order than traced
     if kind == "torchscript":
         module = torch.jit.load(path)
-        run = lambda wav, n: module(torch.from_numpy(wav), torch.from_numpy(n)).detach().numpy()  # noqa: E731
+        run = lambda wav, n: module(torch.from_numpy(wav), torch.from_numpy(n)).detach().numpy()  # noqa: E731 (a one-line function, kept beside its use)
     else:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        run = lambda wav, n: session.run(None, {"wav": wav, "lengths": n})[0]  # noqa: E731
+        run = lambda wav, n: session.run(None, {"wav": wav, "lengths": n})[0]  # noqa: E731 (a one-line function, kept beside its use)
     want = reference(encoder, inputs)
     for i, w in enumerate(inputs):
         np.testing.assert_allclose(run(w[None], np.array([len(w)])), want[i:i + 1], rtol=0, atol=1e-4)
