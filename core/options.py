@@ -102,7 +102,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("trainfunc", _S, "aamsoftmax", "loss plug-in in loss/ (aamsoftmax, aamsoftmax_subcenter, amsoftmax, "
                                         "softmax)"),
         ("optimizer", _S, "adamw", "optimizer plug-in in optimizer/ (adam, adamw, sgd)"),
-        ("scheduler", _S, "steplr", "scheduler plug-in in scheduler/ (steplr, coslr, cyclr, exponential)"),
+        ("scheduler", _S, "steplr", "scheduler plug-in in scheduler/ (steplr, coslr, cyclr, exponential; "
+                                    "cyclr also cycles SGD momentum / Adam beta1 between 0.9 and 0.8)"),
         ("lr", _F, 0.001, "optimizer default learning rate; every parameter group sets its own "
                           "(LR_MHFA, LR_Transformer), so like the original this is unused by MHFA models"),
         ("lr_decay", _F, 0.95, "learning-rate decay factor every test_interval epochs (steplr)"),
@@ -132,7 +133,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("margin_schedule", one_of("linear", "exp"), "linear", "shape of the ramp: linear, or wespeaker's "
                                                                "exponential approach"),
         ("subcenters", _I, 3, "aamsoftmax_subcenter: sub-centres per speaker (K)"),
-        ("inter_topk", _I, 5, "aamsoftmax_subcenter: hardest non-target classes penalised (0 = off, as for LMFT)"),
+        ("inter_topk", _I, 5, "aamsoftmax_subcenter: hardest non-target classes penalised (0 = off; "
+                              "wespeaker v4 keeps 5 for LMFT too)"),
         ("inter_margin", _F, 0.06, "aamsoftmax_subcenter: margin m' of those classes at margin 0.2 (scaled with "
                                    "the margin)"),
         ("nClasses", _I, 5994, "number of training speakers"),

@@ -6,7 +6,8 @@ to speaker j's centres. Inter-top-k (Zhao et al., arXiv 2110.05042): the k non-t
 largest cosines get cos(θ_j - m'), a harder negative, with m' = inter_margin · margin / 0.2 (0 while the
 margin is at most 0.001), so the penalty grows with the margin schedule. The target gets cos(θ_y + m),
 or cos θ_y - (1 + cos(π - m)) where cos θ_y <= cos(π - m) (wespeaker's continuous variant). All times s.
-For large-margin fine-tuning wespeaker turns the penalty off (``inter_topk: 0``).
+wespeaker can turn the penalty off (its ``do_lm: True`` sets k = 0 and m' = 0; here ``inter_topk: 0``), but
+its v4 MHFA LMFT configs do not set ``do_lm``: they keep k = 5, so m' = 0.15 at margin 0.5.
 """
 from __future__ import annotations
 
