@@ -23,38 +23,50 @@ from core.files import atomic_path
 from core.options import OPTION_BY_NAME, OPTIONS, in_sections
 from core.plugins import get_plugin
 from frontend.formats import load_torch_file, state_mismatch
-from frontend.names import wavlm_state_to_torchaudio
+from frontend.names import official_pieces, wavlm_state_to_torchaudio
 
 logger = logging.getLogger(__name__)
 
 
 class _WeightDistance(torch.autograd.Function):
-    """Σ_i ‖θ_i − θ₀_i‖₂ over lists of tensors with torch's multi-tensor kernels: the differences are made
-    once (forward) and turned into the gradient in place (backward); a zero norm has gradient 0, as
-    ``torch.linalg.vector_norm``'s."""
+    """Σ ‖θ − θ₀‖₂ over pieces of a list of tensors with torch's multi-tensor kernels: tensor i is cut into
+    ``pieces[i]`` equal blocks along dim 0, each its own norm (views; 1: the whole tensor). The differences are
+    made once (forward) and turned into the gradient in place, block by block (backward); a zero norm has
+    gradient 0, as ``torch.linalg.vector_norm``'s."""
 
     @staticmethod
-    def forward(ctx, anchors: List[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, anchors: List[torch.Tensor], pieces: Tuple[int, ...],  # type: ignore[override]
+                *params: torch.Tensor) -> torch.Tensor:
         diffs = torch._foreach_sub(params, anchors)
-        norms = torch._foreach_norm(diffs)
-        ctx.diffs, ctx.norms = diffs, norms
+        blocks = [b for d, k in zip(diffs, pieces, strict=True) for b in (d.chunk(k) if k > 1 else (d,))]
+        norms = torch._foreach_norm(blocks)
+        ctx.diffs, ctx.blocks, ctx.norms = diffs, blocks, norms
         return torch.stack(norms).sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        diffs, ctx.diffs = ctx.diffs, None
+        diffs, blocks, ctx.diffs, ctx.blocks = ctx.diffs, ctx.blocks, None, None
         scales = [torch.where(n > 0, grad / n, torch.zeros_like(n)) for n in ctx.norms]
-        torch._foreach_mul_(diffs, scales)  # d‖d‖/dθ = d/‖d‖, times the incoming gradient
-        return (None, *diffs)
+        torch._foreach_mul_(blocks, scales)  # d‖d‖/dθ = d/‖d‖ per block (views: in place in diffs), times grad
+        return (None, None, *diffs)
 
 
-def weight_distance(params: Dict[str, nn.Parameter], anchor: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """r = Σ_p ‖θ_p − θ₀_p‖₂ (the norm, not squared) over parameters present in the anchor, as one fused
-    reduction (:class:`_WeightDistance`; the original looped over the parameters in Python)."""
+def weight_distance(params: Dict[str, nn.Parameter], anchor: Dict[str, torch.Tensor],
+                    pieces: Optional[Dict[str, int]] = None) -> torch.Tensor:
+    """r = Σ ‖θ − θ₀‖₂ (the norm, not squared) over the parameters present in the anchor, as one fused
+    reduction (:class:`_WeightDistance`; the original looped over the parameters in Python).
+
+    Args:
+        pieces: per name, the number of equal blocks along dim 0 that count as separate tensors (each its own
+            norm); absent names are one tensor. WavLM's merged q/k/v ``in_proj`` is 3
+            (:func:`frontend.names.official_pieces`): r is then summed over the official checkpoint's tensors.
+    """
     names = [name for name in params if name in anchor]
     if not names:
         return torch.zeros(())
-    return _WeightDistance.apply([anchor[n] for n in names], *[params[n] for n in names])
+    pieces = pieces or {}
+    return _WeightDistance.apply([anchor[n] for n in names], tuple(pieces.get(n, 1) for n in names),
+                                 *[params[n] for n in names])
 
 
 def total_loss(ce: torch.Tensor, reg: Optional[torch.Tensor], weight: float, mode: str) -> torch.Tensor:
@@ -88,14 +100,21 @@ class SpeakerNet(nn.Module):
         # and without a regulariser no copy is kept.
         self._reg_params = {n: p for n, p in self.encoder.frontend.named_parameters()
                             if p.requires_grad} if weight_finetuning_reg else {}
+        # r sums over the official checkpoint's tensors: WavLM's merged q/k/v in_proj counts as its three
+        self._reg_pieces = {n: k for n in self._reg_params if (k := official_pieces(n)) > 1}
         for i, param in enumerate(self._reg_params.values()):
             self.register_buffer(f"anchor_{i}", param.detach().clone(), persistent=False)
 
     def regulariser(self) -> Optional[torch.Tensor]:
+        """r = Σ ‖θ − θ₀‖₂ over the trainable front-end tensors, as the original sums it over the official
+        checkpoint's tensors (the official WavLM module's parameters): WavLM's q, k and v projections are
+        three norms although torchaudio merges them into one ``in_proj`` tensor (a norm of the merged
+        tensor would be sqrt(q² + k² + v²), not q + k + v); every other tensor is one-to-one. None without
+        a regulariser (``weight_finetuning_reg`` 0) or with nothing trainable."""
         if not self._reg_params:
             return None
         anchor = {n: getattr(self, f"anchor_{i}") for i, n in enumerate(self._reg_params)}  # buffers move with .to()
-        return weight_distance(self._reg_params, anchor)
+        return weight_distance(self._reg_params, anchor, self._reg_pieces)
 
     def forward(self, wav: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args: wav [B, nPerSpeaker, S], labels [B]. Returns (total loss, CE, accuracy %)."""

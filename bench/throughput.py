@@ -17,10 +17,10 @@ Three workloads, each run in this one process by both implementations, alternati
 torchaudio modules (official-WavLM maths): the CNN under no_grad but the feature layer norm,
 projection and positional convolution in autograd (their gradients are computed, never used); the
 layers stacked to [B, D, T, L+1] and MHFA as mul + sum; the regulariser as a Python loop of norms
-over every front-end parameter; torch.optim.AdamW with torch's defaults; extraction one file at a
-time, one pass for its crops and one for the whole file, under no_grad. "ours" is the toolkit's
-own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet`` built from the configuration, and
-``evaluation.extraction.extract_embeddings``.
+over every front-end tensor of the official WavLM module (q, k, v apart); torch.optim.AdamW with
+torch's defaults; extraction one file at a time, one pass for its crops and one for the whole file,
+under no_grad. "ours" is the toolkit's own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet``
+built from the configuration, and ``evaluation.extraction.extract_embeddings``.
 
 Printed per workload: the median time over --rounds alternating rounds (after a warm-up of each),
 the ratio original / ours (the median of the rounds' ratios); peak memory, measured the same way for
@@ -214,7 +214,11 @@ class Original(torch.nn.Module):
             return ce / ce.detach()
         reg = 0
         for name, param in self.model.named_parameters():
-            reg = reg + torch.norm(param - self.anchor[name], 2)
+            # one norm per tensor of the official WavLM module: torchaudio's merged in_proj [3D, ...] is
+            # the official q_proj, k_proj and v_proj, three tensors (three norms)
+            parts = 3 if name.endswith(("in_proj_weight", "in_proj_bias")) else 1
+            for part, anchor in zip(param.chunk(parts), self.anchor[name].chunk(parts), strict=True):
+                reg = reg + torch.norm(part - anchor, 2)
         return ce / ce.detach() + reg_weight * reg / (reg.detach() + 1e-5)
 
 

@@ -101,6 +101,18 @@ def rename_state(state: Dict[str, torch.Tensor], pairs: List[Tuple["re.Pattern[s
     return out, unknown
 
 
+_MERGED_QKV = re.compile(r"(?:.+\.)?" + name_regex(TORCHAUDIO_QKV).pattern)
+
+
+def official_pieces(name: str) -> int:
+    """How many tensors of the official checkpoint a torchaudio parameter holds: 3 for WavLM's merged
+    attention input projection (``...attention.attention.in_proj_weight`` [3D, D] / ``in_proj_bias`` [3D]:
+    the official q, k, v projections stacked, in that order, along dim 0, :func:`rename_state`), 1 for every
+    other tensor (one-to-one renamings; torchaudio's HuBERT / wav2vec 2.0 keep q, k, v apart, as fairseq).
+    ``name`` may carry a prefix (``model.``, ``encoder.frontend.model.``)."""
+    return 3 if _MERGED_QKV.fullmatch(name) else 1
+
+
 def wavlm_state_to_torchaudio(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Rename an official WavLM state dict to torchaudio's names (:func:`rename_state`; q/k/v
     concatenated). Returns (converted state, official names with no place in the encoder)."""
