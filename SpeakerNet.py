@@ -171,11 +171,22 @@ def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) 
 # command-line value that differs is an error. The extraction protocol it was trained with is a default.
 MODEL_FILE_KEYS = in_sections(("model",)) + ["normalize_input", "trainfunc", "nClasses", "subcenters"]
 PROTOCOL_KEYS = in_sections(("extraction",))
+# The value of a model option a model file's ``config`` lacks because the file was written before the option
+# existed: the behaviour the file was trained with (options not here take their default).
+LEGACY_FILE_VALUES: Dict[str, Any] = {"context_average": True}  # CA-MHFA divided its logits by L before it
+
+
+def resolved_model_options(config: Dict[str, Any]) -> Dict[str, Any]:
+    """``config`` with the model options it leaves unset (None, e.g. ``head_nb``) replaced by the model
+    plug-in's own values (``MainModel.option_defaults``): the values its model was built with."""
+    own = getattr(get_plugin("models", config["model"]), "option_defaults", {})
+    return {**config, **{key: value for key, value in own.items() if config.get(key) is None}}
 
 
 def model_file_fields(net: SpeakerNet, config: Dict[str, Any]) -> Dict[str, Any]:
     """What a model file holds besides its tensors, to rebuild the model on its own: ``config`` (every
     option of the run) and ``frontend`` (the SSL front-end's architecture, when the encoder has one)."""
+    config = resolved_model_options(config)  # a file records the numbers its model was built with, never None
     fields: Dict[str, Any] = {"config": {o.name: config[o.name] for o in OPTIONS}}
     architecture = getattr(getattr(net.encoder, "frontend", None), "architecture", None)
     if architecture is not None:
@@ -217,10 +228,10 @@ def apply_model_file(config: Dict[str, Any], sources: Dict[str, str]) -> Dict[st
         return dict(config)
     saved, out, conflicts = header["config"], dict(config), []
     for key in MODEL_FILE_KEYS + PROTOCOL_KEYS:
-        if key not in saved:  # a file of a version without this option: its default
+        if key not in saved and key not in LEGACY_FILE_VALUES:  # a file of a version without this option: its default
             continue
         try:
-            value = OPTION_BY_NAME[key].type(saved[key])
+            value = OPTION_BY_NAME[key].type(saved[key] if key in saved else LEGACY_FILE_VALUES[key])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"Model file '{path}': bad saved value of '{key}': {saved[key]!r} ({err}).") from err
         if key in sources and key in MODEL_FILE_KEYS and not _same(key, config[key], value):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 from core.cli import build_parser, run_cli
-from core.distributed import launch
+from core.config import resolve_grad_accum
+from core.distributed import launch, world_size
 from evaluation.metrics import format_result
 from runs.evaluate import evaluate_model
 from runs.train import train
@@ -19,6 +20,7 @@ from runs.train import train
 def train_command(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if config["eval"]:
         return evaluate_model(config)
+    resolve_grad_accum(config, world_size(config))  # a global_batch that does not fit stops before any process starts
     return launch(train, config)  # one process, or data-parallel with --distributed
 
 

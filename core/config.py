@@ -128,6 +128,8 @@ def validate(config: Dict[str, Any]) -> None:
     for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval", "grad_accum"):
         if config[key] < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")
+    if config["global_batch"] < 0:
+        raise ConfigError(f"'global_batch' must be 0 (off) or positive, got {config['global_batch']}.")
     if config["top_n"] < 2:
         raise ConfigError(f"'top_n' must be at least 2 (a standard deviation needs two cohort scores), "
                           f"got {config['top_n']}.")
@@ -143,6 +145,51 @@ def validate(config: Dict[str, Any]) -> None:
     if config["score_norm"] != "none" and not config["cohort_embeddings"]:
         raise ConfigError(f"score_norm {config['score_norm']} needs cohort_embeddings (an .npz with one row per "
                           f"cohort speaker; python -m tools.make_cohort makes one).")
+
+
+def _divisors(n: int) -> List[int]:
+    """The divisors of ``n`` (n >= 1), largest first."""
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]), reverse=True)
+
+
+def resolve_grad_accum(config: Dict[str, Any], processes: int) -> int:
+    """The grad_accum a training run uses on ``processes`` data-parallel processes (1 without --distributed).
+
+    ``global_batch`` 0 (off): ``grad_accum`` as given. Otherwise grad_accum = global_batch / (batch_size x
+    processes), which must be a whole number of at least 1; a ``grad_accum`` other than its default 1 must
+    equal it. Either failure is a :class:`ConfigError` that names the values and says which would work.
+    """
+    global_batch, batch_size, given = config["global_batch"], config["batch_size"], config["grad_accum"]
+    if not global_batch:
+        return given
+    per_step = batch_size * processes
+    procs = f"{processes} process{'es' if processes != 1 else ''}"
+    if global_batch % per_step:
+        below = global_batch // per_step * per_step
+        nearest = sorted({max(per_step, below), below + per_step})
+        message = (f"global_batch {global_batch} is not a whole number of batches of batch_size {batch_size} x "
+                   f"{procs} = {per_step} (grad_accum = global_batch / (batch_size x processes) = "
+                   f"{global_batch / per_step:g}). With batch_size {batch_size} on {procs}, global_batch can be a "
+                   f"multiple of {per_step} (the nearest: {' or '.join(map(str, nearest))})")
+        if global_batch % processes:
+            counts = _divisors(global_batch)[::-1]
+            message += (f"; global_batch {global_batch} itself needs a process count that divides it "
+                        f"({', '.join(map(str, counts[:8]))}{', ...' if len(counts) > 8 else ''}).")
+        else:
+            fits = _divisors(global_batch // processes)
+            shown = ", ".join(map(str, fits[:8])) + (", ..." if len(fits) > 8 else "")
+            message += (f"; to keep global_batch {global_batch} on {procs}, batch_size can be {shown} (the divisors "
+                        f"of {global_batch} / {processes} = {global_batch // processes}).")
+        raise ConfigError(message)
+    derived = global_batch // per_step
+    if given not in (1, derived):
+        where = getattr(config, "sources", lambda: {})().get("grad_accum")
+        raise ConfigError(f"global_batch {global_batch} and grad_accum {given}{f' ({where})' if where else ''} "
+                          f"disagree: global_batch gives grad_accum {global_batch} / (batch_size {batch_size} x "
+                          f"{procs}) = {derived}. Set one of them: drop grad_accum (global_batch derives it), or set "
+                          f"global_batch to {batch_size * processes * given} (0 = off) to keep grad_accum {given}.")
+    return derived
 
 
 def require_paths(config: Dict[str, Any], keys: Iterable[str]) -> None:

@@ -74,6 +74,16 @@ def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, r
         dist.destroy_process_group()
 
 
+def world_size(config: Dict[str, Any]) -> int:
+    """The number of data-parallel processes :func:`launch` runs: 1 without ``distributed``; with it, the
+    launcher's ``WORLD_SIZE`` (torchrun / SLURM), else one per visible GPU, else ``nproc_per_node``."""
+    if not config["distributed"]:
+        return 1
+    if all(name in os.environ for name in LAUNCHER_VARIABLES):
+        return int(os.environ["WORLD_SIZE"])
+    return torch.cuda.device_count() if resolve_device(config["device"]).type == "cuda" else config["nproc_per_node"]
+
+
 def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any]) -> Any:
     """Run ``fn(config, context)`` on one device, or data-parallel when ``distributed`` is set."""
     if not config["distributed"]:
@@ -86,7 +96,7 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
             return result
         finally:
             dist.destroy_process_group()
-    world = torch.cuda.device_count() if resolve_device(config["device"]).type == "cuda" else config["nproc_per_node"]
+    world = world_size(config)
     if world < 1:
         raise ConfigError("distributed: no process to start (nproc_per_node must be at least 1).")
     results = mp.get_context("spawn").SimpleQueue()

@@ -37,6 +37,11 @@ def optional_float(value: Any) -> Optional[float]:
     return None if value is None or str(value) in NONE_WORDS else float(value)
 
 
+def optional_int(value: Any) -> Optional[int]:
+    """An integer, or None for YAML null / 'None' (= not given)."""
+    return None if value is None or str(value) in NONE_WORDS else int(value)
+
+
 def path_list(value: Any) -> List[str]:
     """One or several paths: a YAML list, a comma-separated string, or the words of ``--opt A B C``."""
     if value is None:
@@ -119,6 +124,13 @@ _OPTIONS: Dict[str, List[tuple]] = {
          "float rounding), foreach, or loop (torch's per-tensor default, as the original)"),
         ("grad_accum", _I, 1, "batches accumulated per optimizer step (k batches = the update of k data-parallel "
                               "processes; the paper's global batch on fewer GPUs)"),
+        ("global_batch", _I, 0, "batch_size summed over all processes and accumulated batches: the batch of one "
+                                "optimizer step. When set, training derives grad_accum = global_batch / "
+                                "(batch_size x processes) (processes: 1, or the data-parallel world size), so a "
+                                "recipe keeps its update on any process count; it must divide exactly. grad_accum "
+                                "left at its default 1 is replaced; any other grad_accum must equal the derived "
+                                "value, else it is an error naming both (a value written by hand is never silently "
+                                "ignored). 0 = off: grad_accum as given"),
         ("grad_clip", _F, 0.0, "clip the gradient norm to this value before each step (wespeaker: 5); 0 = off"),
         ("max_bad_steps", _I, 20, "an optimizer step whose gradients are not finite (NaN/inf loss) is skipped and "
                                   "counted; after this many in a row the run stops, naming the last good checkpoint; "
@@ -182,9 +194,16 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("model", _S, "MHFA", "model plug-in in models/ (MHFA; CAMHFA, the context-aware MHFA; Baseline.Spk_Encoder "
                               "is an alias of MHFA)"),
         ("nOut", _I, 256, "embedding size"),
-        ("head_nb", _I, 32, "MHFA number of attention heads (CA-MHFA: number of query groups G)"),
+        ("head_nb", optional_int, None, "MHFA: number of attention heads, 32 when not set; CAMHFA: number of query "
+                                        "groups G, 64 when not set (the first author's group: 64). A model file "
+                                        "records the number used"),
         ("compression_dim", _I, 128, "MHFA compression dimension"),
-        ("context", _I, 3, "CAMHFA: frames L each query group looks at (odd; 1 = MHFA's attention without bias)"),
+        ("context", _I, 5, "CAMHFA: frames L each query group looks at (odd; 1 = MHFA's attention without bias); "
+                           "5 is the first author's (head_nb 256 / group 64 + 1 in his G_MHFA_Conv2D)"),
+        ("context_average", _B, False, "CAMHFA: divide each attention logit by L, as the paper's equation (1/L); "
+                                       "false: no factor, as the first author's code, which his trained models need. "
+                                       "Model files written before this option load with true (they were trained "
+                                       "with it)"),
     ],
     "extraction": [
         ("eval_frames", _I, 300, "evaluation crop length in frames; 0 uses the whole file only"),

@@ -138,17 +138,23 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
     return frontend
 
 
-def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: int = 32, compression_dim: int = 128,
+def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: Optional[int] = None, compression_dim: int = 128,
               **options: Any) -> SpeakerEncoder:
     """Build the SSL + MHFA speaker encoder from a pre-trained checkpoint.
 
     Front-end options (YAML keys of the same names) are those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`; by default the input modules are
     frozen (the original never updates them) and the transformer blocks are fine-tuned.
+    ``head_nb`` None (not set): :data:`MainModel.option_defaults` (32).
     """
+    head_nb = MainModel.option_defaults["head_nb"] if head_nb is None else head_nb
     frontend = build_frontend(pretrained_model_path, **options)
     backend = MHFA(frontend.num_layers, frontend.hidden_size, head_nb=head_nb,
                    compression_dim=compression_dim, outputs_dim=nOut)
     logger.info("MHFA back-end: %d layer weights, %d heads, compression %d, embedding %d",
                 frontend.num_layers, head_nb, compression_dim, nOut)
     return SpeakerEncoder(frontend, backend)
+
+
+# This model's values of the shared model options left unset (None): SpeakerNet.model_file_fields records them.
+MainModel.option_defaults = {"head_nb": 32}  # type: ignore[attr-defined]

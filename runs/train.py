@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.audio import quiet_conversions
-from core.config import require_paths, save_config
+from core.config import require_paths, resolve_grad_accum, save_config
 from core.distributed import Context, all_gather, barrier
 from core.errors import ConfigError, Interrupted, TrainingError
 from core.interrupt import StopRequest
@@ -157,6 +157,8 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     model_dir = os.path.join(config["save_path"], "model")
     result_dir = os.path.join(config["save_path"], "result")
     points = resume_points(model_dir)
+    # global_batch: grad_accum for this run's process count, before the schedules count steps per epoch
+    config = {**config, "grad_accum": resolve_grad_accum(config, context.world)}
     if not points:  # a fresh run: its seed model, checked with the other inputs
         config = {**config, "initial_model": seed_model(config)}
     check_inputs(config, fresh=not points, context=context)
@@ -165,8 +167,10 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     if context.main:
         save_config(config, os.path.join(result_dir, "config.yaml"))
     logger.info("Config: %s", dict(config))
-    logger.info("Device: %s; torch %s; %d process(es), batch_size %d each", device, torch.__version__,
-                context.world, config["batch_size"])
+    logger.info("Device: %s; torch %s; %d process(es), batch_size %d each, grad_accum %d: global batch %d%s", device,
+                torch.__version__, context.world, config["batch_size"], config["grad_accum"],
+                context.world * config["batch_size"] * config["grad_accum"],
+                " (global_batch; grad_accum derived)" if config["global_batch"] else "")
     seed_everything(config["seed"])
 
     loader = make_loader(config, context)  # checks the list against nClasses before the checkpoint is loaded

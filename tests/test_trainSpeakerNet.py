@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 import trainSpeakerNet
 import trainSpeakerNet_Eval
@@ -492,3 +493,74 @@ def test_soak_interrupted_and_resumed_cycles_with_bad_files(config, tmp_path, ca
     assert max(fds) <= fds[0] + 3, fds
     assert max(memory) - memory[0] < 300, memory
     print("soak: exit codes", codes, "open files", fds, "MB", [round(m) for m in memory])
+
+
+def global_batch_yaml(small_demo, path):
+    """A tiny run with global_batch 4 of batch_size 2 (one optimizer step per epoch, see below), deterministic data:
+    no augmentation, crops longer than every demo file (at most 2.5 s: wrap-padded to the crop, each crop starts at
+    sample 0), no dropout or LayerDrop in the tiny WavLM; plain SGD."""
+    d = small_demo
+    path.write_text(f"""max_frames: 250
+batch_size: 2
+global_batch: 4
+max_seg_per_spk: 1
+nDataLoaderThread: 0
+augment: false
+max_epoch: 3
+test_interval: 1
+nClasses: 6
+optimizer: sgd
+LR_MHFA: 0.5
+LR_Transformer: 0.05
+nOut: 16
+head_nb: 2
+compression_dim: 8
+pretrained_model_path: {d['checkpoint']}
+train_list: {d['train_list']}
+train_path: {d['train_dir']}
+""")
+    return str(path)
+
+
+def test_a_global_batch_that_does_not_divide_stops_before_training(config, tmp_path):
+    cfg, _ = config  # batch_size 4
+    save = tmp_path / "gb"
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--global_batch", "6", "--save_path", str(save))
+    assert proc.returncode == 2 and "error: global_batch 6" in proc.stderr and "batch_size 4 x 1 process" in proc.stderr
+    # data-parallel: the process count is part of the check, made before any process starts
+    ddp = run_main(trainSpeakerNet, "--config", cfg, "--global_batch", "12", "--distributed", "--nproc_per_node", "2",
+                   "--device", "cpu", "--save_path", str(save))
+    assert ddp.returncode == 2 and "global_batch 12" in ddp.stderr and "batch_size 4 x 2 processes" in ddp.stderr
+    assert "Traceback" not in proc.stderr + ddp.stderr and not save.exists()
+
+
+@pytest.mark.slow
+def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path):
+    """global_batch 4 of batch_size 2: grad_accum 2 on one process, 1 on two (--distributed, gloo), and after 3 epochs
+    the same weights to float32 rounding.
+
+    The same utterances must make each optimizer step. Data-parallel, rank r takes the r-th contiguous share of each
+    epoch's batches (the original's sampler, REFERENCE §2), so with several steps per epoch step k of 2 processes is
+    batches k and n/2 + k, where one process accumulates batches 2k and 2k + 1. With max_seg_per_spk 1 the epoch is
+    6 one-utterance groups: one process keeps 3 batches (the third, short of a step, is dropped), two keep 4 groups,
+    one batch each; so each epoch is one step of the same 4 utterances either way. The rest of a step is made equal
+    too: the per-rank random streams (crops, augmentation, dropout) would differ by design, so augmentation is off,
+    every crop starts at sample 0 and the tiny WavLM has no dropout."""
+    cfg = global_batch_yaml(small_demo, tmp_path / "gb.yaml")
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 process(es), batch_size 2 each, grad_accum 2: global batch 4 (global_batch; grad_accum derived)" \
+        in proc.stderr
+    ddp = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(two), "--distributed", "--nproc_per_node", "2",
+                   "--device", "cpu", "--port", "29571", "--dist_timeout", "2")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    for save, accum in ((one, 2), (two, 1)):
+        recorded = yaml.safe_load(open(save / "result" / "config.yaml"))
+        assert (recorded["global_batch"], recorded["grad_accum"]) == (4, accum)
+    first = torch.load(one / "model" / "model000000001.model", weights_only=True)["model"]
+    a, b = (torch.load(s / "model" / "model000000003.model", weights_only=True)["model"] for s in (one, two))
+    assert list(a) == list(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert sum(not torch.equal(a[k], first[k]) for k in a if k.startswith("encoder.")) > 10  # training moved them

@@ -1,12 +1,14 @@
 """Configuration (core/config.py) over the option table (core/options.py): defaults < YAML < command line,
-booleans, choices, unknown keys and bad values named, option combinations checked up front, saved configs."""
+booleans, choices, unknown keys and bad values named, option combinations checked up front, global_batch -> grad_accum,
+saved configs."""
 import argparse
 import os
 
 import pytest
 import yaml
 
-from core.config import add_options, load_config, read_yaml, save_config
+from core.config import add_options, load_config, read_yaml, resolve_grad_accum, save_config
+from core.distributed import world_size
 from core.errors import ConfigError
 from core.options import OPTION_BY_NAME, OPTIONS, parse_bool
 from tests.fakes import ROOT
@@ -137,3 +139,55 @@ def test_sources_say_where_each_given_option_came_from(tmp_path):
     copy = c.with_values({"margin": 0.4})
     assert copy["margin"] == 0.4 and c["margin"] == 0.2 and copy.sources() == c.sources()
     assert load_config(parser(), []).sources() == {}
+
+
+@pytest.mark.parametrize("global_batch,batch_size,processes,grad_accum,want", [
+    (0, 120, 4, 3, 3),      # off: grad_accum as given
+    (480, 120, 4, 1, 1),    # the paper: 4 GPUs x 120
+    (480, 120, 1, 1, 4),    # ... on one device: 4 accumulated batches
+    (480, 40, 4, 1, 3),
+    (512, 128, 1, 4, 4),    # a grad_accum that agrees is fine
+    (8, 2, 2, 1, 2),
+])
+def test_global_batch_derives_grad_accum(global_batch, batch_size, processes, grad_accum, want):
+    config = load_config(parser(), ["--global_batch", str(global_batch), "--batch_size", str(batch_size),
+                                    "--grad_accum", str(grad_accum)])
+    assert resolve_grad_accum(config, processes) == want
+
+
+def test_a_global_batch_that_does_not_divide_is_an_error_saying_what_fits():
+    config = load_config(parser(), ["--global_batch", "480", "--batch_size", "100"])
+    with pytest.raises(ConfigError) as err:
+        resolve_grad_accum(config, 4)
+    message = str(err.value)
+    assert "global_batch 480" in message and "batch_size 100" in message and "4 processes" in message
+    assert "400 or 800" in message  # the global batches that would work with this batch_size
+    assert "batch_size can be 120, 60, 40, 30, 24, 20" in message  # the batch sizes that keep 480 on 4
+    with pytest.raises(ConfigError, match=r"global_batch 8 .* batch_size 16 x 1 process = 16.* 0\.5"):
+        resolve_grad_accum(load_config(parser(), ["--global_batch", "8", "--batch_size", "16"]), 1)  # would be 0
+    with pytest.raises(ConfigError, match=r"global_batch 100 .*process count that divides it \(1, 2, 4, 5"):
+        resolve_grad_accum(load_config(parser(), ["--global_batch", "100", "--batch_size", "4"]), 3)
+    with pytest.raises(ConfigError, match="'global_batch' must be 0 \\(off\\) or positive"):
+        load_config(parser(), ["--global_batch", "-8"])
+
+
+def test_global_batch_and_a_grad_accum_that_disagree_is_an_error_naming_both(tmp_path):
+    cfg = write(tmp_path, "global_batch: 480\nbatch_size: 120\n")
+    config = load_config(parser(), ["--config", cfg, "--grad_accum", "2"])
+    with pytest.raises(ConfigError) as err:
+        resolve_grad_accum(config, 1)
+    message = str(err.value)
+    assert "global_batch 480 and grad_accum 2 (--grad_accum on the command line) disagree" in message
+    assert "grad_accum 480 / (batch_size 120 x 1 process) = 4" in message and "global_batch to 240" in message
+    assert resolve_grad_accum(config, 2) == 2  # on 2 processes they agree
+
+
+def test_world_size_is_the_process_count_launch_uses(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert world_size(load_config(parser(), ["--nproc_per_node", "3"])) == 1  # not distributed
+    assert world_size(load_config(parser(), ["--distributed", "--device", "cpu", "--nproc_per_node", "3"])) == 3
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun / SLURM
+    assert world_size(load_config(parser(), ["--distributed", "--device", "cpu"])) == 8

@@ -16,15 +16,17 @@ RECIPES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 
                                                                 recursive=True) if "demo" not in p)
 STAGED = [("yaml/Baseline.yaml", "yaml/Baseline_lm.yaml")] + [
     tuple(f"yaml/{name}/{stage}.yaml" for stage in ("1_frozen", "2_joint", "3_lmft"))
-    for name in ("wespeaker_base_plus", "wespeaker_large", "camhfa_base_plus")]
+    for name in ("wespeaker_base_plus", "wespeaker_large", "camhfa_base_plus")] + [
+    ("yaml/camhfa_author/1_joint.yaml", "yaml/camhfa_author/2_lmft.yaml")]
 
 
 def demo_options(small_demo, save_path):
+    """The demo's paths and a short run; global_batch 8 (4 batches of 2) replaces the recipes' global batch."""
     return ["--pretrained_model_path", small_demo["checkpoint"], "--train_list", small_demo["train_list"],
             "--train_path", small_demo["train_dir"], "--musan_path", small_demo["musan_dir"], "--rir_path",
             small_demo["rir_dir"], "--test_list", small_demo["trials"], "--test_path", small_demo["test_dir"],
             "--nClasses", "6", "--batch_size", "2", "--max_epoch", "1", "--max_frames", "60", "--eval_frames", "60",
-            "--nDataLoaderThread", "0", "--save_path", str(save_path)]
+            "--nDataLoaderThread", "0", "--global_batch", "8", "--save_path", str(save_path)]
 
 
 def test_every_recipe_is_in_a_chain_or_alone():
