@@ -1,10 +1,11 @@
 """Import a speaker model trained with wespeaker's SSL recipes into a self-contained model file of ours.
 
 A wespeaker model (BUTSpeechFIT/wespeaker_ssl_public, branch hubert: ``model: WavLM_MHFA``; or the author's
-Wespeaker_SSL: ``model: WavLM_Base_MHFA``; ``model_args.pooling: MHFA``) is a state dict (``avg_model.pt`` or
-``model_N.pt``) with the official WavLM tensors under ``model.``, the MHFA back-end under ``back_end.`` and the
-AAM classifier under ``projection.``, each optionally under ``speaker_extractor.`` (its training wrapper) and
-``module.`` (data-parallel). The run's ``config.yaml`` names the model, the pooling and their arguments.
+Wespeaker_SSL: ``model: WavLM_Base_MHFA``; ``model_args.pooling: MHFA`` or CA-MHFA's ``G_MHFA_Conv2D``) is a
+state dict (``avg_model.pt`` or ``model_N.pt``) with the official WavLM tensors under ``model.``, the pooling
+back-end under ``back_end.`` and the AAM classifier under ``projection.``, each optionally under
+``speaker_extractor.`` (its training wrapper) and ``module.`` (data-parallel). The run's ``config.yaml`` names
+the model, the pooling and their arguments.
 
 What is kept:
   * the fine-tuned front-end, from the checkpoint (official names, renamed to torchaudio's); the pre-trained file
@@ -12,6 +13,10 @@ What is kept:
   * the back-end: wespeaker's MHFA is ours (layer weights over the CNN-projected input and every block, the
     same softmaxes, compression, per-head attention over time and output layer); head_nb, compression_dim and
     nOut are read from its tensors and checked against the config;
+  * or CA-MHFA (``G_MHFA_Conv2D``, the author's ``MHFA_Group_Conv2D``): our CAMHFA, with head_nb = his group,
+    context = his head_nb // group + 1 (read from back_end.att_head.weight [group, 1, context, 128], which
+    becomes our att_conv.weight [group, 128, context]; an even context is not supported), no 1/context
+    (context_average false), compression and nOut from the tensors, each checked against the config;
   * the classifier, when it fits one of our losses: arc_margin -> aamsoftmax, arc_margin_intertopk_subcenter ->
     aamsoftmax_subcenter (K sub-centres, inter-top-k), add_margin -> amsoftmax; margin (margin_update's
     final_margin) and scale come along. Any other projection (sphere, softmax, ...) is dropped: the model file
@@ -61,6 +66,8 @@ class Pooling(NamedTuple):
     model: str  # our model plug-in
     tensors: Dict[str, str]  # wespeaker ``back_end.`` name -> our ``encoder.backend.`` name
     options: Callable[[Dict[str, Any], Dict[str, torch.Tensor]], Dict[str, Any]]  # (model_args, back_end) -> ours
+    # wespeaker name -> its tensor in our layout (after ``options`` has checked the shapes); others are copied
+    convert: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
 
 def _agree(model_args: Dict[str, Any], name: str, value: int, tensor: str) -> int:
@@ -81,11 +88,37 @@ def mhfa_options(model_args: Dict[str, Any], back_end: Dict[str, torch.Tensor]) 
             "nOut": _agree(model_args, "embed_dim", n_out, "back_end.pooling_fc.weight")}
 
 
+def camhfa_options(model_args: Dict[str, Any], back_end: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """Our CAMHFA options from the author's MHFA_Group_Conv2D tensors: his Conv2d weight [group, 1, group_len + 1,
+    128] (group_len = head_nb // group) gives our head_nb (= group), context and compression_dim."""
+    weight = back_end["att_head.weight"]
+    if weight.dim() != 4 or weight.shape[1] != 1:
+        raise CheckpointError(f"back_end.att_head.weight has shape {list(weight.shape)}; G_MHFA_Conv2D's Conv2d "
+                              f"weight is [group, 1, head_nb // group + 1, compression].")
+    group, _, context, compression = weight.shape
+    if context % 2 == 0:
+        raise CheckpointError(f"back_end.att_head.weight spans {context} frames (head_nb // group odd): an even "
+                              f"kernel shortens the sequence in wespeaker's code and has no CAMHFA counterpart.")
+    group = _agree(model_args, "group", group, "back_end.att_head.weight")
+    if model_args.get("head_nb") is not None and int(model_args["head_nb"]) // group + 1 != context:
+        raise CheckpointError(f"config.yaml has model_args.head_nb {model_args['head_nb']} (group {group}: "
+                              f"{int(model_args['head_nb']) // group + 1} frames) but the checkpoint's "
+                              f"back_end.att_head.weight spans {context}: the config and the checkpoint come "
+                              f"from different runs.")
+    n_out = back_end["pooling_fc.weight"].shape[0]
+    return {"head_nb": group, "context": context, "context_average": False,
+            "compression_dim": _agree(model_args, "compression_dim", compression, "back_end.att_head.weight"),
+            "nOut": _agree(model_args, "embed_dim", n_out, "back_end.pooling_fc.weight")}
+
+
 MHFA_TENSORS = ["weights_k", "weights_v", "cmp_linear_k.weight", "cmp_linear_k.bias", "cmp_linear_v.weight",
                 "cmp_linear_v.bias", "att_head.weight", "att_head.bias", "pooling_fc.weight", "pooling_fc.bias"]
-# model_args.pooling -> our back-end; a new pooling (e.g. CA-MHFA's G_MHFA_Conv2D) is one more entry.
+# model_args.pooling -> our back-end; a new pooling is one more entry.
 POOLINGS: Dict[str, Pooling] = {
     "MHFA": Pooling("MHFA", {name: name for name in MHFA_TENSORS}, mhfa_options),
+    "G_MHFA_Conv2D": Pooling("CAMHFA", {**{name: name for name in MHFA_TENSORS if not name.startswith("att_head")},
+                                        "att_head.weight": "att_conv.weight"}, camhfa_options,
+                             {"att_head.weight": lambda w: w.squeeze(1).permute(0, 2, 1).contiguous()}),
 }
 # projection_args.project_type -> our loss plug-in (the classifier weight's layout is the same: [classes (x K), nOut])
 PROJECTIONS = {"arc_margin": "aamsoftmax", "add_margin": "amsoftmax",
@@ -153,15 +186,19 @@ def read_wespeaker_state(path: str) -> Dict[str, Dict[str, torch.Tensor]]:
     return parts
 
 
-def backend_state(pooling: Pooling, name: str, back_end: Dict[str, torch.Tensor], path: str
-                  ) -> Dict[str, torch.Tensor]:
-    """The back-end tensors under our names; CheckpointError naming missing or extra ones."""
+def check_backend_names(pooling: Pooling, name: str, back_end: Dict[str, torch.Tensor], path: str) -> None:
+    """CheckpointError naming the missing or extra back-end tensors of the pooling."""
     missing = [f"back_end.{n}" for n in pooling.tensors if n not in back_end]
     extra = [f"back_end.{n}" for n in back_end if n not in pooling.tensors]
     if missing or extra:
         raise CheckpointError(f"'{path}': the back_end.* tensors do not fit pooling {name}: missing "
                               f"{name_list(missing)}, unexpected {name_list(extra)}.")
-    return {f"encoder.backend.{ours}": back_end[theirs] for theirs, ours in pooling.tensors.items()}
+
+
+def backend_state(pooling: Pooling, back_end: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The back-end tensors under our names and in our layouts (names and shapes already checked)."""
+    return {f"encoder.backend.{ours}": pooling.convert.get(theirs, lambda t: t)(back_end[theirs])
+            for theirs, ours in pooling.tensors.items()}
 
 
 def loss_options(config: Dict[str, Any], projection: Dict[str, torch.Tensor], n_out: int
@@ -218,8 +255,9 @@ def import_model(checkpoint: str, config_path: str, pretrained: str, out: str) -
     if not pretrained:
         raise ConfigError("--pretrained_model_path is needed (config.yaml names no model_args.model_path).")
     parts = read_wespeaker_state(checkpoint)
+    check_backend_names(pooling, config["model_args"]["pooling"], parts["back_end"], checkpoint)
     model_options = pooling.options(config["model_args"], parts["back_end"])
-    backend = backend_state(pooling, config["model_args"]["pooling"], parts["back_end"], checkpoint)
+    backend = backend_state(pooling, parts["back_end"])
     losses, weight = loss_options(config, parts["projection"], model_options["nOut"])
     ours = {**defaults(), **model_options, **losses, **PROTOCOL, "model": pooling.model,
             "pretrained_model_path": os.path.abspath(pretrained), "weight_finetuning_reg": 0.0}
@@ -244,7 +282,8 @@ def import_model(checkpoint: str, config_path: str, pretrained: str, out: str) -
                                        "classifier": "kept" if weight is not None else "dropped"}}, out)
     logger.info("Imported %s (%s, pooling %s) into %s: %s", checkpoint, config["model"],
                 config["model_args"]["pooling"], out,
-                ", ".join(f"{k} {ours[k]}" for k in ("head_nb", "compression_dim", "nOut", "trainfunc", "nClasses")))
+                ", ".join(f"{k} {ours[k]}" for k in ("model", "head_nb", "context", "compression_dim", "nOut",
+                                                     "trainfunc", "nClasses")))
     return out
 
 

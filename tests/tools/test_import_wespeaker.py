@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 import yaml
 from torchaudio.models import wavlm_model
 
@@ -20,6 +21,8 @@ from tests.fakes import run_main
 from tools import import_wespeaker
 
 HEADS, COMPRESSION, EMBED, CLASSES, K = 4, 128, 16, 5, 3
+# CA-MHFA (G_MHFA_Conv2D): his head_nb 12, group 3 -> group_len 4, a Conv2d over 5 frames
+CA_HEAD_NB, CA_GROUP = 12, 3
 
 
 def official(checkpoint):
@@ -28,8 +31,10 @@ def official(checkpoint):
 
 
 def write_wespeaker(tmp_path, checkpoint, prefix="speaker_extractor.", project="arc_margin_intertopk_subcenter",
-                    pooling="MHFA", model="WavLM_MHFA", seed=0, drop=(), extra=()):
-    """A wespeaker run's avg_model.pt and config.yaml; returns (checkpoint path, config path, state)."""
+                    pooling="MHFA", model="WavLM_MHFA", seed=0, drop=(), extra=(), args=None):
+    """A wespeaker run's avg_model.pt and config.yaml; returns (checkpoint path, config path, state).
+    pooling G_MHFA_Conv2D: the author's MHFA_Group_Conv2D tensors (head_nb CA_HEAD_NB, group CA_GROUP);
+    ``args`` overrides the config's model_args."""
     cfg, wavlm = official(checkpoint)
     layers, dim = cfg["encoder_layers"] + 1, cfg["encoder_embed_dim"]
     g = torch.Generator().manual_seed(seed)
@@ -42,6 +47,12 @@ def write_wespeaker(tmp_path, checkpoint, prefix="speaker_extractor.", project="
                 "att_head.bias": torch.randn(HEADS, generator=g),
                 "pooling_fc.weight": torch.randn(EMBED, HEADS * COMPRESSION, generator=g) / 20,
                 "pooling_fc.bias": torch.randn(EMBED, generator=g)}
+    heads, group = HEADS, 1
+    if pooling == "G_MHFA_Conv2D":  # Conv2d(1, group, (head_nb // group + 1, 128), bias=False)
+        heads, group = CA_HEAD_NB, CA_GROUP
+        del back_end["att_head.bias"]
+        back_end["att_head.weight"] = torch.randn(group, 1, heads // group + 1, COMPRESSION, generator=g) / 10
+        back_end["pooling_fc.weight"] = torch.randn(EMBED, group * COMPRESSION, generator=g) / 20
     state = {f"{prefix}model.{k}": v for k, v in wavlm.items()}
     state.update({f"{prefix}back_end.{k}": v for k, v in back_end.items()})
     rows = CLASSES * (K if project == "arc_margin_intertopk_subcenter" else 1)
@@ -53,8 +64,9 @@ def write_wespeaker(tmp_path, checkpoint, prefix="speaker_extractor.", project="
     config = {"exp_dir": "exp/WavLM-BasePlus-FullFineTuning-MHFA", "num_avg": 2, "seed": 42,
               "dataset_args": {"frontend": "wavlm", "num_frms": 300, "aug_prob": 0.6},
               "model": model, "model_init": None,
-              "model_args": {"model_path": str(checkpoint), "head_nb": HEADS, "embed_dim": EMBED, "pooling": pooling,
-                             "group": 1, "cnn_scale": 0.0, "layer_drop": 0.05, "feature_grad_mult": 0.1},
+              "model_args": {"model_path": str(checkpoint), "head_nb": heads, "embed_dim": EMBED, "pooling": pooling,
+                             "group": group, "cnn_scale": 0.0, "layer_drop": 0.05, "feature_grad_mult": 0.1,
+                             **(args or {})},
               "projection_args": {"project_type": project, "scale": 32.0, "easy_margin": False, "embed_dim": EMBED,
                                   "num_class": CLASSES, "do_lm": False},
               "margin_update": {"initial_margin": 0.0, "final_margin": 0.2, "increase_start_epoch": 1},
@@ -65,7 +77,8 @@ def write_wespeaker(tmp_path, checkpoint, prefix="speaker_extractor.", project="
 
 
 def reference_embedding(ref, wav):
-    """wespeaker's forward of one waveform [N] (float32), written out from its code."""
+    """wespeaker's forward of one waveform [N] (float32), written out from its code: ssl_backend.MHFA, or the
+    author's MHFA_Group_Conv2D when the back-end has his Conv2d weight [group, 1, group_len + 1, c]."""
     model = wavlm_model(**wavlm_cfg_to_torchaudio(ref["cfg"]), aux_num_out=None).eval()
     model.load_state_dict(wavlm_state_to_torchaudio(ref["wavlm"])[0])
     b = ref["back_end"]
@@ -79,8 +92,14 @@ def reference_embedding(ref, wav):
         v = (x * torch.softmax(b["weights_v"], dim=-1)).sum(-1).transpose(1, 2)
         k = k @ b["cmp_linear_k.weight"].T + b["cmp_linear_k.bias"]  # [B, T, c]
         v = v @ b["cmp_linear_v.weight"].T + b["cmp_linear_v.bias"]
-        att = torch.softmax(k @ b["att_head.weight"].T + b["att_head.bias"], dim=1)  # [B, T, H], over time
-        pooled = (v.unsqueeze(-2) * att.unsqueeze(-1)).sum(dim=1)  # [B, H, c]
+        if b["att_head.weight"].dim() == 4:  # MHFA_Group_Conv2D: Conv2d over [B, 1, T, c], padding (group_len // 2, 0)
+            group_len = b["att_head.weight"].shape[2] - 1
+            k_att = F.conv2d(k.unsqueeze(1), b["att_head.weight"], padding=(group_len // 2, 0))  # [B, G, T, 1]
+            att = torch.softmax(k_att.permute(0, 2, 1, 3), dim=1)  # [B, T, G, 1], over time
+            pooled = (v.unsqueeze(-2) * att).sum(dim=1)  # [B, G, c]
+        else:
+            att = torch.softmax(k @ b["att_head.weight"].T + b["att_head.bias"], dim=1)  # [B, T, H], over time
+            pooled = (v.unsqueeze(-2) * att.unsqueeze(-1)).sum(dim=1)  # [B, H, c]
         out = pooled.reshape(pooled.shape[0], -1) @ b["pooling_fc.weight"].T + b["pooling_fc.bias"]
     return out[0].numpy()
 
@@ -126,6 +145,30 @@ def test_imported_model_gives_wespeakers_embeddings(which, request, tmp_path):
         np.testing.assert_allclose(unit(emb.embeddings[0]), unit(reference_embedding(ref, wav)), atol=1e-4)
 
 
+def test_imported_ca_mhfa_gives_the_authors_embeddings(tiny_checkpoint, tmp_path):
+    """The author's G_MHFA_Conv2D (Wespeaker_SSL's WavLM_Base_MHFA) becomes our CAMHFA: head_nb = his group,
+    context = his head_nb // group + 1, no 1/L; the embeddings are his forward's."""
+    ckpt, config, ref = write_wespeaker(tmp_path, tiny_checkpoint, pooling="G_MHFA_Conv2D", model="WavLM_Base_MHFA",
+                                        project="arc_margin")
+    out = str(tmp_path / "M.model")
+    proc = run_main(import_wespeaker, "--checkpoint", ckpt, "--config", config, "--pretrained_model_path",
+                    tiny_checkpoint, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    saved = torch.load(out, weights_only=True)
+    c = saved["config"]
+    assert (c["model"], c["head_nb"], c["context"], c["context_average"], c["compression_dim"], c["nOut"]) == (
+        "CAMHFA", CA_GROUP, CA_HEAD_NB // CA_GROUP + 1, False, COMPRESSION, EMBED)
+    assert saved["imported_from"]["pooling"] == "G_MHFA_Conv2D" and c["trainfunc"] == "aamsoftmax"
+    torch.testing.assert_close(saved["model"]["encoder.backend.att_conv.weight"],
+                               ref["back_end"]["att_head.weight"].squeeze(1).permute(0, 2, 1))
+    folder, names = write_wavs(tmp_path, [24000, 20 * 16000 + 4000])
+    model = load_model(out, device="cpu")
+    for name in names:
+        wav = sf.read(folder / name, dtype="float32")[0]
+        emb = model.embed_file(folder / name)
+        np.testing.assert_allclose(unit(emb.embeddings[0]), unit(reference_embedding(ref, wav)), atol=1e-4)
+
+
 def test_imported_model_scores_through_the_evaluation(tiny_checkpoint, tmp_path):
     ckpt, config, ref = write_wespeaker(tmp_path, tiny_checkpoint, prefix="module.speaker_extractor.",
                                         project="arc_margin")
@@ -161,7 +204,11 @@ def test_plain_state_dict_and_default_pretrained_path(tiny_checkpoint, tmp_path)
 
 
 @pytest.mark.parametrize("case, named", [
-    (dict(pooling="G_MHFA_Conv2D"), "pooling 'G_MHFA_Conv2D'"),
+    (dict(pooling="G_MHFA"), "pooling 'G_MHFA'"),
+    (dict(pooling="G_MHFA_Conv2D", args={"group": 4}), "model_args.group 4"),
+    (dict(pooling="G_MHFA_Conv2D", args={"head_nb": 6}), "model_args.head_nb 6"),
+    (dict(pooling="G_MHFA_Conv2D", drop=("back_end.att_head.weight",)), "missing ['back_end.att_head.weight']"),
+    (dict(pooling="G_MHFA_Conv2D", extra=("back_end.att_head.bias",)), "unexpected ['back_end.att_head.bias']"),
     (dict(model="ECAPA_TDNN_GLOB_c512"), "model 'ECAPA_TDNN_GLOB_c512'"),
     (dict(drop=("back_end.att_head.bias",)), "back_end.att_head.bias"),
     (dict(drop=("model.encoder.layers.1.fc2.weight",)), "missing ['encoder.transformer.layers.1.feed_forward"
@@ -189,3 +236,12 @@ def test_config_and_checkpoint_disagreeing_is_an_error(tiny_checkpoint, tmp_path
     proc = run_main(import_wespeaker, "--checkpoint", ckpt, "--config", config, "--pretrained_model_path",
                     tiny_checkpoint, "--out", str(tmp_path / "M.model"))
     assert proc.returncode == 2 and "model_args.head_nb 64" in proc.stderr
+
+
+def test_ca_mhfa_tensors_that_have_no_camhfa_counterpart_are_errors():
+    """An even Conv2d kernel (his head_nb // group odd) shortens the sequence; a weight not [G, 1, L, c] is not his."""
+    back_end = {"pooling_fc.weight": torch.zeros(EMBED, 2 * COMPRESSION)}
+    for weight, named in ((torch.zeros(2, 1, 4, COMPRESSION), "spans 4 frames"),
+                          (torch.zeros(2, COMPRESSION), r"has shape \[2, 128\]")):
+        with pytest.raises(import_wespeaker.CheckpointError, match=named):
+            import_wespeaker.camhfa_options({}, {**back_end, "att_head.weight": weight})
