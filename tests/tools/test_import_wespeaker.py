@@ -122,15 +122,20 @@ def write_wavs(tmp_path, lengths):
     return folder, names
 
 
+def imported(tmp_path, ckpt, config, pretrained):
+    """Run the import command on a wespeaker checkpoint + config: (the model file, its loaded content)."""
+    out = str(tmp_path / "M.model")
+    proc = run_main(import_wespeaker, "--checkpoint", ckpt, "--config", config, "--pretrained_model_path",
+                    pretrained, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, torch.load(out, weights_only=True)
+
+
 @pytest.mark.parametrize("which", ["tiny_checkpoint", "prenorm_checkpoint"])
 def test_imported_model_gives_wespeakers_embeddings(which, request, tmp_path):
     checkpoint = request.getfixturevalue(which)
     ckpt, config, ref = write_wespeaker(tmp_path, checkpoint)
-    out = str(tmp_path / "M.model")
-    proc = run_main(import_wespeaker, "--checkpoint", ckpt, "--config", config, "--pretrained_model_path",
-                    checkpoint, "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    saved = torch.load(out, weights_only=True)
+    out, saved = imported(tmp_path, ckpt, config, checkpoint)
     c = saved["config"]
     assert (c["model"], c["head_nb"], c["compression_dim"], c["nOut"]) == ("MHFA", HEADS, COMPRESSION, EMBED)
     assert (c["eval_frames"], c["max_eval_seconds"], c["eval_long_files"]) == (0, 20.0, "cut")
@@ -150,11 +155,7 @@ def test_imported_ca_mhfa_gives_the_authors_embeddings(tiny_checkpoint, tmp_path
     context = his head_nb // group + 1, no 1/L; the embeddings are his forward's."""
     ckpt, config, ref = write_wespeaker(tmp_path, tiny_checkpoint, pooling="G_MHFA_Conv2D", model="WavLM_Base_MHFA",
                                         project="arc_margin")
-    out = str(tmp_path / "M.model")
-    proc = run_main(import_wespeaker, "--checkpoint", ckpt, "--config", config, "--pretrained_model_path",
-                    tiny_checkpoint, "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    saved = torch.load(out, weights_only=True)
+    out, saved = imported(tmp_path, ckpt, config, tiny_checkpoint)
     c = saved["config"]
     assert (c["model"], c["head_nb"], c["context"], c["context_average"], c["compression_dim"], c["nOut"]) == (
         "CAMHFA", CA_GROUP, CA_HEAD_NB // CA_GROUP + 1, False, COMPRESSION, EMBED)
