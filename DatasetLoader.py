@@ -1,4 +1,5 @@
-"""Training data: the training list, random crops, MUSAN/RIR augmentation, the speaker-aware batch sampler.
+"""Training data: the training list, random crops, MUSAN/RIR augmentation (the original's or wespeaker's), the
+batch samplers (the original's speaker-aware one, wespeaker's every-utterance-once one).
 
 Crop conventions (frames of 10 ms, wrap-around padding of short files) are voxceleb_trainer's,
 see :mod:`core.audio`. Evaluation input is in :mod:`evaluation.dataset`.
@@ -30,7 +31,7 @@ from core.audio import (
 from core.errors import ConfigError, DataError
 from core.interrupt import ignore_in_worker
 from dataprep.lists import Entry, read_training_entries, speaker_labels
-from dataprep.musan import musan_files
+from dataprep.musan import musan_files, recordings
 from dataprep.rirs import find_rirs
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,65 @@ class Augmenter:
         return audio
 
 
+def read_chunk(path: str, length: int, rng: np.random.Generator) -> np.ndarray:
+    """wespeaker's ``get_random_chunk`` on a file: ``length`` samples from a start uniform in
+    [0, samples - length], or, from a shorter file, the file repeated from its start. Only the chunk is read
+    when the file is 16 kHz mono."""
+    with open_audio(path) as handle:
+        if is_native(handle) and handle.frames >= length:
+            chunk = read_frames(handle, path, length, start=int(rng.integers(0, handle.frames - length + 1)))
+            if chunk.shape[0] != length:
+                raise DataError(f"Audio file '{path}' holds fewer samples than its header says ({handle.frames}); "
+                                f"it is probably truncated: re-create or remove it.")
+            return chunk
+        audio = read_converted(handle, path) if not is_native(handle) else read_frames(handle, path)
+    if audio.shape[0] == 0:
+        raise DataError(f"Audio file '{path}' is empty; remove it from musan_path.")
+    if audio.shape[0] >= length:
+        start = int(rng.integers(0, audio.shape[0] - length + 1))
+        return audio[start:start + length]
+    return np.tile(audio, length // audio.shape[0] + 1)[:length]
+
+
+class WespeakerAugmenter:
+    """wespeaker's augmentation (``wespeaker/dataset/processor.py``, ``add_reverb_noise``): with probability
+    ``aug_prob`` (default 0.6) an utterance gets, 50/50, reverberation or one additive noise, then is rescaled to
+    peak 1 (x / (max|x| + 1e-4)); the others pass unchanged.
+
+    Reverberation: a random RIR of ``rir_path``, scaled to unit energy, convolved ("full") and truncated to the
+    utterance. Noise: one recording drawn uniformly from all of raw MUSAN (``musan_path``:
+    ``<category>/<subset>/<recording>.wav``), a random chunk of the utterance's length (repeated from its start
+    when shorter), at an SNR drawn from the range of its category (noise 0–15, speech 10–30, music 5–15 dB),
+    levels as :func:`mean_power_db`.
+    """
+
+    SNR = {"noise": (0.0, 15.0), "speech": (10.0, 30.0), "music": (5.0, 15.0)}
+
+    def __init__(self, musan_path: str, rir_path: str, aug_prob: Optional[float] = None):
+        self.noises = recordings(musan_path)
+        self.rir_files = find_rirs(rir_path)
+        self.aug_prob = 0.6 if aug_prob is None else aug_prob
+        if not 0.0 <= self.aug_prob <= 1.0:
+            raise ConfigError(f"aug_prob must be in [0, 1], got {aug_prob}.")
+
+    def reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rir = normalised_rir(self.rir_files[int(rng.integers(len(self.rir_files)))])
+        return signal.fftconvolve(audio, rir, mode="full")[:audio.shape[0]].astype(np.float32)
+
+    def add_noise(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        category, path = self.noises[int(rng.integers(len(self.noises)))]
+        noise = read_chunk(path, audio.shape[0], rng)
+        gain = snr_gain(mean_power_db(audio), mean_power_db(noise), float(rng.uniform(*self.SNR[category])))
+        return audio + noise * np.float32(gain)
+
+    def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not rng.random() < self.aug_prob:
+            return audio
+        out = self.reverberate(audio, rng) if rng.random() < 0.5 else self.add_noise(audio, rng)
+        return (out / (np.max(np.abs(out)) + 1e-4)).astype(np.float32)
+
+
+AUGMENTERS = {"original": Augmenter, "wespeaker": WespeakerAugmenter}
 SPEEDS = (1.0, 0.9, 1.1)  # speed perturbation: class offset k * speakers for SPEEDS[k], as wespeaker
 
 
@@ -189,6 +249,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     ``entries``: the list as already read (default: read ``train_list``). ``keep`` (per list entry) drops entries
     the data check found unusable; labels are given over the whole list, so dropping never renumbers speakers.
+    ``augment_mode`` chooses the augmentation (:class:`Augmenter`, :class:`WespeakerAugmenter`).
     With ``speed_perturb`` each group is read at a speed drawn from 1.0 / 0.9 / 1.1 and its label is
     ``speaker + k * speakers`` (3x the classes, as wespeaker).
     """
@@ -196,7 +257,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __init__(self, train_list: str, train_path: str, max_frames: int, augment: bool = False,
                  musan_path: str = "", rir_path: str = "", seed: int = 0, aug_prob: Optional[float] = None,
                  speed_perturb: bool = False, keep: Optional[Sequence[bool]] = None,
-                 entries: Optional[List[Entry]] = None, **kwargs):
+                 entries: Optional[List[Entry]] = None, augment_mode: str = "original", **kwargs):
         entries = entries if entries is not None else read_training_entries(train_list, train_path)
         labels, self.speakers = speaker_labels(entries)
         if keep is not None:
@@ -204,7 +265,7 @@ class TrainDataset(torch.utils.data.Dataset):
             labels = [lb for lb, k in zip(labels, keep, strict=True) if k]
         self.files, self.labels = [e.path for e in entries], labels
         self.max_frames = max_frames
-        self.augmenter = Augmenter(musan_path, rir_path, aug_prob) if augment else None
+        self.augmenter = AUGMENTERS[augment_mode](musan_path, rir_path, aug_prob) if augment else None
         self.speeds = SPEEDS if speed_perturb else SPEEDS[:1]
         self.num_classes = len(self.speakers) * len(self.speeds)
         self.seed = seed
@@ -287,6 +348,37 @@ class SpeakerBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.groups())
+
+
+class UtteranceBatchSampler(torch.utils.data.Sampler):
+    """wespeaker's epoch: every utterance once, in random order, batches as they come (a speaker may appear
+    twice in one batch).
+
+    Per epoch (``set_epoch``): a permutation with seed+epoch; the tail that does not fill a batch on every
+    process is dropped (wespeaker runs ``utterances // processes // batch`` steps); rank r takes every
+    ``num_replicas``-th utterance from r, as wespeaker's partition. Yields one-utterance groups, as
+    :class:`SpeakerBatchSampler` with ``nPerSpeaker`` 1.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 **kwargs):
+        self.size, self.batch_size = len(labels), batch_size
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // (self.batch_size * self.num_replicas) * self.batch_size
+
+    def __iter__(self):
+        order = np.random.default_rng(self.seed + self.epoch).permutation(self.size)
+        total = len(self) * self.num_replicas
+        return iter([[int(i)] for i in order[:total][self.rank::self.num_replicas]])
+
+
+SAMPLERS = {"speaker": SpeakerBatchSampler, "utterance": UtteranceBatchSampler}
 
 
 def collate_groups(items: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:

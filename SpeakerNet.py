@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -147,24 +147,60 @@ def translate_original_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.
     return out
 
 
+def read_model_state(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(the network's state in our key names, the whole file's dict) of a model file (ours or the original
+    repo's)."""
+    obj = load_torch_file(path)
+    state = obj["model"] if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"'{path}' is not a model file (found {type(obj).__name__}).")
+    return translate_original_state(state), obj if isinstance(obj, dict) else {}
+
+
+def average_states(states: List[Dict[str, torch.Tensor]], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """Element-wise mean of floating-point tensors (float64 sums, stored in their own type); other tensors
+    (counters) from the last state. States that do not hold the same tensors are an error naming the file."""
+    keys = set(states[0])
+    for state, name in zip(states[1:], names[1:], strict=True):
+        if set(state) != keys or any(state[k].shape != states[0][k].shape for k in keys):
+            raise CheckpointError(f"'{name}' does not hold the same tensors as '{names[0]}' (another model or "
+                                  f"configuration); average only checkpoints of one run.")
+    out = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            out[key] = (sum(s[key].double() for s in states) / len(states)).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
 def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) -> Dict[str, Any]:
     """Load a model file strictly (ours or the original repo's); returns the whole file's dict.
 
     Missing, unexpected and mis-shaped tensors are reported by name; nothing is skipped
     silently (the original did).
     """
-    obj = load_torch_file(path)
-    state = obj["model"] if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict) else obj
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'{path}' is not a model file (found {type(obj).__name__}).")
-    state = translate_original_state(state)
+    state, obj = read_model_state(path)
+    _load_checked(model, state, f"Model file '{path}'", allow_partial)
+    return obj
+
+
+def load_averaged_model_state(model: SpeakerNet, paths: Sequence[str]) -> None:
+    """Load the average (:func:`average_states`) of several model files of one run, strictly."""
+    if len(paths) == 1:
+        load_model_state(model, paths[0])
+        return
+    states = [read_model_state(path)[0] for path in paths]
+    _load_checked(model, average_states(states, paths), f"The average of {', '.join(paths)}", False)
+
+
+def _load_checked(model: SpeakerNet, state: Dict[str, torch.Tensor], what: str, allow_partial: bool) -> None:
     missing, unexpected, shapes, report = state_mismatch(model.state_dict(), state, shown=6)
     if shapes or (not allow_partial and (missing or unexpected)):
         raise CheckpointError(
-            f"Model file '{path}' does not fit this model: {report}. Check model, nOut, head_nb, "
+            f"{what} does not fit this model: {report}. Check model, nOut, head_nb, "
             f"compression_dim, nClasses and pretrained_model_path against the run that wrote it.")
     model.load_state_dict(state, strict=not allow_partial)
-    return obj if isinstance(obj, dict) else {}
 
 
 # Options a self-contained model file fixes (they shape its tensors or change its embeddings): a YAML or

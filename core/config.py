@@ -138,6 +138,15 @@ def validate(config: Dict[str, Any]) -> None:
     if config["aug_prob"] is not None and not 0.0 <= config["aug_prob"] <= 1.0:
         raise ConfigError(f"'aug_prob' must be in [0, 1] (or null for the original's choice), "
                           f"got {config['aug_prob']}.")
+    if config["sampler"] == "utterance" and config["nPerSpeaker"] != 1:
+        raise ConfigError(f"'sampler: utterance' draws single utterances, so nPerSpeaker must be 1, got "
+                          f"{config['nPerSpeaker']}; use 'sampler: speaker' for groups of one speaker's utterances.")
+    if config["initial_model_average"] < 1:
+        raise ConfigError(f"'initial_model_average' must be at least 1, got {config['initial_model_average']}.")
+    if config["initial_model_average"] > 1 and not config["initial_model_from"]:
+        raise ConfigError(f"'initial_model_average: {config['initial_model_average']}' averages checkpoints of "
+                          f"initial_model_from, which is not set; set initial_model_from (the previous stage's "
+                          f"save_path), or average files with python -m tools.average_models.")
     if config["min_audio_seconds"] < 0:
         raise ConfigError(f"'min_audio_seconds' must not be negative, got {config['min_audio_seconds']}.")
     if config["eval_batch_seconds"] <= 0:

@@ -84,11 +84,20 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("batch_size", _I, 120, "batch size (number of speakers per batch)"),
         ("max_seg_per_spk", _I, 500, "maximum utterances per speaker per epoch"),
         ("nPerSpeaker", _I, 1, "utterances per speaker per batch"),
+        ("sampler", one_of("speaker", "utterance"), "speaker",
+         "speaker: the original's (per epoch at most max_seg_per_spk utterances per speaker, never one speaker "
+         "twice in a batch); utterance: wespeaker's (every utterance once per epoch in random order, speakers may "
+         "repeat in a batch; needs nPerSpeaker 1, ignores max_seg_per_spk)"),
         ("nDataLoaderThread", _I, 4, "data loader worker processes"),
         ("augment", _B, False, "augment training audio with MUSAN noise and RIR reverberation"),
         ("aug_prob", optional_float, None, "probability that an utterance is augmented, then by one of reverb, "
                                            "music, babble, noise, babble+music (wespeaker: 0.6); default: the "
                                            "original's uniform choice of those five and clean"),
+        ("augment_mode", one_of("original", "wespeaker"), "original",
+         "original: one of the original's kinds (reverb, music, babble of 3-8 files, noise, babble+music) from "
+         "musan_path in 5 s chunks (tools.split_musan); wespeaker: reverb or one additive MUSAN recording (50/50) "
+         "from raw MUSAN (<category>/<subset>/<recording>.wav) at SNR noise 0-15, speech 10-30, music 5-15 dB, "
+         "the result rescaled to peak 1 (aug_prob default 0.6)"),
         ("speed_perturb", _B, False, "speed perturbation: each utterance at speed 0.9, 1.0 or 1.1 as a different "
                                      "speaker (wespeaker); nClasses becomes 3 x the speakers"),
         ("check_data", _B, True, "check every listed file (exists, readable audio, at least min_audio_seconds) "
@@ -155,6 +164,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("initial_model", _S, "", "start from this model file (e.g. the previous stage's); evaluation: the model"),
         ("initial_model_from", _S, "", "start from the newest checkpoint of this save_path (the previous stage's), "
                                        "when initial_model is not set"),
+        ("initial_model_average", _I, 1, "with initial_model_from: start from the average of its newest N "
+                                         "checkpoints (wespeaker's num_avg: 2 between its stages)"),
         ("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),
     ],
     "fine-tuning": [

@@ -12,7 +12,7 @@ import glob
 import logging
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import soundfile
 from tqdm import tqdm
@@ -60,6 +60,20 @@ def musan_files(musan_path: str) -> Dict[str, List[str]]:
                             f"<NNNNN>.wav; fix musan_path (a folder made by tools.split_musan) or set "
                             f"augment: false.")
     return files
+
+
+def recordings(musan_path: str) -> List[Tuple[str, str]]:
+    """(category, path) of every recording of a raw MUSAN folder, sorted: what wespeaker's augmentation draws
+    from. A split folder, or a folder without recordings, is an error that says what to set."""
+    found = [(c, f) for c in CATEGORIES for f in sorted(glob.glob(os.path.join(musan_path, c, "*", "*.wav")))]
+    if not found and any(split_files(musan_path).values()):
+        raise DataError(f"musan_path '{musan_path}' holds MUSAN cut into 5 s chunks; 'augment_mode: wespeaker' "
+                        f"draws whole recordings: set musan_path to raw MUSAN (<category>/<subset>/<recording>.wav), "
+                        f"or use 'augment_mode: original'.")
+    if not found:
+        raise DataError(f"No MUSAN recordings found as {musan_path}/<noise|speech|music>/<subset>/<recording>.wav; "
+                        f"fix musan_path (raw MUSAN for 'augment_mode: wespeaker') or set augment: false.")
+    return found
 
 
 def split_recording(path: str, out_folder: str) -> int:

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import signal
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,12 +24,18 @@ from core.interrupt import StopRequest
 from core.logs import EPOCH_LOGGER, setup_logging
 from dataprep.check import check_training_list, enforce
 from dataprep.lists import Entry, read_training_entries
-from DatasetLoader import SpeakerBatchSampler, TrainDataset, collate_groups, worker_init
+from DatasetLoader import SAMPLERS, TrainDataset, collate_groups, worker_init
 from evaluation.metrics import format_result
 from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
 from evaluation.trials import list_paths
 from runs.trainer import ModelTrainer, random_state, set_random_state
-from SpeakerNet import SpeakerNet, find_checkpoints, find_step_checkpoints, load_model_state, step_checkpoint_name
+from SpeakerNet import (
+    SpeakerNet,
+    find_checkpoints,
+    find_step_checkpoints,
+    load_averaged_model_state,
+    step_checkpoint_name,
+)
 
 logger = logging.getLogger(__name__)
 # The evaluation every test_interval epochs scores the model being trained and writes no files.
@@ -43,16 +49,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_model(config: Dict[str, Any]) -> str:
-    """The model file a fresh run starts from: ``initial_model``, else the newest checkpoint of the
-    previous stage's save_path ``initial_model_from``, else none ('')."""
+def seed_models(config: Dict[str, Any]) -> List[str]:
+    """The model files a fresh run starts from (their average when several): ``initial_model``, else the newest
+    ``initial_model_average`` checkpoints of the previous stage's save_path ``initial_model_from``, else none."""
     if config["initial_model"] or not config["initial_model_from"]:
-        return config["initial_model"]
+        return [config["initial_model"]] if config["initial_model"] else []
     found = find_checkpoints(os.path.join(config["initial_model_from"], "model"))
-    if not found:
-        raise ConfigError(f"initial_model_from '{config['initial_model_from']}' holds no checkpoint "
-                          f"(model/model*.model): train that stage first, or set initial_model.")
-    return found[-1][1]
+    wanted = config["initial_model_average"]
+    if len(found) < wanted:
+        raise ConfigError(f"initial_model_from '{config['initial_model_from']}' holds {len(found)} checkpoint(s) "
+                          f"(model/model*.model) but initial_model_average is {wanted}: train that stage first, "
+                          f"lower initial_model_average, or set initial_model.")
+    return [path for _, path in found[-wanted:]]
 
 
 def check_inputs(config: Dict[str, Any], fresh: bool, context: Context) -> None:
@@ -94,13 +102,14 @@ def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.Da
                           f"{len(dataset.speakers)} speakers{times}; set nClasses: {dataset.num_classes}.")
     if context.world > 1:
         dataset.reseed(context.rank)
-    sampler = SpeakerBatchSampler(dataset.labels, **config, num_replicas=context.world, rank=context.rank)
+    sampler = SAMPLERS[config["sampler"]](dataset.labels, **config, num_replicas=context.world, rank=context.rank)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
         num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
         pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    logger.info("Data: %d files, %d speakers, %d batches of %d per epoch", len(dataset), len(dataset.speakers),
-                len(loader), config["batch_size"])
+    logger.info("Data: %d files, %d speakers, %d batches of %d per epoch (%s sampler, %s augmentation)",
+                len(dataset), len(dataset.speakers), len(loader), config["batch_size"], config["sampler"],
+                config["augment_mode"] if config["augment"] else "no")
     return loader
 
 
@@ -118,9 +127,9 @@ def resume_points(model_dir: str) -> List[Tuple[int, int, str]]:
 
 
 def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], points: List[Tuple[int, int, str]],
-                context: Context) -> Start:
+                context: Context, seeds: Sequence[str] = ()) -> Start:
     """Resume from the newest of ``points`` (:func:`resume_points`: an epoch's checkpoint, or a step's
-    inside an epoch), else start from initial_model (if any)."""
+    inside an epoch), else start from the average of ``seeds`` (:func:`seed_models`; none: from scratch)."""
     if points:
         if config["initial_model"]:
             logger.warning("save_path '%s' already holds checkpoints: resuming that run; initial_model '%s' only "
@@ -135,9 +144,10 @@ def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], points: List[Tupl
                            context.world)
         mine = states[context.rank] if states is not None and len(states) == context.world else None
         return Start(epoch + 1, step, mine)
-    if config["initial_model"]:
-        load_model_state(trainer.model, config["initial_model"])
-        logger.info("Initial model %s loaded (a new stage starts at epoch 1)", config["initial_model"])
+    if seeds:
+        load_averaged_model_state(trainer.model, seeds)
+        logger.info("Initial model %s loaded (a new stage starts at epoch 1)",
+                    seeds[0] if len(seeds) == 1 else f"the average of {', '.join(seeds)}")
     return Start(1, 0, None)
 
 
@@ -159,8 +169,11 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     points = resume_points(model_dir)
     # global_batch: grad_accum for this run's process count, before the schedules count steps per epoch
     config = {**config, "grad_accum": resolve_grad_accum(config, context.world)}
-    if not points:  # a fresh run: its seed model, checked with the other inputs
-        config = {**config, "initial_model": seed_model(config)}
+    seeds: List[str] = []
+    if not points:  # a fresh run: its seed model(s), checked with the other inputs
+        seeds = seed_models(config)
+        if len(seeds) == 1:
+            config = {**config, "initial_model": seeds[0]}
     check_inputs(config, fresh=not points, context=context)
     os.makedirs(model_dir, exist_ok=True)
     setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main, rank=context.rank)
@@ -182,7 +195,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     logger.info("Model: %d parameters, %d trainable; optimizer groups %s", sum(p.numel() for p in net.parameters()),
                 n_train, [(g.get("name"), g["lr"]) for g in trainer.optimizer.param_groups])
-    start = start_epoch(trainer, config, points, context)
+    start = start_epoch(trainer, config, points, context, seeds)
     if start.epoch > config["max_epoch"]:
         logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
                        "to continue, or use a new save_path for a new stage).", config["save_path"], start.epoch - 1,

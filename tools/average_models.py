@@ -17,31 +17,13 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-
 from core.cli import build_parser, run_cli
 from core.errors import CheckpointError, ConfigError
 from core.logs import setup_logging
 from frontend.formats import load_torch_file
-from SpeakerNet import find_checkpoints, save_model_file
+from SpeakerNet import average_states, find_checkpoints, save_model_file
 
 logger = logging.getLogger(__name__)
-
-
-def average_states(states: List[Dict[str, torch.Tensor]], names: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """Element-wise mean of floating-point tensors (float64 sums); others from the last state."""
-    keys = set(states[0])
-    for state, name in zip(states[1:], names[1:], strict=True):
-        if set(state) != keys or any(state[k].shape != states[0][k].shape for k in keys):
-            raise CheckpointError(f"'{name}' does not hold the same tensors as '{names[0]}' (another model or "
-                                  f"configuration); average only checkpoints of one run.")
-    out = {}
-    for key, last in states[-1].items():
-        if last.is_floating_point():
-            out[key] = (sum(s[key].double() for s in states) / len(states)).to(last.dtype)
-        else:
-            out[key] = last.clone()
-    return out
 
 
 def model_files(config: Dict[str, Any]) -> List[str]:
