@@ -13,7 +13,10 @@ from DatasetLoader import (
     Augmenter,
     SpeakerBatchSampler,
     TrainDataset,
+    UtteranceBatchSampler,
+    WespeakerAugmenter,
     mean_power_db,
+    read_chunk,
     read_random_segment,
     read_train_list,
     snr_gain,
@@ -143,6 +146,47 @@ def test_sampler_ranks_get_equal_contiguous_shares():
     r1 = SpeakerBatchSampler(labels, batch_size=4, seed=1, num_replicas=2, rank=1)
     assert len(whole.groups()) == len(r1.groups()) and len(whole.groups()) % 4 == 0
     assert not set(map(tuple, whole.groups())) & set(map(tuple, r1.groups()))
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_utterance_sampler_every_utterance_once(replicas):
+    """wespeaker's epoch: a permutation of all utterances, the tail that does not fill a batch on every process
+    dropped, ranks disjoint; speakers may repeat in a batch; the order depends on seed and epoch."""
+    labels = make_labels([30, 5, 12, 8, 20, 3, 9, 15])  # 102 utterances
+    ranks = [UtteranceBatchSampler(labels, batch_size=4, seed=7, num_replicas=replicas, rank=r)
+             for r in range(replicas)]
+    for r in ranks:
+        r.set_epoch(2)
+    shares = [[g for g in r] for r in ranks]
+    assert all(len(g) == 1 for share in shares for g in share)
+    flat = [g[0] for share in shares for g in share]
+    steps = 102 // replicas // 4  # wespeaker's epoch_iter: utterances // processes // batch
+    assert all(len(share) == len(r) == steps * 4 for share, r in zip(shares, ranks, strict=True))
+    assert len(flat) == len(set(flat)) == steps * 4 * replicas  # each utterance at most once, few dropped
+    assert 102 - len(flat) < 4 * replicas
+    batches = [[labels[g[0]] for g in share[b:b + 4]] for share in shares for b in range(0, len(share), 4)]
+    assert any(len(set(b)) < 4 for b in batches)  # no per-batch speaker uniqueness
+    again = UtteranceBatchSampler(labels, batch_size=4, seed=7, num_replicas=replicas, rank=0)
+    again.set_epoch(2)
+    assert list(again) == shares[0]
+    again.set_epoch(3)
+    assert list(again) != shares[0]
+
+
+def test_utterance_sampler_counts_the_schedules_steps(small_demo):
+    """The training loader with 'sampler: utterance' runs files // batch steps per epoch (wespeaker's count)."""
+    from core.config import defaults
+    from core.distributed import Context
+    from runs.train import make_loader
+    files = len(open(small_demo["train_list"]).read().split("\n")) - 1
+    config = {**defaults(), "train_list": small_demo["train_list"], "train_path": small_demo["train_dir"],
+              "batch_size": 3, "sampler": "utterance", "nClasses": 6, "check_data": False, "nDataLoaderThread": 0,
+              "max_frames": 20}
+    loader = make_loader(config, Context(0, 1, torch.device("cpu")))
+    assert len(loader) == files // 3
+    loader.sampler.set_epoch(1)
+    seen = [i for batch in loader.batch_sampler for g in batch for i in g]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == files // 3 * 3
 
 
 # ----------------------------------------------------------------------------- lists and audio
@@ -294,6 +338,96 @@ def test_six_choices_uniform_and_aug_prob(small_demo):
         assert p == 0 and sum(others) == 0 or min(others) > 5000 * p / 5 * 0.8
     with pytest.raises(ConfigError, match="aug_prob"):
         augmenter(small_demo, aug_prob=1.5)
+
+
+# ----------------------------------------------------------------------------- wespeaker's augmentation
+def wespeaker_augmenter(data, **kw):
+    return WespeakerAugmenter(data["musan_raw_dir"], data["rir_dir"], **kw)
+
+
+def test_read_chunk_as_wespeakers_get_random_chunk(tmp_path):
+    """Longer file: a contiguous chunk, every start in [0, n - length] reachable; shorter: repeated from its
+    start."""
+    audio = (np.arange(1000) % 200 / 400 - 0.25).astype(np.float32)
+    path = str(tmp_path / "r.wav")
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    starts = set()
+    for seed in range(400):
+        chunk = read_chunk(path, 990, np.random.default_rng(seed))
+        start = int(np.flatnonzero(np.isclose(audio[:11], chunk[0]))[0]) if chunk[0] in audio[:11] else -1
+        assert chunk.shape == (990,) and np.array_equal(chunk, audio[start:start + 990])
+        starts.add(start)
+    assert starts == set(range(11))
+    long = read_chunk(path, 2500, np.random.default_rng(0))
+    np.testing.assert_array_equal(long, np.concatenate([audio, audio, audio[:500]]))
+
+
+def test_wespeaker_noise_one_whole_recording_at_its_category_snr(small_demo, monkeypatch):
+    """One recording of raw MUSAN (any category, uniformly over recordings), a chunk of the utterance's length,
+    at an SNR in its category's range (noise 0-15, speech 10-30, music 5-15 dB)."""
+    aug = wespeaker_augmenter(small_demo)
+    assert {c for c, _ in aug.noises} == {"noise", "speech", "music"}
+    assert all(soundfile.info(p).duration > 5 for _, p in aug.noises)  # whole recordings, not 5 s chunks
+    reads, snrs = [], []
+    real_read, real_gain = DatasetLoader.read_chunk, DatasetLoader.snr_gain
+
+    def read(path, length, rng):
+        reads.append((path, length, real_read(path, length, rng)))
+        return reads[-1][2].copy()
+    monkeypatch.setattr(DatasetLoader, "read_chunk", read)
+    monkeypatch.setattr(DatasetLoader, "snr_gain", lambda c, n, snr: snrs.append(snr) or real_gain(c, n, snr))
+    clean = (0.1 * np.random.default_rng(0).standard_normal(48240)).astype(np.float32)
+    by_category = collections.defaultdict(list)
+    for seed in range(300):
+        out = aug.add_noise(clean, np.random.default_rng(seed))
+        path, length, chunk = reads[-1]
+        category = path[len(small_demo["musan_raw_dir"]) + 1:].split("/")[0]
+        by_category[category].append(snrs[-1])
+        assert length == 48240 and out.shape == clean.shape
+        gain = np.sqrt(10 ** ((mean_power_db(clean) - mean_power_db(chunk) - snrs[-1]) / 10))  # wespeaker's formula
+        np.testing.assert_allclose(out - clean, gain * chunk, rtol=0, atol=1e-6)
+    for category, (low, high) in WespeakerAugmenter.SNR.items():
+        values = by_category[category]
+        assert len(values) > 40 and low <= min(values) < low + 3 and high - 3 < max(values) <= high, category
+    assert len({p for p, _, _ in reads}) == len(aug.noises)
+
+
+def test_wespeaker_choice_and_rescaling(small_demo):
+    """aug_prob of the utterances (default 0.6), half reverb, half noise, each rescaled to peak 1 - 1e-4;
+    the others untouched."""
+    clean = (0.05 * np.random.default_rng(1).standard_normal(16240)).astype(np.float32)
+    aug = wespeaker_augmenter(small_demo)
+    assert aug.aug_prob == 0.6
+    kinds = collections.Counter()
+    for seed in range(600):
+        rng = np.random.default_rng(seed)
+        out = aug(clean, rng)
+        if np.array_equal(out, clean):
+            kinds["clean"] += 1
+            continue
+        assert out.dtype == np.float32 and 0.99 < np.max(np.abs(out)) < 1.0
+        rng = np.random.default_rng(seed)
+        rng.random(), rng.random()
+        rng2 = np.random.default_rng(seed)
+        rng2.random()
+        kind = "reverb" if rng2.random() < 0.5 else "noise"
+        expected = aug.reverberate(clean, rng) if kind == "reverb" else aug.add_noise(clean, rng)
+        np.testing.assert_allclose(out, expected / (np.max(np.abs(expected)) + 1e-4), rtol=0, atol=1e-6)
+        kinds[kind] += 1
+    assert abs(kinds["clean"] / 600 - 0.4) < 0.07 and abs(kinds["reverb"] - kinds["noise"]) < 70
+    assert wespeaker_augmenter(small_demo, aug_prob=0.0)(clean, np.random.default_rng(0)) is clean
+
+
+def test_wespeaker_mode_reads_raw_musan_and_says_so(small_demo):
+    with pytest.raises(DataError, match="augment_mode: wespeaker.*raw MUSAN"):
+        WespeakerAugmenter(small_demo["musan_dir"], small_demo["rir_dir"])
+    with pytest.raises(DataError, match="tools.split_musan"):
+        Augmenter(small_demo["musan_raw_dir"], small_demo["rir_dir"])
+    data = TrainDataset(small_demo["train_list"], small_demo["train_dir"], max_frames=50, augment=True,
+                        augment_mode="wespeaker", musan_path=small_demo["musan_raw_dir"],
+                        rir_path=small_demo["rir_dir"], aug_prob=1.0, seed=1)
+    crop = data[[0]][0]
+    assert isinstance(data.augmenter, WespeakerAugmenter) and 0.99 < crop.abs().max() < 1.0
 
 
 # ----------------------------------------------------------------------------- speed perturbation, kept entries

@@ -564,3 +564,34 @@ def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert sum(not torch.equal(a[k], first[k]) for k in a if k.startswith("encoder.")) > 10  # training moved them
+
+
+def test_a_stage_starts_from_the_average_of_the_previous_stages_newest_checkpoints(config, trained_run, tmp_path):
+    """initial_model_average 2 (wespeaker's num_avg between stages): with no learning (rates 0) the new stage's
+    first checkpoint is the average of the previous stage's last two; too few checkpoints, or the option without
+    initial_model_from, stop before training naming it."""
+    cfg, _ = config
+    prev = trained_run["save"]
+    save = tmp_path / "next"
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--initial_model_from", prev, "--initial_model_average", "2",
+                    "--max_epoch", "1", "--LR_MHFA", "0", "--LR_Transformer", "0", "--weight_decay", "0",
+                    "--test_interval", "5", "--save_path", str(save))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    newest = [os.path.join(prev, "model", f"model00000000{k}.model") for k in (2, 3)]
+    assert f"Initial model the average of {', '.join(newest)} loaded" in proc.stderr
+    two = [torch.load(p, weights_only=True)["model"] for p in newest]
+    got = torch.load(save / "model" / "model000000001.model", weights_only=True)["model"]
+    moved = 0
+    for key, value in got.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, ((two[0][key].double() + two[1][key].double()) / 2).to(value.dtype),
+                                       rtol=1e-6, atol=1e-7, msg=key)
+            moved += not torch.equal(two[0][key], two[1][key])
+    assert moved > 10  # the two checkpoints differ, so the average is neither of them
+    few = run_main(trainSpeakerNet, "--config", cfg, "--initial_model_from", prev, "--initial_model_average", "4",
+                   "--save_path", str(tmp_path / "few"))
+    assert few.returncode == 2 and "holds 3 checkpoint(s)" in few.stderr and "initial_model_average is 4" in few.stderr
+    alone = run_main(trainSpeakerNet, "--config", cfg, "--initial_model_average", "2", "--save_path",
+                     str(tmp_path / "alone"))
+    assert alone.returncode == 2 and "initial_model_from, which is not set" in alone.stderr
+    assert not (tmp_path / "few").exists() and not (tmp_path / "alone").exists()
