@@ -56,6 +56,9 @@ def seed_models(config: Dict[str, Any]) -> List[str]:
         return [config["initial_model"]] if config["initial_model"] else []
     found = find_checkpoints(os.path.join(config["initial_model_from"], "model"))
     wanted = config["initial_model_average"]
+    if not found:
+        raise ConfigError(f"initial_model_from '{config['initial_model_from']}' holds no checkpoint "
+                          f"(model/model*.model): train that stage first, or set initial_model.")
     if len(found) < wanted:
         raise ConfigError(f"initial_model_from '{config['initial_model_from']}' holds {len(found)} checkpoint(s) "
                           f"(model/model*.model) but initial_model_average is {wanted}: train that stage first, "
