@@ -180,7 +180,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("freeze_cnn", _B, True, "freeze the CNN feature encoder, feature projection and positional conv (the "
                                  "original never updates them); false trains them at LR_Transformer"),
         ("feature_grad_mult", _F, 1.0, "fairseq's feature_grad_mult: scale of the gradient into a trainable CNN "
-                                       "(needs freeze_cnn: false)"),
+                                       "(needs freeze_cnn: false); 0: the CNN alone fixed (under no_grad), the "
+                                       "feature projection and positional conv train"),
         ("layer_grad_mult", _F, 1.0, "wespeaker's feature_grad_mult: scale of the gradient from the back-end into "
                                      "every SSL layer output (wespeaker joint fine-tuning: 0.1)"),
         ("layer_drop", optional_float, None, "probability of skipping each transformer block in training "

@@ -78,7 +78,8 @@ class SSLFrontend(nn.Module):
         freeze_ssl: freeze the whole front-end: it runs in eval mode (no dropout, no
             layer drop) under ``no_grad``, so nothing is kept for backward.
         feature_grad_mult: scale of the gradient flowing into the CNN (fairseq's option of
-            the same name). Needs a trainable CNN.
+            the same name). Needs ``freeze_cnn`` false. 0 is fairseq's: the CNN alone runs under
+            ``no_grad`` and stays out of the optimizer, the other input modules train.
         layer_grad_mult: scale of the gradient flowing from the back-end into every returned
             layer (what wespeaker's ``feature_grad_mult`` does: 0.1 in its joint fine-tuning).
         grad_checkpointing: recompute each block in backward instead of storing its
@@ -115,6 +116,8 @@ class SSLFrontend(nn.Module):
         if self.freeze_cnn:
             for module in self.input_modules():
                 module.requires_grad_(False)
+        elif feature_grad_mult == 0.0:  # fairseq: the CNN under no_grad, no gradient at all (not zeros)
+            self.model.feature_extractor.requires_grad_(False)
         if freeze_ssl:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -283,7 +286,8 @@ class SSLFrontend(nn.Module):
                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Layer 0, the transformer input [B, T, D], with the valid frames [B] and the padded frames
         [B, T] of a padded batch (None, None without ``lengths``)."""
-        features, frames = self._cnn(wav, lengths)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.feature_grad_mult != 0.0):
+            features, frames = self._cnn(wav, lengths)
         pad = None
         if frames is not None:
             features = features[:, :int(frames.max())]

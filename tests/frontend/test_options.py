@@ -66,6 +66,26 @@ def test_trainable_cnn_and_feature_grad_mult(tiny_checkpoint):
         torch.testing.assert_close(g_scaled, 0.1 * g_full, rtol=1e-4, atol=1e-7)
 
 
+def test_feature_grad_mult_zero_fixes_the_cnn_alone_as_fairseq(tiny_checkpoint):
+    """fairseq's feature_grad_mult 0 (the CA-MHFA author's cnn_scale 0): the CNN runs under no_grad and gets no
+    gradient at all (so SGD's weight decay leaves it alone) and no optimizer slot; the feature projection,
+    positional conv and encoder layer norm train; the layers are those of the default front-end."""
+    wav = torch.randn(2, 4000)
+    torch.manual_seed(1)
+    model = MainModel(tiny_checkpoint, freeze_cnn=False, feature_grad_mult=0.0, **SMALL)
+    model(wav).sum().backward()
+    cnn = list(model.frontend.model.feature_extractor.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in cnn)
+    others = [p for m in list(model.frontend.input_modules())[1:] for p in m.parameters()]
+    assert others and all(p.grad is not None and p.grad.abs().max() > 0 for p in others)
+    group = model.parameter_groups(5e-3, 2e-5, 1.0)[1]
+    assert group["name"] == "frontend.input" and {id(p) for p in group["params"]} == {id(p) for p in others}
+    reference = MainModel(tiny_checkpoint, **SMALL)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.frontend(wav), reference.frontend(wav))
+
+
 def test_feature_grad_mult_needs_a_trainable_cnn(tiny_checkpoint):
     with pytest.raises(ValueError, match="freeze_cnn"):
         load_ssl_frontend(tiny_checkpoint, feature_grad_mult=0.1)
