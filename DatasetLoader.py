@@ -355,8 +355,10 @@ class UtteranceBatchSampler(torch.utils.data.Sampler):
     twice in one batch).
 
     Per epoch (``set_epoch``): a permutation with seed+epoch; the tail that does not fill a batch on every
-    process is dropped (wespeaker runs ``utterances // processes // batch`` steps); rank r takes every
-    ``num_replicas``-th utterance from r, as wespeaker's partition. Yields one-utterance groups, as
+    process is dropped (wespeaker runs ``utterances // processes // batch`` steps); rank r takes batches
+    r, r + num_replicas, r + 2 num_replicas, ... of it. (wespeaker's rank takes every num_replicas-th utterance:
+    the same distribution; whole batches make the batches of k processes those of one process accumulating k,
+    so a global batch trains the same on any number of processes.) Yields one-utterance groups, as
     :class:`SpeakerBatchSampler` with ``nPerSpeaker`` 1.
     """
 
@@ -374,8 +376,8 @@ class UtteranceBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         order = np.random.default_rng(self.seed + self.epoch).permutation(self.size)
-        total = len(self) * self.num_replicas
-        return iter([[int(i)] for i in order[:total][self.rank::self.num_replicas]])
+        batches = order[:len(self) * self.num_replicas].reshape(-1, self.batch_size)
+        return iter([[int(i)] for i in batches[self.rank::self.num_replicas].reshape(-1)])
 
 
 SAMPLERS = {"speaker": SpeakerBatchSampler, "utterance": UtteranceBatchSampler}

@@ -164,6 +164,12 @@ def test_utterance_sampler_every_utterance_once(replicas):
     assert all(len(share) == len(r) == steps * 4 for share, r in zip(shares, ranks, strict=True))
     assert len(flat) == len(set(flat)) == steps * 4 * replicas  # each utterance at most once, few dropped
     assert 102 - len(flat) < 4 * replicas
+    whole = UtteranceBatchSampler(labels, batch_size=4 * replicas, seed=7)  # one process, replicas x the batch:
+    whole.set_epoch(2)
+    one = [g[0] for g in whole]
+    for b in range(steps):  # its batch b holds the batch b of every rank, in rank order
+        ranks_batch = [g[0] for share in shares for g in share[4 * b:4 * b + 4]]
+        assert one[4 * replicas * b:4 * replicas * (b + 1)] == ranks_batch
     batches = [[labels[g[0]] for g in share[b:b + 4]] for share in shares for b in range(0, len(share), 4)]
     assert any(len(set(b)) < 4 for b in batches)  # no per-batch speaker uniqueness
     again = UtteranceBatchSampler(labels, batch_size=4, seed=7, num_replicas=replicas, rank=0)

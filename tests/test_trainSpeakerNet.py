@@ -535,7 +535,8 @@ def test_a_global_batch_that_does_not_divide_stops_before_training(config, tmp_p
 
 
 @pytest.mark.slow
-def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path):
+@pytest.mark.parametrize("sampler", ["speaker", "utterance"])
+def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path, sampler):
     """global_batch 4 of batch_size 2: grad_accum 2 on one process, 1 on two (--distributed, gloo), and after 3 epochs
     the same weights to float32 rounding.
 
@@ -545,16 +546,32 @@ def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo
     6 one-utterance groups: one process keeps 3 batches (the third, short of a step, is dropped), two keep 4 groups,
     one batch each; so each epoch is one step of the same 4 utterances either way. The rest of a step is made equal
     too: the per-rank random streams (crops, augmentation, dropout) would differ by design, so augmentation is off,
-    every crop starts at sample 0 and the tiny WavLM has no dropout."""
+    every crop starts at sample 0 and the tiny WavLM has no dropout.
+
+    wespeaker's sampler (the recipes'): rank r takes batches r, r + 2, ... of the epoch's permutation, so step k of
+    2 processes is batches 2k and 2k + 1, which one process accumulates; 8 utterances make 2 steps per epoch either
+    way. (The batches themselves must be the same: with reg_loss original each batch's CE is divided by its own
+    value.)"""
     cfg = global_batch_yaml(small_demo, tmp_path / "gb.yaml")
+    port = "29571"
+    if sampler == "utterance":
+        lines = open(small_demo["train_list"]).read().splitlines()
+        lines = lines[::len(lines) // 8][:8]  # several speakers
+        (tmp_path / "eight.txt").write_text("\n".join(lines) + "\n")
+        speakers = len({line.split()[0] for line in lines})
+        text = open(cfg).read().replace(small_demo["train_list"], str(tmp_path / "eight.txt"))
+        open(cfg, "w").write(text.replace("nClasses: 6", f"nClasses: {speakers}") + "sampler: utterance\n")
+        port = "29572"
     one, two = tmp_path / "one", tmp_path / "two"
     proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es), batch_size 2 each, grad_accum 2: global batch 4 (global_batch; grad_accum derived)" \
         in proc.stderr
     ddp = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(two), "--distributed", "--nproc_per_node", "2",
-                   "--device", "cpu", "--port", "29571", "--dist_timeout", "2")
+                   "--device", "cpu", "--port", port, "--dist_timeout", "2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    if sampler == "utterance":
+        assert "4 batches of 2 per epoch (utterance sampler" in proc.stderr
     for save, accum in ((one, 2), (two, 1)):
         recorded = yaml.safe_load(open(save / "result" / "config.yaml"))
         assert (recorded["global_batch"], recorded["grad_accum"]) == (4, accum)
