@@ -127,26 +127,60 @@ def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
     return s2 if s1 is None else (s1 + s2) / 2.0
 
 
+SELECTION_SAMPLE = 512  # columns whose top values give each row's lower bound of its n-th largest (top_n_moments)
+
+
 def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and (population) standard deviation of the ``top_n`` largest values of each row.
 
-    ``np.partition`` (introselect, SIMD-sorted in NumPy 2) selects them in O(C) per row.
-    Population std (ddof 0), as wespeaker's ``bin/score_norm.py`` (``np.std`` of the sorted top-N cohort
-    scores), so normalised scores match its own, not only up to a constant factor.
+    Exact, and about twice as fast as ``np.partition`` over whole rows for AS-norm's 300 of ~6,000: the
+    ``k``-th largest of a row's first ``SELECTION_SAMPLE`` columns, k = 1.5 x n x sample / C + 8, bounds
+    the row's n-th largest from below when k <= n (a subset's k-th largest cannot exceed the whole row's);
+    the values at or above it (about 1.5 n per row) are gathered and only they are partitioned. A row with
+    fewer than n such values (a bound above its n-th largest, which k > n allows) takes the whole-row
+    partition. Population std (ddof 0), as wespeaker's ``bin/score_norm.py`` (``np.std`` of the sorted top-N
+    cohort scores), so normalised scores match its own, not only up to a constant factor.
 
     Args:
         sims: [R, C] similarities.
         top_n: N, clipped to C.
-        in_place: partition ``sims`` itself (no copy of a large block; its order is lost).
+        in_place: the whole-row fallback may partition ``sims`` itself (its order is lost).
     Returns:
         (mean [R], std [R]) as float64.
     """
-    cols = sims.shape[1]
+    rows, cols = sims.shape
     n = min(top_n, cols)
-    if n < cols:
-        if not in_place:
-            sims = sims.copy()
-        sims.partition(cols - n, axis=1)
+    if n == cols:
+        top = sims.astype(np.float64)
+        return top.mean(axis=1), top.std(axis=1)
+    sample = min(cols, SELECTION_SAMPLE)
+    k = min(sample, -(-3 * n * sample // (2 * cols)) + 8)
+    if 4 * k >= sample:  # the bound would keep most of each row: partition whole rows
+        return _partition_moments(sims if in_place else sims.copy(), n)
+    head = sims[:, :sample].copy()
+    head.partition(sample - k, axis=1)
+    keep = sims >= head[:, sample - k, None]  # [R, C]: a superset of each row's top n where the count allows
+    counts = np.count_nonzero(keep, axis=1)
+    short = counts < n
+    mean, std = np.empty(rows), np.empty(rows)
+    if short.any():
+        mean[short], std[short] = _partition_moments(sims[short], n)
+        keep[short], counts[short] = False, 0
+    done = ~short
+    if done.any():
+        values = sims[keep]  # row by row
+        counts = counts[done]
+        dense = np.full((len(counts), int(counts.max())), -np.inf, dtype=sims.dtype)
+        starts = np.cumsum(counts) - counts
+        dense[np.repeat(np.arange(len(counts)), counts), np.arange(len(values)) - np.repeat(starts, counts)] = values
+        mean[done], std[done] = _partition_moments(dense, n)
+    return mean, std
+
+
+def _partition_moments(sims: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and population std of each row's n largest values, by partitioning ``sims`` in place."""
+    cols = sims.shape[1]
+    sims.partition(cols - n, axis=1)
     top = sims[:, cols - n:].astype(np.float64)
     return top.mean(axis=1), top.std(axis=1)
 
@@ -155,8 +189,9 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
                  chunk: int = COHORT_CHUNK) -> Tuple[np.ndarray, np.ndarray]:
     """mu, sigma of the ``top_n`` highest cosines of each row of x with the cohort.
 
-    The [R, C] cosine matrix is built ``chunk`` rows at a time in float32 (peak memory
-    ~ chunk * C * 4 bytes times a few), never whole.
+    The [R, C] cosine matrix is built ``chunk`` rows at a time in float32, never whole: blocks of ``chunk // 2``
+    rows on a thread pool (:func:`in_threads`), so one block's top-n selection (single-threaded in NumPy, but
+    it releases the GIL) overlaps another's product; peak memory ~ chunk * C * 4 bytes, as one block of ``chunk``.
 
     Args:
         x: [R, D] embeddings; cohort: [C, D] cohort embeddings (any scale).
@@ -169,9 +204,13 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
     unit_x, unit_c = l2_normalise(x), l2_normalise(cohort)
     n = min(top_n, len(unit_c))
     mean, std = np.empty(len(unit_x)), np.empty(len(unit_x))
-    for start in range(0, len(unit_x), chunk):
-        sims = unit_x[start:start + chunk] @ unit_c.T  # [chunk, C]
-        mean[start:start + chunk], std[start:start + chunk] = top_n_moments(sims, n, in_place=True)
+    cohort_t = np.ascontiguousarray(unit_c.T)
+
+    def block(start: int, stop: int) -> None:
+        sims = unit_x[start:stop] @ cohort_t  # [rows, C]
+        mean[start:stop], std[start:stop] = top_n_moments(sims, n, in_place=True)
+
+    in_threads(block, len(unit_x), max(1, chunk // min(2, worker_count())))
     return mean, std
 
 

@@ -132,3 +132,22 @@ def test_cohort_stats_chunked_with_ties_equals_sorting():
     assert m.tolist() == [1, 1, 1] and s.tolist() == [0, 0, 0]
 
 
+
+
+@pytest.mark.parametrize("cols", [700, 2000, 5994])
+def test_top_n_moments_from_a_sampled_bound_equal_sorting(cols):
+    """The bound from the first SELECTION_SAMPLE columns keeps a superset of each row's top n: the moments are
+    those of the sorted rows' top n; rows whose first columns hold their largest values (the bound lies above
+    their n-th largest) and rows of ties take the whole-row path and agree too."""
+    rng = np.random.default_rng(cols)
+    sims = rng.standard_normal((300, cols)).astype(np.float32)
+    sims[:40, :512] += 5.0  # the sample holds these rows' top values: fewer than n at or above the bound
+    sims[40:50] = np.round(sims[40:50], 1)  # many ties at the boundary
+    sims[50] = 0.25
+    top = np.sort(sims.astype(np.float64), axis=1)[:, -300:]
+    for in_place in (False, True):
+        work = sims.copy()
+        mean, std = top_n_moments(work, 300, in_place=in_place)
+        np.testing.assert_allclose(mean, top.mean(axis=1), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(std, top.std(axis=1), rtol=1e-9, atol=1e-12)
+        assert in_place or np.array_equal(work, sims)  # not in place: the input keeps its order
