@@ -18,8 +18,6 @@ from typing import Sequence, Set
 
 import numpy as np
 import soundfile
-import torch
-import torchaudio.functional
 
 from core.errors import DataError
 
@@ -69,6 +67,9 @@ def resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
     """torchaudio's band-limited sinc resampling from ``orig`` to ``new`` Hz (float32)."""
     if orig == new:
         return audio
+    import torch  # imported here: the commands that only score never resample and do not pay torch's import
+    import torchaudio.functional
+
     divisor = math.gcd(orig, new)
     return torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(audio)), orig // divisor,
                                           new // divisor).numpy()

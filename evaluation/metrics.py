@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from core.errors import ConfigError, DataError
 
@@ -46,8 +45,9 @@ def compute_error_rates(scores, labels) -> Tuple[np.ndarray, np.ndarray, np.ndar
     A trial is accepted when score >= threshold, so tied scores always move together.
     Thresholds are each distinct score in ascending order followed by +inf; the first
     point accepts everything (fnr 0, fpr 1) and the last rejects everything (fnr 1, fpr 0).
-    This is sklearn's ``roc_curve(drop_intermediate=False)`` (one point per distinct score,
-    ties together), reversed to ascending thresholds.
+    These are the points of sklearn's ``roc_curve(drop_intermediate=False)`` (one point per distinct score,
+    ties together; tested equal), reversed to ascending thresholds, computed here from the counts (NumPy only:
+    the scoring commands do not pay scikit-learn's import).
 
     Args:
         scores: 1-D array of trial scores (higher means more likely target).
@@ -58,9 +58,15 @@ def compute_error_rates(scores, labels) -> Tuple[np.ndarray, np.ndarray, np.ndar
         fpr(t) = #non-targets with score >= t / #non-targets.
     """
     scores, labels = _check_inputs(scores, labels)
-    fprs, tprs, thresholds = roc_curve(labels, scores, drop_intermediate=False)  # descending, +inf first
-    n_tgt = labels.sum()
-    fnrs = (n_tgt - np.rint(tprs * n_tgt)) / n_tgt  # from the counts, so exactly (#targets below t) / n_tgt
+    order = np.argsort(scores, kind="stable")[::-1]  # descending
+    ranked = scores[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # the last trial of each distinct score
+    accepted_targets = np.r_[0, np.cumsum(labels[order])[last]]  # at each threshold, from +inf down
+    accepted_non = np.r_[0, last + 1 - accepted_targets[1:]]
+    n_tgt, n_non = accepted_targets[-1], accepted_non[-1]
+    fnrs = (n_tgt - accepted_targets) / n_tgt  # exactly (#targets below t) / n_tgt
+    fprs = accepted_non / n_non
+    thresholds = np.r_[np.inf, ranked[last]]
     return fnrs[::-1], fprs[::-1], thresholds[::-1]
 
 

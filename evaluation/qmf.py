@@ -15,7 +15,6 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from core.errors import TrialListError
 from evaluation.embeddings import Embeddings, trial_rows
@@ -65,6 +64,8 @@ def fit_qmf(features: np.ndarray, labels: np.ndarray, names: List[str], p_target
     mean, std = features.mean(axis=0), features.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     weight = np.where(labels == 1, p_target / n_tgt, (1 - p_target) / n_non) * len(labels)
+    from sklearn.linear_model import LogisticRegression  # only here: scoring without QMF does not pay its import
+
     model = LogisticRegression(C=1e4, max_iter=1000, tol=1e-10)
     model.fit((features - mean) / std, labels, sample_weight=weight)
     return QMF(names, mean, std, model.coef_[0].copy(), float(model.intercept_[0]), p_target)

@@ -5,16 +5,11 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-import matplotlib
 import numpy as np
-from scipy.special import ndtri
 
 from core.errors import DataError
 from core.files import atomic_path, write_text
 from evaluation.trials import Trials
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 SCORE_FORMAT = "'label enroll test score' or 'label score' (label 0 or 1, score a finite float)"
 
@@ -118,6 +113,11 @@ def det_curve_png(fnrs: np.ndarray, fprs: np.ndarray, path: str, eer: Optional[f
         eer: EER in percent, marked on the diagonal when given.
         title: plot title.
     """
+    import matplotlib  # imported here, as SciPy: only a DET plot pays their import (about 0.5 s)
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    from scipy.special import ndtri
+
     keep = np.unique(np.linspace(0, len(fnrs) - 1, min(len(fnrs), max_points)).astype(np.int64))
     probit = lambda r: ndtri(np.clip(np.asarray(r, dtype=np.float64), 1e-5, 1 - 1e-5))  # noqa: E731 (a one-line function, kept beside its use)
     ticks = np.array([0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95]) / 100
