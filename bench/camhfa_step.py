@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CA-MHFA beside MHFA: back-end forward + backward time and parameter count on WavLM-Base-size inputs (issue 14).
+"""CA-MHFA beside MHFA: back-end forward + backward time and parameter count on WavLM-Base-size inputs.
 
 Input: random stacked layer outputs [batch, 13, frames, 768] (WavLM Base+: 12 blocks + the input of the
 first; 3 s = 149 frames), what the back-end sees after the front-end. Both back-ends with the recipe's

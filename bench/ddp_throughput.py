@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Data-parallel training throughput: 1 process vs N processes at the same global batch (issue 9 figure).
+"""Data-parallel training throughput: 1 process vs N processes at the same global batch.
 
 The steps are the toolkit's own (``ModelTrainer.train_epoch`` of a ``SpeakerNet``, defaults otherwise):
 one process trains on batches of ``--batch`` utterances; N data-parallel processes (``core.distributed``:

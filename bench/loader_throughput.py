@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Augmented training samples per second: the project's loader against a whole-file loader written the
-original's way, in one process, alternating, on the same list (issue 10 figure).
+original's way, in one process, alternating, on the same list.
 
 Both produce 3 s crops (max_frames 300) with augmentation on (MUSAN split chunks + RIRs, one of six
 choices per utterance). The original's way (voxceleb_trainer / the MHFA repo's DatasetLoader, re-written

@@ -22,9 +22,37 @@ from synthetic.demo import make_demo_data  # noqa: E402 (after the project root 
 from tests.fakes import run_main, save_tiny_model  # noqa: E402 (after the project root is on sys.path)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="the device tier: 'cuda' (or 'cuda:N') runs only the tests that take the `device` fixture "
+                          "(front-end kernels, MHFA/CA-MHFA, mixed precision, export, the API, DDP over NCCL) on "
+                          "that GPU; default 'cpu': the whole suite, those tests on the CPU")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests (soak, learning, signals, DDP, recipe chains, the paper's "
                                        "three commands, compiled blocks); deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --device cuda only the device tier runs (the tests that take ``device``); without a GPU it says so."""
+    name = config.getoption("--device")
+    if name == "cpu":
+        return
+    if not name.startswith("cuda"):
+        raise pytest.UsageError(f"--device {name}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device {name}: no CUDA device here (torch.cuda.is_available() is False); the "
+                                f"device tier needs a GPU, the default run (--device cpu) covers this machine")
+    tier = [item for item in items if "device" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in tier])
+    items[:] = tier
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The device of the device tier (``pytest --device cuda``); the CPU by default."""
+    return torch.device(request.config.getoption("--device"))
 
 
 def work_tree_state():
