@@ -10,15 +10,18 @@ lists F becomes ``<F stem>.<list name><F extension>``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from core.cli import build_parser, run_cli
-from evaluation.metrics import format_result
-from runs.evaluate import evaluate_model
+from runs.evaluate import ModelResult, evaluate_model, format_evaluation
+
+
+def evaluate_command(config: Dict[str, Any]) -> Optional[List[ModelResult]]:
+    return evaluate_model(config) or None  # no labelled trial list: nothing to print
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_cli(build_parser(__doc__), evaluate_model, argv, show=format_result)
+    run_cli(build_parser(__doc__), evaluate_command, argv, show=format_evaluation)
 
 
 if __name__ == "__main__":

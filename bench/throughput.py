@@ -13,13 +13,14 @@ Three workloads, each run in this one process by both implementations, alternati
   extraction  embeddings of --files files of --eval_seconds s, the original protocol: num_eval 5
               crops of eval_frames 400 plus the whole file; scores of all file pairs.
 
-"original" is written here, plainly, as the original repository computes it, through the same
-torchaudio modules (official-WavLM maths): the CNN under no_grad but the feature layer norm,
-projection and positional convolution in autograd (their gradients are computed, never used); the
-layers stacked to [B, D, T, L+1] and MHFA as mul + sum; the regulariser as a Python loop of norms
-over every front-end tensor of the official WavLM module (q, k, v apart); torch.optim.AdamW with
-torch's defaults; extraction one file at a time, one pass for its crops and one for the whole file,
-under no_grad. "ours" is the toolkit's own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet``
+"original" is the original repository's computation: its front-end is the toolkit's reference path
+(``frontend_kernels: reference``: torchaudio's modules as they are, official-WavLM maths), set as the original
+runs it: the CNN under no_grad but the feature layer norm, projection and positional convolution in autograd
+(``freeze_cnn`` false with ``feature_grad_mult`` 0: their gradients are computed, never used), a frozen
+front-end in eval mode under no_grad; the layers stacked, viewed as [B, D, T, L+1], and MHFA as mul + sum;
+the regulariser as a Python loop of norms over every front-end tensor of the official WavLM module (q, k, v
+apart); torch.optim.AdamW with torch's defaults; extraction one file at a time, one pass for its crops and one
+for the whole file, under no_grad. "ours" is the toolkit's own code: ``ModelTrainer.train_epoch`` on a ``SpeakerNet``
 built from the configuration, and ``evaluation.extraction.extract_embeddings``.
 
 Printed per workload: the median time over --rounds alternating rounds (after a warm-up of each),
@@ -67,7 +68,8 @@ from core.options import defaults  # noqa: E402 (after the project root is put o
 from evaluation.dataset import eval_crops  # noqa: E402 (after the project root is put on sys.path)
 from evaluation.extraction import extract_embeddings  # noqa: E402 (after the project root is put on sys.path)
 from evaluation.scoring import trial_scores  # noqa: E402 (after the project root is put on sys.path)
-from frontend.detect import build_encoder, read_ssl_checkpoint  # noqa: E402 (after the project root is put on sys.path)
+from frontend.detect import build_torchaudio_model, read_ssl_checkpoint  # noqa: E402 (after the project root is put on sys.path)
+from frontend.ssl_frontend import SSLFrontend  # noqa: E402 (after the project root is put on sys.path)
 from runs.trainer import ModelTrainer  # noqa: E402 (after the project root is put on sys.path)
 from SpeakerNet import SpeakerNet  # noqa: E402 (after the project root is put on sys.path)
 from synthetic.checkpoints import WAVLM_BASE, WAVLM_LARGE, write_tiny_wavlm  # noqa: E402 (after the project root is put on sys.path)
@@ -175,38 +177,36 @@ class OriginalMHFA(torch.nn.Module):
 
 class Original(torch.nn.Module):
     """The original's speaker model: the torchaudio WavLM (every parameter trainable, as built from the
-    checkpoint) + :class:`OriginalMHFA`, the loss and the regulariser over every front-end parameter."""
+    checkpoint) run by the front-end's reference path + :class:`OriginalMHFA`, the loss and the regulariser over
+    every front-end parameter."""
 
     def __init__(self, checkpoint: str, net: SpeakerNet, frozen: bool):
         super().__init__()
-        self.model = build_encoder(read_ssl_checkpoint(checkpoint), checkpoint)
-        self.model.encoder.transformer.layer_drop = 0.0
-        self.model.load_state_dict(net.encoder.frontend.model.state_dict())
+        model = build_torchaudio_model(read_ssl_checkpoint(checkpoint), checkpoint)
+        model.encoder.transformer.layer_drop = 0.0
+        model.load_state_dict(net.encoder.frontend.model.state_dict())
+        # the CNN under no_grad, the other input modules in autograd (feature_grad_mult 0) or all frozen
+        self.frontend = SSLFrontend(model, freeze_cnn=False, feature_grad_mult=1.0 if frozen else 0.0,
+                                    kernels="reference", freeze_ssl=frozen, family=net.encoder.frontend.family)
+        if not frozen:
+            model.requires_grad_(True)  # as the original builds it (the CNN's gradients are never computed)
         self.backend = OriginalMHFA(net.encoder.backend)
         self.loss = copy.deepcopy(net.loss_fn)
         self.frozen = frozen
         # θ₀ of the regulariser (the original reloads it from the checkpoint each epoch); training only
         self.anchor = {n: p.detach().clone() for n, p in self.model.named_parameters()} if not frozen else {}
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torchaudio WavLM (a child of the front-end only: a frozen one stays in eval mode)."""
+        return self.frontend.model
+
     def layers(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, D, T, L+1], as the original stacks WavLM's layer results."""
-        with torch.no_grad():
-            features, _ = self.model.feature_extractor(wav, None)
-        x = self.model.encoder.transformer._preprocess(self.model.encoder.feature_projection(features))
-        results, bias = [x], None
-        for layer in self.model.encoder.transformer.layers:
-            x, bias = layer(x, None, position_bias=bias, key_padding_mask=None)
-            results.append(x)
-        return torch.stack(results).transpose(0, -1).transpose(0, 1)
+        """[B, D, T, L+1], as the original stacks WavLM's layer results (the reference path's [B, L+1, T, D])."""
+        return self.frontend(wav).permute(0, 3, 2, 1)
 
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            self.model.eval()
-            with torch.no_grad():
-                x = self.layers(wav)
-        else:
-            x = self.layers(wav)
-        return self.backend(x)
+        return self.backend(self.layers(wav))
 
     def forward(self, wav: torch.Tensor, labels: torch.Tensor, reg_weight: float) -> torch.Tensor:
         ce, _ = self.loss(self.embed(wav), labels)

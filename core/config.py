@@ -1,7 +1,22 @@
-"""One configuration loader for every command: defaults, YAML file, command line.
+"""One configuration loader for every command, and the one option ladder every command, tool and the API climbs.
 
-Precedence, lowest to highest: the defaults of :mod:`core.options`, then the YAML file
-given with ``--config``, then options written explicitly on the command line.
+**The option ladder**, lowest to highest; each rung overrides the ones below it:
+
+1. the built-in defaults of :mod:`core.options`;
+2. a self-contained model file's extraction protocol (the options of role ``protocol``: the file's
+   ``initial_model`` was trained with them; model_files.with_model_file);
+3. the YAML file (``--config``; ``config=`` of inference.load_model);
+4. a threshold file (``--threshold_file`` of tools.verify): the options of role ``threshold``, the settings
+   its threshold was measured with, and ``threshold`` itself (the file's ``eer_threshold``);
+5. options written on the command line, or given by name to inference.load_model (the API).
+
+Above the ladder, a self-contained model file fixes the options of role ``model`` (they shape its tensors or
+its embeddings): its value is final, and one given on rung 3, 4 or 5 with another value is a ConfigError naming
+both values and both places. The roles are declared per option in :data:`core.options.ROLES`. A
+:class:`Config` records for each option the rung and place its value came from (:meth:`Config.origin`), so
+any rung may be added later (:meth:`Config.climb`: the model file and the threshold file are named by the
+configuration itself) and messages name where a value was given.
+
 Every YAML key must be a known option; an unknown key is an error naming the key, the
 file and the closest known key. Booleans accept true/false/yes/no/1/0 (``augment: False``
 and ``--augment false`` both mean false; ``--augment`` alone means true).
@@ -11,43 +26,131 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ToolkitError
 from core.files import write_text
-from core.options import OPTION_BY_NAME, OPTIONS, defaults, parse_bool
+from core.options import MODEL, OPTION_BY_NAME, OPTIONS, PROTOCOL, THRESHOLD, defaults, parse_bool
 
-PRECEDENCE = ("Configuration precedence (lowest to highest): built-in defaults, then the YAML file "
-              "given with --config, then options given explicitly on the command line.")
+PRECEDENCE = ("Configuration precedence (lowest to highest): built-in defaults, then a self-contained model "
+              "file's extraction protocol, then the YAML file given with --config, then a threshold file "
+              "(tools.verify --threshold_file), then options given explicitly on the command line; the model "
+              "options of a self-contained model file are fixed by it (another value given is an error).")
 # Files that must exist whenever they are set (empty = not used).
 PATHS_IF_SET = ("embeddings", "cohort_embeddings", "mean_embeddings", "mean_list", "qmf_list")
-# Not an option: the front-end architecture of a self-contained model file (SpeakerNet.apply_model_file),
+# Not an option: the front-end architecture of a self-contained model file (model_files.apply_model_file),
 # set in a configuration whose model is built from that file alone.
 SSL_ARCHITECTURE = "ssl_architecture"
+
+# The rungs of the option ladder (module docstring), lowest to highest; LOCKED: a model file's model options.
+DEFAULT, MODEL_FILE, YAML_FILE, THRESHOLD_FILE, GIVEN, LOCKED = range(6)
+RUNG_NAMES = ("the defaults", "a model file's protocol", "the YAML file", "a threshold file",
+              "the command line / API", "a model file's model options")
+EXPLICIT = (YAML_FILE, THRESHOLD_FILE, GIVEN)  # the rungs where a person wrote the value
+# The options a rung takes from what it is given (the others are ignored: a model file's header holds every option
+# of its run, a threshold file its results too); a rung not here takes every option.
+RUNG_ROLES = {MODEL_FILE: (MODEL, PROTOCOL), THRESHOLD_FILE: (THRESHOLD,)}
+LOCK_HINT = (". The model file defines the model it holds: remove those options (or give the file's values), "
+             "or give another model file.")
+
+Agrees = Callable[[str, Any, Any], bool]
+BadValue = Callable[[str, Any, Exception], ToolkitError]
 
 
 class Config(dict):
     """The resolved configuration: every option of :mod:`core.options` by name, plus ``config``
-    (the YAML path) and the arguments of the command's own. ``cli`` holds the names of the
-    options written on the command line (a tool that reads settings from another file lets
-    exactly these win over it), ``yaml_keys`` those the YAML file sets."""
+    (the YAML path) and the arguments of the command's own. ``origins`` holds, for each option not at its
+    default, the rung of the ladder it came from and where: ``(GIVEN, "--nOut on the command line")``."""
 
-    cli: FrozenSet[str] = frozenset()
-    yaml_keys: FrozenSet[str] = frozenset()
+    origins: Dict[str, Tuple[int, str]]
 
-    def with_values(self, values: Dict[str, Any]) -> "Config":
-        """A copy with ``values`` set, keeping where the options came from (``cli``, ``yaml_keys``)."""
-        out = Config({**self, **values})
-        out.cli, out.yaml_keys = self.cli, self.yaml_keys
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.origins = {}
+
+    @classmethod
+    def of_defaults(cls) -> "Config":
+        """Every option at its default: the ladder's first rung."""
+        return cls(defaults())
+
+    @classmethod
+    def given(cls, values: Mapping[str, Any], sources: Mapping[str, str]) -> "Config":
+        """A Config of a plain mapping whose options ``sources`` names (option -> where, e.g. ``--nOut on the
+        command line``) were given explicitly; the others count as defaults."""
+        out = cls(values)
+        out.origins = {key: (GIVEN, where) for key, where in sources.items()}
         return out
 
+    def with_values(self, values: Mapping[str, Any]) -> "Config":
+        """A copy with ``values`` set outside the ladder (a command's own results), keeping the origins."""
+        out = Config({**self, **values})
+        out.origins = dict(self.origins)
+        return out
+
+    def origin(self, key: str) -> Tuple[int, str]:
+        """(rung, where) of option ``key``'s value; ``(DEFAULT, 'the defaults')`` for one nobody set."""
+        return self.origins.get(key, (DEFAULT, RUNG_NAMES[DEFAULT]))
+
+    def given_on(self, *rungs: int) -> FrozenSet[str]:
+        """The options whose values came from ``rungs``."""
+        return frozenset(key for key, (rung, _) in self.origins.items() if rung in rungs)
+
+    @property
+    def cli(self) -> FrozenSet[str]:
+        """The options written on the command line (or given to the API)."""
+        return self.given_on(GIVEN)
+
+    @property
+    def yaml_keys(self) -> FrozenSet[str]:
+        """The options the YAML file set."""
+        return self.given_on(YAML_FILE)
+
     def sources(self) -> Dict[str, str]:
-        """Where each option that was given came from: ``--key on the command line`` or ``the config
-        file 'F'`` (for messages about a value that contradicts another file)."""
-        out = {key: f"the config file '{self['config']}'" for key in self.yaml_keys}
-        out.update({key: f"--{key} on the command line" for key in self.cli})
+        """Where each option that was given explicitly came from: ``--key on the command line``, ``the config
+        file 'F'``, ``the threshold file 'F'`` (for messages about a value that contradicts another file)."""
+        return {key: where for key, (rung, where) in self.origins.items() if rung in EXPLICIT}
+
+    def climb(self, rung: int, values: Mapping[str, Any], where: str, agrees: Optional[Agrees] = None,
+              bad: Optional[BadValue] = None) -> "Config":
+        """A copy with ``values`` given on ``rung`` of the ladder (the module docstring states the order).
+
+        ``where`` says where they were given; ``{key}`` in it stands for each option's name (``--{key} on the
+        command line``). The rung takes the options of its roles (:data:`RUNG_ROLES`) and ignores the other
+        keys; on the others every key must be an option. Each value is converted by its option's type (a failure
+        is ``bad(key, value, error)``, by default a ConfigError naming ``where``). A value replaces the current
+        one when its rung is at least as high. The model options of a model file (role ``model``) are locked:
+        they replace any value, and one given explicitly (YAML, threshold file, command line / API) that differs
+        (``agrees(key, given, fixed)`` false; default ``==``) is a ConfigError naming both values and places.
+        """
+        agrees = agrees or (lambda key, given, fixed: given == fixed)
+        roles = RUNG_ROLES.get(rung)
+        unknown = [key for key in values if key not in OPTION_BY_NAME]
+        if roles is None and unknown:
+            raise ConfigError(f"Unknown option '{unknown[0]}' in {where.replace('{key}', unknown[0])}.")
+        out, conflicts = self.with_values({}), []
+        for opt in OPTIONS:
+            if opt.name not in values or (roles is not None and not opt.roles & set(roles)):
+                continue
+            key, place = opt.name, where.replace("{key}", opt.name)
+            try:
+                value = opt.type(values[key])
+            except (TypeError, ValueError) as err:
+                raise (bad(key, values[key], err) if bad else ConfigError(
+                    f"Bad value for '{key}' in {place}: {values[key]!r} ({err}).")) from err
+            level = LOCKED if rung == MODEL_FILE and MODEL in opt.roles else rung
+            old_level, old_place = out.origin(key)
+            if LOCKED in (level, old_level) and level != old_level:
+                given, fixed = (out[key], value) if level == LOCKED else (value, out[key])
+                given_place, fixed_place = (old_place, place) if level == LOCKED else (place, old_place)
+                if min(level, old_level) in EXPLICIT and not agrees(key, given, fixed):
+                    conflicts.append(f"{key} is {given!r} in {given_place} but {fixed!r} in {fixed_place}")
+                out[key], out.origins[key] = fixed, (LOCKED, fixed_place)
+            elif level >= old_level:
+                out[key], out.origins[key] = value, (level, place)
+        if conflicts:
+            raise ConfigError("; ".join(conflicts) + LOCK_HINT)
         return out
 
 
@@ -102,23 +205,19 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
 
 def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> Config:
-    """Merge defaults, YAML and explicit command-line options into one validated :class:`Config`.
+    """Merge defaults, YAML and explicit command-line options (rungs 1, 3 and 5 of the ladder) into one
+    validated :class:`Config`.
 
     ``parser`` must have been given :func:`add_options`; other arguments it defines are
     returned as parsed.
     """
     args = vars(parser.parse_args(argv))
-    config = Config(defaults())
     config_path = args.pop("config")
-    from_yaml = read_yaml(config_path) if config_path else {}
-    config.update(from_yaml)
-    for name in set(args) & set(OPTION_BY_NAME):
-        if getattr(OPTION_BY_NAME[name].type, "nargs", None):
-            args[name] = OPTION_BY_NAME[name].type(args[name])
-    config.update(args)
-    config["config"] = config_path or ""
-    config.cli = frozenset(set(args) & set(OPTION_BY_NAME))
-    config.yaml_keys = frozenset(from_yaml)
+    given = {name: args.pop(name) for name in list(args) if name in OPTION_BY_NAME}
+    config = (Config.of_defaults()
+              .climb(YAML_FILE, read_yaml(config_path) if config_path else {}, f"the config file '{config_path}'")
+              .climb(GIVEN, given, "--{key} on the command line")
+              .with_values({"config": config_path or "", **args}))
     validate(config)
     return config
 

@@ -4,13 +4,15 @@ Each option is defined here once; :mod:`core.config` reads YAML files and the co
 against this table, ``--help`` lists it by section, and ``result/config.yaml`` records it.
 Keys keep the original voxceleb_trainer / MHFA names where they exist.
 
-Sections ``frontend``, ``model`` and ``extraction`` hold the options that can change the
-embeddings a model file gives; the embedding cache key is made of them
-(:data:`EMBEDDING_SECTIONS`), so a new option placed there is taken into account by itself.
+What an option is to the option ladder (:mod:`core.config`) and the embedding cache is declared per
+option in :data:`ROLES`, never implied by its section: ``model`` (a self-contained model file fixes it),
+``protocol`` (a model file's value is the default), ``cache`` (part of the embedding-cache key) and
+``threshold`` (a threshold file sets it). Each option reads them as ``Option.roles``; :func:`with_role`
+lists them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 NONE_WORDS = ("", "None", "none", "null")
 
@@ -75,6 +77,7 @@ class Option(NamedTuple):
     default: Any
     help: str
     section: str
+    roles: FrozenSet[str] = frozenset()  # of ROLE_NAMES, as ROLES declares them
 
 
 _S, _F, _I, _B = optional_str, float, int, parse_bool
@@ -201,6 +204,11 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("allow_partial_checkpoint", _B, False, "load a pre-trained checkpoint even if some of its encoder "
                                                 "tensors are unused or missing (they are logged by name)"),
         ("normalize_input", _B, False, "normalise each waveform before the SSL model (off, as the original)"),
+        ("frontend_kernels", one_of("auto", "reference"), "auto",
+         "auto: the front-end's fast kernels where no gradient flows (CNN as GEMMs, folded first block, FFT "
+         "positional convolution, reduced-precision weight copies, streaming layer sums); reference: torchaudio's "
+         "modules as they are everywhere (the same embeddings to float rounding, slower): to check whether a fast "
+         "kernel causes a result"),
     ],
     "model": [
         ("model", _S, "MHFA", "model plug-in in models/ (MHFA; CAMHFA, the context-aware MHFA; Baseline.Spk_Encoder "
@@ -280,9 +288,57 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("eval", _B, False, "evaluate only"),
     ],
 }
-OPTIONS: List[Option] = [Option(*row, section) for section, rows in _OPTIONS.items() for row in rows]
+
+# The roles of an option, besides being a setting (core/config.py states the ladder they take part in):
+MODEL = "model"  # a self-contained model file fixes it: its value is final, another value given is an error
+PROTOCOL = "protocol"  # a model file's value (the protocol it was trained with) replaces the default
+CACHE = "cache"  # it can change the embeddings of a model file: part of the embedding-cache key
+THRESHOLD = "threshold"  # a threshold file sets it (tools.verify --threshold_file): the settings its threshold
+# was measured with, and the threshold itself (the file's eer_threshold)
+ROLE_NAMES = (MODEL, PROTOCOL, CACHE, THRESHOLD)
+# Every option of the sections where roles occur (DECIDED_SECTIONS) is listed, () for none, so a new option there
+# is decided here (tests/core/test_config.py checks it); an option of another section that has a role is listed too.
+DECIDED_SECTIONS = ("frontend", "model", "extraction", "scoring")
+ROLES: Dict[str, Tuple[str, ...]] = {
+    # front-end: what the encoder reads and how it computes
+    "pretrained_model_path": (CACHE,),
+    "trust_checkpoint": (CACHE,),
+    "allow_partial_checkpoint": (CACHE,),
+    "normalize_input": (MODEL, CACHE),
+    "frontend_kernels": (CACHE,),
+    # model: every option shapes the model file's tensors or its embeddings
+    "model": (MODEL, CACHE),
+    "nOut": (MODEL, CACHE),
+    "head_nb": (MODEL, CACHE),
+    "compression_dim": (MODEL, CACHE),
+    "context": (MODEL, CACHE),
+    "context_average": (MODEL, CACHE),
+    # training options that shape the file's loss tensors (no embedding changes with them)
+    "trainfunc": (MODEL,),
+    "nClasses": (MODEL,),
+    "subcenters": (MODEL,),
+    # extraction protocol
+    "eval_frames": (PROTOCOL, CACHE, THRESHOLD),
+    "num_eval": (PROTOCOL, CACHE, THRESHOLD),
+    "max_eval_seconds": (PROTOCOL, CACHE, THRESHOLD),
+    "eval_long_files": (PROTOCOL, CACHE, THRESHOLD),
+    "eval_batch_seconds": (PROTOCOL, CACHE, THRESHOLD),
+    "eval_autocast": (PROTOCOL, CACHE, THRESHOLD),
+    # scoring
+    "score_norm": (THRESHOLD,),
+    "top_n": (THRESHOLD,),
+    "cohort_embeddings": (THRESHOLD,),
+    "mean_embeddings": (THRESHOLD,),
+    "mean_list": (THRESHOLD,),
+    "qmf_list": (THRESHOLD,),
+    "threshold": (THRESHOLD,),
+    "dcf_p_target": (THRESHOLD,),
+    "dcf_c_miss": (THRESHOLD,),
+    "dcf_c_fa": (THRESHOLD,),
+}
+OPTIONS: List[Option] = [Option(*row, section, frozenset(ROLES.get(row[0], ())))
+                         for section, rows in _OPTIONS.items() for row in rows]
 OPTION_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
-EMBEDDING_SECTIONS = ("frontend", "model", "extraction")
 
 
 def defaults() -> Dict[str, Any]:
@@ -293,3 +349,8 @@ def defaults() -> Dict[str, Any]:
 def in_sections(sections: Sequence[str]) -> List[str]:
     """Names of the options of ``sections``, in table order."""
     return [o.name for o in OPTIONS if o.section in sections]
+
+
+def with_role(role: str) -> List[str]:
+    """Names of the options that :data:`ROLES` gives ``role``, in table order."""
+    return [o.name for o in OPTIONS if role in o.roles]

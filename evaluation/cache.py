@@ -4,9 +4,9 @@ The cache lives in the run's own folder, ``<save_path>/embedding_cache/`` (or th
 ``embedding_cache_dir``), never next to the model file, which may be a colleague's or on a
 read-only mount. An entry is ``<model file name>.emb-<digest>.npz``; the digest covers the
 model file (absolute path, size, modification time), the test folder, the files asked for
-and every option that can change an embedding: the options of the sections
-:data:`core.options.EMBEDDING_SECTIONS` (front-end, model, extraction). It is derived from
-the option table, so no option can be forgotten. Any change makes a new entry; stale ones
+and every option that can change an embedding: the options of role ``cache``, declared per
+option in :data:`core.options.ROLES` (front-end, model and extraction options). It is derived
+from the option table, so no option can be forgotten. Any change makes a new entry; stale ones
 can simply be deleted.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 from typing import Any, Callable, Dict, List
 
 from core.errors import OutputError
-from core.options import EMBEDDING_SECTIONS, in_sections
+from core.options import CACHE, with_role
 from evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
 
 logger = logging.getLogger(__name__)
@@ -27,11 +27,12 @@ CACHE_FOLDER = "embedding_cache"  # inside save_path, unless embedding_cache_dir
 
 
 def cache_key(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any]) -> Dict[str, Any]:
-    """Everything the embeddings of ``keys`` depend on (the digest is made of this)."""
+    """Everything the embeddings of ``keys`` depend on (the digest is made of this). The options sit apart
+    from the file's fields (the option ``model`` would otherwise replace the model file's path)."""
     stat = os.stat(model_path)
     return {"model": os.path.abspath(model_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "test_path": os.path.abspath(test_path), "keys": keys,
-            **{name: config[name] for name in in_sections(EMBEDDING_SECTIONS)}}
+            "options": {name: config[name] for name in with_role(CACHE)}}
 
 
 def cache_path(model_path: str, test_path: str, keys: List[str], config: Dict[str, Any]) -> str:

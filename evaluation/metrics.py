@@ -174,11 +174,8 @@ def format_result(result: Dict, list_separator: str = "\n", parts: bool = False)
     prefixed by the list name and joined by ``list_separator`` (a line each by default; the
     per-epoch record joins them on one line). An 'actual_dcf' entry adds 'ActDCF<p> <v>' fields;
     with ``parts``, a 'parts' entry adds the crop-only and whole-file-only EERs ('CropEER',
-    'WholeEER'). A result of several model files ({'checkpoints': {name: result}}) gives a line
-    per file, prefixed by its name, with the parts.
+    'WholeEER').
     """
-    if "checkpoints" in result:
-        return "\n".join(f"{name} {format_result(r, ' | ', parts=True)}" for name, r in result["checkpoints"].items())
     if "lists" in result:
         return list_separator.join(f"{name} {format_result(r, parts=parts)}" for name, r in result["lists"].items())
     fields = [f"EER {result['eer']:.4f}"]

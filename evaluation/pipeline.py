@@ -10,33 +10,35 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import numpy as np
-import torch
 
 from core.audio import quiet_conversions
 from core.config import PATHS_IF_SET, frontend_paths, require_paths, require_paths_if_set
-from core.distributed import Context, all_gather
 from core.errors import DataError, TrialListError
-from core.options import in_sections
+from core.options import THRESHOLD, with_role
 from dataprep.check import cache_file, check_files, format_problems
 from dataprep.lists import key_paths
 from evaluation.cache import cached_embeddings
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
-from evaluation.extraction import extract_embeddings
 from evaluation.metrics import compute_eer, compute_error_rates, evaluate_scores
 from evaluation.qmf import calibrate_lists
 from evaluation.reports import det_curve_png, threshold_path, write_score_file, write_threshold_file
 from evaluation.scoring import Scored, protocol_parts, score_all
 from evaluation.trials import Trials, file_lines, list_name, list_paths, read_trials
 
+if TYPE_CHECKING:  # annotations only: scoring saved embeddings imports neither torch nor the extraction
+    import torch
+
+    from core.distributed import Context
+
 logger = logging.getLogger(__name__)
 QMF_LIST = "__qmf_calibration__"
-# Settings an EER threshold belongs to, recorded in the threshold file and applied by tools/verify.py:
-# every extraction and scoring option except the decision threshold itself.
-THRESHOLD_SETTINGS = [k for k in in_sections(("extraction", "scoring")) if k != "threshold"]
-EncoderBuilder = Callable[[], torch.nn.Module]
+# Settings an EER threshold belongs to, recorded in the threshold file and applied by tools/verify.py: the options
+# of role ``threshold`` (core.options.ROLES) but the threshold itself, which the file records as its eer_threshold.
+THRESHOLD_SETTINGS = [k for k in with_role(THRESHOLD) if k != "threshold"]
+EncoderBuilder = Callable[[], "torch.nn.Module"]
 
 
 def evaluation_paths(config: Dict[str, Any], reads_model_file: bool = True) -> None:
@@ -87,6 +89,8 @@ def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[
 def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: torch.nn.Module,
                   device: torch.device, verbose: bool = True) -> Embeddings:
     """:func:`evaluation.extraction.extract_embeddings` with the extraction options of a configuration."""
+    from evaluation.extraction import extract_embeddings  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+
     return extract_embeddings(encoder, files, root, config["eval_frames"], config["num_eval"],
                               config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
                               verbose=verbose, batch_seconds=config["eval_batch_seconds"],
@@ -106,6 +110,8 @@ def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], devi
     if context is not None and context.world > 1:
         shard = extract_files(config, files[context.rank::context.world], config["test_path"], encoder, device,
                               verbose=context.main)
+        from core.distributed import all_gather  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+
         parts = all_gather(shard, context)
         return None if parts is None else merge_embeddings(parts, files)
 
@@ -136,7 +142,7 @@ def score_file_for(score_file: str, name: str, several: bool) -> str:
     return f"{stem}.{name}{ext}"
 
 
-def evaluate(config: Dict[str, Any], device: torch.device, encoder: Optional[torch.nn.Module] = None,
+def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Optional[torch.nn.Module] = None,
              build_encoder: Optional[EncoderBuilder] = None, context: Optional[Context] = None,
              parts: bool = False) -> Optional[Dict[str, Any]]:
     """The whole evaluation of the lists in ``test_list``.

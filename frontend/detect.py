@@ -5,7 +5,7 @@ tensors under torchaudio's names, whatever the format (see ``ACCEPTED_FORMATS``)
   * a folder                                  -> Hugging Face (frontend/hf.py)
   * ``cfg['model']`` or a legacy ``args``     -> fairseq HuBERT / wav2vec 2.0 (frontend/fairseq.py)
   * ``cfg`` with the model options at its top -> official WavLM (frontend/formats.py; names: frontend/names.py)
-``make_model`` builds torchaudio's model from those arguments and ``build_encoder`` loads the tensors into it
+``make_model`` builds torchaudio's model from those arguments and ``build_torchaudio_model`` loads the tensors into it
 strictly.
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def make_model(family: str, config: Dict[str, Any]) -> nn.Module:
     return wavlm_model(**config) if family == "wavlm" else wav2vec2_model(**config)
 
 
-def build_encoder(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -> nn.Module:
+def build_torchaudio_model(ckpt: SSLCheckpoint, path: str, allow_partial: bool = False) -> nn.Module:
     """Build the torchaudio model of ``ckpt`` and load its tensors strictly.
 
     Every tensor of the file's encoder must find its place and every model tensor

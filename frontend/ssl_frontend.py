@@ -14,22 +14,40 @@ For pre-norm (Large) models the last entry is the raw output of the last block,
 *without* the encoder's final layer norm, as in the official layer results (and
 as ``hidden_states`` of transformers >= 5; transformers 4.x applied the norm to
 its last entry).
+
+Two implementations, chosen by ``frontend_kernels`` (:data:`KERNELS`), compute the same layers:
+
+* ``reference``: torchaudio's modules as they are, everywhere (the CNN feature encoder, the projection, the
+  positional convolution and the blocks, the layers stacked; a padded batch of a group-norm CNN goes through
+  the CNN row by row, as group norm normalises over the whole row). What to compare with when an embedding
+  looks wrong;
+* ``auto`` (the default): where no gradient flows, the fast kernels of ``frontend/kernels.py`` (the CNN as
+  GEMMs with its first block folded, the positional convolution by FFT), the frozen blocks' matmul weights cast
+  once under autocast (reduced-precision copies), and in inference the layers summed as they come (streaming
+  layer sums) instead of stacked. Each is tested against ``reference`` (``tests/frontend/test_kernels.py``).
+
+The steps both share (pad mask, attention masks, transformer input, the blocks) are the traceable functions of
+this module and ``frontend/frames.py``; the export (``inference/export.py``) runs them too. The torchaudio
+internals relied on (module attributes, the blocks' call) are pinned by ``tests/frontend/test_torchaudio_pins.py``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import CheckpointError, ConfigError
-from frontend.cnn import frozen_cnn, min_samples, positional_conv_fft
-from frontend.detect import build_encoder, make_model, read_ssl_checkpoint
+from frontend.detect import build_torchaudio_model, make_model, read_ssl_checkpoint
+from frontend.frames import attention_masks, min_samples, normalise_rows, pad_mask
+from frontend.kernels import DerivedWeights, frozen_cnn, positional_conv_fft
 
 logger = logging.getLogger(__name__)
+
+KERNELS = ("auto", "reference")  # frontend_kernels: the fast kernels where they apply, or torchaudio's modules only
 
 CNN_CHUNK_SECONDS = (20, 240)  # most audio per CNN call without gradients (CPU, CUDA): bounds its memory
 
@@ -47,20 +65,41 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def _per_row(fn: Callable[[torch.Tensor], torch.Tensor], wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``fn`` on each row's valid samples alone, outputs zero-padded back into one batch."""
-    return nn.utils.rnn.pad_sequence([fn(wav[i, :int(n)]) for i, n in enumerate(lengths)], batch_first=True)
+def reference_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.Tensor]
+                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """torchaudio's CNN feature encoder as it is: features [B, T, C] and the valid frames per row (None without
+    ``lengths``). Group norm normalises each channel over the whole row, padding included, so padded rows of a
+    group-norm CNN run one at a time (a layer-norm CNN's frames depend on their own samples only)."""
+    if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
+        return extractor(wav, lengths)
+    rows = [extractor(wav[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
+    features = nn.utils.rnn.pad_sequence([f[0] for f, _ in rows], batch_first=True)  # [B, T_max, C]
+    return features, torch.cat([n for _, n in rows])
 
 
-def attention_masks(pad: torch.Tensor, dtype: torch.dtype, wavlm: bool
-                    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(attention_mask, key_padding_mask) of the transformer blocks for the padded frames ``pad`` [B, T]
-    (True: padding): WavLM attention takes a key padding mask, additive, in the type of its position bias;
-    wav2vec 2.0 / HuBERT an additive [B, 1, T, T] mask, as torchaudio's encoder makes it."""
-    if wavlm:
-        return None, torch.zeros(pad.shape, dtype=dtype, device=pad.device).masked_fill(pad, float("-inf"))
-    frames = pad.shape[1]
-    return (pad[:, None, None, :].to(dtype) * -10000.0).expand(pad.shape[0], 1, frames, frames), None
+def transformer_input(model: nn.Module, features: torch.Tensor, pad: Optional[torch.Tensor],
+                      positional: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """Layer 0 from the CNN features [B, T, C]: the feature projection (layer norm, linear), padded frames
+    (``pad`` [B, T], or None) zeroed as the official encoder does before the positional convolution, plus the
+    positional embedding, then the encoder layer norm for post-norm (Base) models, then dropout: what
+    torchaudio's ``Transformer._preprocess`` does after the projection. ``positional``: the positional
+    embedding of x [B, T, D] (None: torchaudio's module ``pos_conv_embed``)."""
+    x = model.encoder.feature_projection(features)  # [B, T, D]
+    if pad is not None:
+        x = x.masked_fill(pad[..., None], 0.0)
+    transformer = model.encoder.transformer
+    x = x + (transformer.pos_conv_embed(x) if positional is None else positional(x))
+    if transformer.layer_norm_first:
+        x = transformer.layer_norm(x)
+    return transformer.dropout(x)
+
+
+def run_block(layer: nn.Module, x: torch.Tensor, attention_mask: Optional[torch.Tensor],
+              position_bias: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor]
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One torchaudio transformer block: (output, position bias for the next block; WavLM computes it in its
+    first block and shares it, wav2vec 2.0 / HuBERT blocks return None)."""
+    return layer(x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask)
 
 
 class SSLFrontend(nn.Module):
@@ -89,13 +128,17 @@ class SSLFrontend(nn.Module):
             an additive attention mask); :mod:`inference.export` reads it for the same choice.
         architecture: ``{'family': ..., 'config': torchaudio builder arguments}`` of ``model``: what a
             model file records to rebuild the front-end without the pre-trained checkpoint.
+        kernels: ``auto`` (the fast kernels where they apply) or ``reference`` (torchaudio's modules only):
+            module docstring. Same layers to float rounding; an attribute that may be changed at any time.
     """
 
     def __init__(self, model: nn.Module, normalize_input: bool = False, freeze_cnn: bool = True,
                  freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
                  family: str = "wavlm", layer_grad_mult: float = 1.0,
-                 architecture: Optional[Dict[str, Any]] = None):
+                 architecture: Optional[Dict[str, Any]] = None, kernels: str = "auto"):
         super().__init__()
+        if kernels not in KERNELS:
+            raise ConfigError(f"frontend_kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
         if layer_grad_mult < 0:
             raise ConfigError(f"layer_grad_mult must be >= 0, got {layer_grad_mult}")
         if feature_grad_mult < 0:
@@ -113,6 +156,8 @@ class SSLFrontend(nn.Module):
         self.feature_grad_mult = feature_grad_mult
         self.layer_grad_mult = layer_grad_mult
         self.grad_checkpointing = grad_checkpointing
+        self.kernels = kernels
+        self.derived = DerivedWeights()  # weights the fast kernels derive from the parameters (kernels.py)
         if self.freeze_cnn:
             for module in self.input_modules():
                 module.requires_grad_(False)
@@ -188,8 +233,11 @@ class SSLFrontend(nn.Module):
             [B, L+1, T, D]; with ``lengths``, the pair (layers, valid frames per row [B]),
             the frame counts as torchaudio's feature extractor computes them.
         """
-        if self.freeze_ssl:
+        if self.freeze_ssl and self.kernels == "auto":
             layers, frames = self._frozen_layers(wav, lengths)
+        elif self.freeze_ssl:  # reference: the layers stacked, without gradients
+            with torch.no_grad():
+                layers, frames = self._layers(wav, lengths)
         else:
             layers, frames = self._layers(wav, lengths)
         if self.layer_grad_mult != 1.0 and layers.requires_grad:
@@ -199,14 +247,15 @@ class SSLFrontend(nn.Module):
     def weighted_layers(self, wav: torch.Tensor, weights: torch.Tensor, lengths: Optional[torch.Tensor] = None
                         ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Weighted sums of the layers, sum_l weights[s, l] * layer_l, without storing the layers when no
-        gradient is needed (extraction; float32 sums).
+        gradient is needed (extraction; float32 sums: the streaming layer sums of ``auto``; ``reference`` stacks
+        the layers, then sums).
 
         Args:
             wav, lengths: as :meth:`forward`; weights: [S, L+1].
         Returns:
             ([S, B, T, D], valid frames per row [B] or None without ``lengths``).
         """
-        if torch.is_grad_enabled():  # the weights (and maybe the layers) are trained: autograd keeps the layers
+        if torch.is_grad_enabled() or self.kernels == "reference":  # training: autograd keeps the layers
             out = self.forward(wav, lengths)
             layers, frames = out if lengths is not None else (out, None)
             return torch.einsum("bltd,sl->sbtd", layers, weights), frames
@@ -245,42 +294,35 @@ class SSLFrontend(nn.Module):
 
     def _reduced_weights(self, device: torch.device) -> Optional[List[Dict[str, torch.Tensor]]]:
         """Under autocast, per block, copies in the autocast type of the weights autocast casts for every
-        matmul (linear layers, attention input projection), made once for a frozen front-end and remade
-        when a weight changes (a model file loaded); the blocks' results are the same as autocast's own
-        casting. None outside autocast."""
+        matmul (linear layers, attention input projection), kept in :attr:`derived` (remade when a weight
+        changes, e.g. a model file loaded); the blocks' results are the same as autocast's own casting. None
+        outside autocast."""
         if not torch.is_autocast_enabled(device.type):
             return None
         dtype = torch.get_autocast_dtype(device.type)
         params = getattr(self, "_matmul_params", None)
-        if params is None:  # the parameter objects stay (moves and loads change their data: the key below)
+        if params is None:  # the parameter objects stay (moves and loads change their data: the key)
             params = self._matmul_params = [
                 (i, name, p) for i, layer in enumerate(self.transformer_layers())
                 for name, p in layer.named_parameters() if name.endswith(("in_proj_weight", "in_proj_bias"))
                 or isinstance(layer.get_submodule(name.rpartition(".")[0]), nn.Linear)]
-        key = (dtype, device, tuple(p._version for _, _, p in params), tuple(p.data_ptr() for _, _, p in params))
-        if getattr(self, "_reduced_key", None) != key:
-            copies: List[Dict[str, torch.Tensor]] = [{} for _ in self.transformer_layers()]
-            with torch.inference_mode(False), torch.no_grad():
-                for i, name, p in params:
-                    copies[i][name] = p.detach().to(device=device, dtype=dtype)
-            self._reduced, self._reduced_key = copies, key
-        return self._reduced
+
+        def copies() -> List[Dict[str, torch.Tensor]]:
+            out: List[Dict[str, torch.Tensor]] = [{} for _ in self.transformer_layers()]
+            for i, name, p in params:
+                out[i][name] = p.detach().to(device=device, dtype=dtype)
+            return out
+
+        return self.derived.get("blocks.reduced", [p for _, _, p in params], (dtype, device), copies)
 
     def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """CNN features [B, T, C] and valid frames per row (torchaudio's, None without ``lengths``).
-        Without gradients, :func:`frontend.cnn.frozen_cnn` (one GEMM for the first block, masked
-        statistics for padded rows, bounded memory). With gradients, torchaudio's; group norm
-        normalises over time, so padded rows of a group-norm CNN then run one at a time (layer-norm CNN
-        frames depend on their own samples only)."""
-        extractor = self.model.feature_extractor
-        if not torch.is_grad_enabled():
+        ``auto`` without gradients: :func:`frontend.kernels.frozen_cnn` (one GEMM for the first block, masked
+        statistics for padded rows, bounded memory). Otherwise torchaudio's (:func:`reference_cnn`)."""
+        if self.kernels == "auto" and not torch.is_grad_enabled():
             chunk = CNN_CHUNK_SECONDS[wav.device.type == "cuda"] * 16000
-            return frozen_cnn(extractor, wav, lengths, chunk)
-        if lengths is None or not isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm):
-            return extractor(wav, lengths)
-        rows = [extractor(wav[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
-        features = nn.utils.rnn.pad_sequence([f[0] for f, _ in rows], batch_first=True)  # [B, T_max, C]
-        return features, torch.cat([n for _, n in rows])
+            return frozen_cnn(self.model.feature_extractor, wav, lengths, chunk, derived=self.derived)
+        return reference_cnn(self.model.feature_extractor, wav, lengths)
 
     def _input(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -291,24 +333,14 @@ class SSLFrontend(nn.Module):
         pad = None
         if frames is not None:
             features = features[:, :int(frames.max())]
-            pad = torch.arange(features.shape[1], device=wav.device)[None, :] >= frames[:, None]  # [B, T]
+            pad = pad_mask(frames, features.shape[1])  # [B, T]
         if self.feature_grad_mult != 1.0 and features.requires_grad:
             features = _ScaleGrad.apply(features, self.feature_grad_mult)
-        x = self.model.encoder.feature_projection(features)  # [B, T, D]
-        if pad is not None:
-            x = x.masked_fill(pad[..., None], 0.0)  # as the official encoder, before the positional conv
-        transformer = self.model.encoder.transformer
-        if torch.is_grad_enabled() or not hasattr(transformer.pos_conv_embed, "num_remove"):
-            return transformer._preprocess(x), frames, pad  # + positional conv (and LN, post-norm)
-        x = x + positional_conv_fft(transformer.pos_conv_embed, x)  # torchaudio's _preprocess, the conv by FFT
-        if transformer.layer_norm_first:
-            x = transformer.layer_norm(x)
-        return transformer.dropout(x), frames, pad
-
-    def _normalise(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        if lengths is None:
-            return F.layer_norm(wav, wav.shape[-1:])
-        return _per_row(lambda row: F.layer_norm(row, row.shape), wav, lengths)
+        positional = None  # torchaudio's positional convolution
+        module = self.model.encoder.transformer.pos_conv_embed
+        if self.kernels == "auto" and not torch.is_grad_enabled() and hasattr(module, "num_remove"):
+            positional = functools.partial(positional_conv_fft, module, derived=self.derived)
+        return transformer_input(self.model, features, pad, positional), frames, pad
 
     def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -322,14 +354,14 @@ class SSLFrontend(nn.Module):
         """Run the front-end, handing each layer [B, T, D] to ``emit(index, layer)`` in order (index 0: the
         transformer input); returns the valid frames per row (None without ``lengths``)."""
         if self.normalize_input:
-            wav = self._normalise(wav, lengths)
+            wav = normalise_rows(wav, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cnn):
             x, frames, pad = self._input(wav, lengths)  # [B, T, D]
         attention_mask, key_padding_mask = (None, None) if pad is None else attention_masks(
             pad, x.dtype, self.family == "wavlm")
         training = self.model.training
         recompute = self.grad_checkpointing and training and torch.is_grad_enabled()
-        low = self._reduced_weights(x.device) if self.freeze_ssl else None
+        low = self._reduced_weights(x.device) if self.freeze_ssl and self.kernels == "auto" else None
         emit(0, x)
         position_bias = None  # WavLM: computed by block 1, shared by the others
         for index, layer in enumerate(self.transformer_layers(), start=1):
@@ -344,8 +376,7 @@ class SSLFrontend(nn.Module):
                 x, position_bias = checkpoint(layer, x, attention_mask, position_bias, key_padding_mask,
                                               use_reentrant=False)
             else:
-                x, position_bias = layer(x, attention_mask, position_bias=position_bias,
-                                         key_padding_mask=key_padding_mask)
+                x, position_bias = run_block(layer, x, attention_mask, position_bias, key_padding_mask)
             emit(index, x)
         return frames
 
@@ -353,13 +384,14 @@ class SSLFrontend(nn.Module):
 def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool = True,
                       trust_checkpoint: bool = False, layer_drop: Optional[float] = None, freeze_ssl: bool = False,
                       feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
-                      allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0) -> SSLFrontend:
+                      allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
+                      kernels: str = "auto") -> SSLFrontend:
     """Load a pre-trained SSL checkpoint as a front-end returning all layers.
 
     Args:
         path: official WavLM file, fairseq HuBERT / wav2vec 2.0 file, or Hugging Face
             model folder (YAML ``pretrained_model_path``); the format is detected.
-        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, layer_grad_mult, grad_checkpointing:
+        normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, layer_grad_mult, grad_checkpointing, kernels:
             see :class:`SSLFrontend`.
         trust_checkpoint: allow arbitrary unpickling of the file.
         layer_drop: probability of skipping a block in training; None keeps the checkpoint's
@@ -378,12 +410,12 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
     if layer_drop is not None and not 0.0 <= layer_drop < 1.0:
         raise ConfigError(f"layer_drop must be in [0, 1), got {layer_drop}")
     ckpt = read_ssl_checkpoint(path, trust_checkpoint)
-    model = build_encoder(ckpt, path, allow_partial=allow_partial_checkpoint)
+    model = build_torchaudio_model(ckpt, path, allow_partial=allow_partial_checkpoint)
     if layer_drop is not None:
         model.encoder.transformer.layer_drop = layer_drop
     frontend = SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
                            feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                           family=ckpt.family, layer_grad_mult=layer_grad_mult,
+                           family=ckpt.family, layer_grad_mult=layer_grad_mult, kernels=kernels,
                            architecture={"family": ckpt.family, "config": dict(ckpt.config)})
     logger.info("Loaded SSL front-end from %s (%s): %d layers (+ input), hidden size %d, LayerDrop %g%s",
                 path, ckpt.source, frontend.num_layers - 1, frontend.hidden_size, frontend.layer_drop,
@@ -395,7 +427,7 @@ def ssl_frontend_from_architecture(architecture: Dict[str, Any], normalize_input
                                    freeze_cnn: bool = True, layer_drop: Optional[float] = None,
                                    freeze_ssl: bool = False, feature_grad_mult: float = 1.0,
                                    grad_checkpointing: bool = False, layer_grad_mult: float = 1.0,
-                                   source: str = "model file") -> SSLFrontend:
+                                   source: str = "model file", kernels: str = "auto") -> SSLFrontend:
     """A front-end of the architecture a model file recorded (``SSLFrontend.architecture``), randomly
     initialised: the model file's own tensors then fill it, so no pre-trained checkpoint is read.
 
@@ -419,4 +451,5 @@ def ssl_frontend_from_architecture(architecture: Dict[str, Any], normalize_input
         model.encoder.transformer.layer_drop = layer_drop
     return SSLFrontend(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
                        feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing, family=family,
-                       layer_grad_mult=layer_grad_mult, architecture={"family": family, "config": dict(config)})
+                       layer_grad_mult=layer_grad_mult, architecture={"family": family, "config": dict(config)},
+                       kernels=kernels)

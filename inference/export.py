@@ -9,18 +9,22 @@ waveforms as read from files (samples in [-1, 1], not normalised by the caller: 
 ``num_eval`` crops, the ``max_eval_seconds`` cap, cosine scoring) is the caller's.
 
 :class:`ExportableEncoder` runs the encoder's own torchaudio modules and back-end, in eval mode (no
-dropout, no LayerDrop), with three steps written as tensor operations so that tracing keeps them general:
+dropout, no LayerDrop), through the front-end's own traceable functions (``frontend/frames.py``,
+``frontend/ssl_frontend.py``, ``frontend/kernels.py``), no copy of them:
 
 * padded rows through a group-norm CNN (Base-type models; the first block normalises each channel over
-  time): the front-end runs such rows one at a time; here each row's mean and variance are taken over its
-  valid frames only (masked statistics), which are the same numbers;
+  time): :func:`frontend.kernels.masked_cnn`, each row's mean and variance over its valid frames only
+  (masked statistics; the reference path runs such rows one at a time: the same numbers);
 * the batch keeps its full frame count (the front-end cuts it to the longest row's, a Python number);
-  frames past a row's length are masked as there (zeroed before the positional convolution, key padding
-  mask in attention, masked MHFA pooling);
-* ``normalize_input``: per row over its valid samples (the front-end normalises row by row);
+  frames past a row's length are masked as there (:func:`frontend.frames.pad_mask`: zeroed before the
+  positional convolution, attention masks, masked MHFA pooling);
+* ``normalize_input``: :func:`frontend.frames.normalise_rows`, as the front-end;
+* layer 0 by :func:`frontend.ssl_frontend.transformer_input`, the blocks by
+  :func:`frontend.ssl_frontend.run_block`;
 
-and the weight-normed positional convolution as a plain convolution of the same effective weight (tracing
-cannot take parametrizations). ``torch.jit.trace`` and the TorchScript-based ONNX exporter are deprecated in
+and the weight-normed positional convolution by torchaudio's own ``forward`` on a plain convolution of the same
+effective weight (:class:`PlainPositional`; tracing cannot take parametrizations). ``torch.jit.trace`` and the
+TorchScript-based ONNX exporter are deprecated in
 recent PyTorch versions; they export this model with dynamic shapes in about a second. The torch.export-based
 ONNX exporter (``dynamo=True``, which also needs onnxscript) exports the same module correctly too (tried: the
 same 2e-7 differences), about 15 times slower on the tiny test model; it is the way once the TorchScript
@@ -34,23 +38,16 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ConfigError, OutputError
 from core.files import atomic_path
-from frontend.ssl_frontend import attention_masks
+from frontend.frames import attention_masks, normalise_rows, pad_mask
+from frontend.kernels import masked_cnn
+from frontend.ssl_frontend import run_block, transformer_input
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (wav [B, N] float32, lengths [B] int64) -> [B, D]
 TRACE_LENGTHS = (16000, 12345)  # the example batch traced: two rows of different lengths (padding is traced)
-
-
-def masked_norm(x: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps), mean and biased variance along ``dim`` over the entries where ``valid``
-    (0/1, broadcast to x) is 1; ``count``: their number (broadcast to the reduced shape)."""
-    mean = (x * valid).sum(dim, keepdim=True) / count
-    var = (((x - mean) * valid) ** 2).sum(dim, keepdim=True) / count
-    return (x - mean) / torch.sqrt(var + eps)
 
 
 def plain_conv(conv: nn.Conv1d) -> nn.Conv1d:
@@ -62,6 +59,20 @@ def plain_conv(conv: nn.Conv1d) -> nn.Conv1d:
         if conv.bias is not None:
             plain.bias.copy_(conv.bias)
     return plain.to(conv.bias.device if conv.bias is not None else conv.weight.device)
+
+
+class PlainPositional(nn.Module):
+    """torchaudio's ``ConvolutionalPositionalEmbedding`` (its own ``forward``, not a copy) on :func:`plain_conv`
+    of its convolution."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.conv = plain_conv(module.conv)
+        self.num_remove = module.num_remove
+        self._forward = type(module).forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self, x)
 
 
 class ExportableEncoder(nn.Module):
@@ -80,46 +91,23 @@ class ExportableEncoder(nn.Module):
                                   f"{norm.num_channels} channels (only one group per channel, as WavLM/HuBERT).")
         self.normalize_input = frontend.normalize_input
         self.wavlm = frontend.family == "wavlm"
-        self.conv_blocks = model.feature_extractor.conv_layers
-        self.feature_projection = model.encoder.feature_projection
-        self.pos_conv = plain_conv(transformer.pos_conv_embed.conv)
-        self.pos_remove = transformer.pos_conv_embed.num_remove
-        self.layer_norm, self.layer_norm_first = transformer.layer_norm, transformer.layer_norm_first
-        self.layers = transformer.layers
+        self.model = model
+        self.positional = PlainPositional(transformer.pos_conv_embed)
         self.backend = encoder.backend
         self.eval().requires_grad_(False)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """wav [B, N] float32 (rows padded after their length), lengths [B] int64 -> embeddings [B, nOut]."""
         if self.normalize_input:
-            valid = (torch.arange(wav.shape[1], device=wav.device)[None, :] < lengths[:, None]).to(wav.dtype)
-            wav = masked_norm(wav, valid, lengths[:, None].to(wav.dtype), 1, 1e-5) * valid
-        x, frames = wav[:, None, :], lengths  # [B, 1, N]
-        for block in self.conv_blocks:
-            x = block.conv(x)  # [B, C, T]
-            frames = torch.div(frames - block.kernel_size, block.stride, rounding_mode="floor") + 1
-            norm = block.layer_norm
-            if isinstance(norm, nn.GroupNorm):  # each channel over time: over the row's valid frames
-                valid = (torch.arange(x.shape[2], device=x.device)[None, None, :] < frames[:, None, None]).to(x.dtype)
-                x = masked_norm(x, valid, frames[:, None, None].to(x.dtype), 2, norm.eps)
-                x = x * norm.weight[:, None] + norm.bias[:, None]
-            elif norm is not None:
-                x = norm(x)
-            x = F.gelu(x)
-        x = x.transpose(1, 2)  # [B, T, C]
-        pad = torch.arange(x.shape[1], device=x.device)[None, :] >= frames[:, None]  # [B, T]
-        x = self.feature_projection(x).masked_fill(pad[..., None], 0.0)  # [B, T, D]
-        position = self.pos_conv(x.transpose(1, 2))  # [B, D, T (+1)]
-        if self.pos_remove > 0:
-            position = position[..., :-self.pos_remove]
-        x = x + F.gelu(position).transpose(1, 2)
-        if self.layer_norm_first:
-            x = self.layer_norm(x)
+            wav = normalise_rows(wav, lengths)
+        features, frames = masked_cnn(self.model.feature_extractor.conv_layers, wav, lengths)  # [B, T, C]
+        pad = pad_mask(frames, features.shape[1])  # [B, T]
+        x = transformer_input(self.model, features, pad, self.positional)  # [B, T, D]
         attention_mask, key_padding_mask = attention_masks(pad, x.dtype, self.wavlm)
         layers: List[torch.Tensor] = [x]
         position_bias: Optional[torch.Tensor] = None
-        for layer in self.layers:
-            x, position_bias = layer(x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask)
+        for layer in self.model.encoder.transformer.layers:
+            x, position_bias = run_block(layer, x, attention_mask, position_bias, key_padding_mask)
             layers.append(x)
         return self.backend(torch.stack(layers, dim=1), frames)  # [B, L+1, T, D] -> [B, nOut]
 

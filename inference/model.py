@@ -6,7 +6,7 @@ protocol and score normalisation.
     >>> model.score("a.wav", "b.wav")  # doctest: +SKIP
     0.5341
 
-A model file written by training holds its architecture and options (:func:`SpeakerNet.apply_model_file`),
+A model file written by training holds its architecture and options (:func:`model_files.apply_model_file`),
 so the file is all :func:`load_model` needs; older files and the original repository's need ``config`` (the
 YAML of their run) or ``pretrained_model_path`` and the model options. Embeddings are those of the
 evaluation: whole-file embedding (capped at ``max_eval_seconds``, ``eval_long_files``) and, when
@@ -23,42 +23,42 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE, load_audio, resample
-from core.config import Config, closest_key, frontend_paths, read_yaml, require_paths, validate
+from core.config import GIVEN, YAML_FILE, Config, closest_key, frontend_paths, read_yaml, require_paths, validate
 from core.device import autocast_dtype, resolve_device
 from core.errors import ConfigError, DataError
-from core.options import OPTION_BY_NAME, defaults
+from core.options import OPTION_BY_NAME
 from evaluation.dataset import eval_crops, require_embeddable, shortest_input, whole_file_pieces
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean
 from evaluation.extraction import combine_pieces
 from evaluation.pipeline import extract_files
 from evaluation.scoring import score_all
 from evaluation.trials import Trials
-from SpeakerNet import build_encoder, with_model_file
+from model_files import build_speaker_encoder, with_model_file
 
 Waveform = Union[np.ndarray, torch.Tensor]
 Input = Union[str, os.PathLike, np.ndarray, torch.Tensor, Embeddings]
 
 
 def model_settings(path: str, config: str = "", **options: Any) -> Config:
-    """The resolved configuration of model file ``path``: defaults, then the YAML ``config`` (if any),
-    then ``options`` (option names of the table, e.g. ``score_norm='asnorm'``), completed and checked by
-    the model file (a model option that contradicts it is a ConfigError naming both)."""
-    from_yaml = read_yaml(config) if config else {}
-    settings = Config({**defaults(), **from_yaml, "config": config})
-    settings.yaml_keys = frozenset(from_yaml)
-    sources = settings.sources()  # the YAML's keys; options given here are added below
-    for key, value in options.items():
+    """The resolved configuration of model file ``path`` on the option ladder (core/config.py): defaults, the
+    model file's protocol, the YAML ``config`` (if any), then ``options`` (option names of the table, e.g.
+    ``score_norm='asnorm'``: the API's rung, as the command line's), the model file's model options fixed by it (a
+    model option that contradicts it is a ConfigError naming both)."""
+    for key in options:
         if key not in OPTION_BY_NAME:
             hint = closest_key(key)
             raise ConfigError(f"load_model: unknown option '{key}'." + (f" Did you mean '{hint}'?" if hint else ""))
-        try:
-            settings[key] = OPTION_BY_NAME[key].type(value)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"load_model: bad value for '{key}': {value!r} ({err}).") from err
-        sources[key] = f"load_model({key}=...)"
-    settings.update(config=config, initial_model=str(path), embeddings="")
+
+    def bad(key: str, value: Any, err: Exception) -> ConfigError:
+        return ConfigError(f"load_model: bad value for '{key}': {value!r} ({err}).")
+
+    settings = (Config.of_defaults()
+                .climb(YAML_FILE, read_yaml(config) if config else {}, f"the config file '{config}'")
+                .climb(GIVEN, options, "load_model({key}=...)", bad=bad)
+                .climb(GIVEN, {"initial_model": str(path), "embeddings": ""}, "load_model's path")
+                .with_values({"config": config}))
     validate(settings)
-    resolved = with_model_file(settings, sources)
+    resolved = with_model_file(settings)
     require_paths(resolved, frontend_paths(resolved))
     return resolved
 
@@ -76,7 +76,7 @@ def load_model(path: Union[str, os.PathLike], config: str = "", device: str = "a
     """
     settings = model_settings(str(path), config, **{"device": device, **options})
     device_ = resolve_device(settings["device"])
-    return SpeakerModel(build_encoder(settings, device_).eval(), settings, device_)
+    return SpeakerModel(build_speaker_encoder(settings, device_).eval(), settings, device_)
 
 
 def as_waveforms(waves: Union[Waveform, Sequence[Waveform]], sample_rate: int) -> List[np.ndarray]:

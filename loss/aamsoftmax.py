@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loss import LossPlugin
+
 
 def aam_logits(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, margin: float,
                scale: float) -> torch.Tensor:
@@ -35,18 +37,17 @@ def ce_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.T
     return F.cross_entropy(logits, labels), (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0
 
 
-class LossFunction(nn.Module):
+class LossFunction(LossPlugin):
     """Cross-entropy over AAM-softmax logits.
 
     Args:
         nOut: embedding size; nClasses: number of training speakers;
         margin: m (original 0.2; 0.5 for large-margin fine-tuning); scale: s (30).
-    ``margin`` is an attribute so that a margin schedule can change it during training.
+    The margin schedule changes m during training through ``set_margin`` (:class:`loss.LossPlugin`).
     """
 
     def __init__(self, nOut: int, nClasses: int, margin: float = 0.2, scale: float = 30.0, **kwargs):
-        super().__init__()
-        self.margin = margin
+        super().__init__(margin)
         self.scale = scale
         self.weight = nn.Parameter(torch.empty(nClasses, nOut))
         nn.init.xavier_normal_(self.weight, gain=1)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loss import LossPlugin
 from loss.aamsoftmax import ce_and_accuracy
 
 
@@ -41,8 +42,8 @@ def subcenter_intertopk_logits(embeddings: torch.Tensor, weight: torch.Tensor, l
     return scale * logits
 
 
-class LossFunction(nn.Module):
-    """Cross-entropy over sub-center inter-top-k AAM logits; ``margin`` is set by the margin schedule.
+class LossFunction(LossPlugin):
+    """Cross-entropy over sub-center inter-top-k AAM logits; the margin schedule sets m (``set_margin``).
 
     Args: nOut, nClasses; margin m, scale s (wespeaker 32); subcenters K (3); inter_topk k (5);
     inter_margin m' at margin 0.2 (0.06).
@@ -50,8 +51,8 @@ class LossFunction(nn.Module):
 
     def __init__(self, nOut: int, nClasses: int, margin: float = 0.2, scale: float = 30.0, subcenters: int = 3,
                  inter_topk: int = 5, inter_margin: float = 0.06, **kwargs):
-        super().__init__()
-        self.margin, self.scale = margin, scale
+        super().__init__(margin)
+        self.scale = scale
         self.subcenters, self.topk, self.inter_margin = subcenters, min(inter_topk, nClasses - 1), inter_margin
         self.weight = nn.Parameter(torch.empty(nClasses * subcenters, nOut))
         nn.init.xavier_uniform_(self.weight)

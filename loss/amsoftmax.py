@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loss import LossPlugin
 from loss.aamsoftmax import ce_and_accuracy
 
 
@@ -18,12 +19,12 @@ def am_logits(embeddings: torch.Tensor, weight: torch.Tensor, labels: torch.Tens
     return scale * (cosine - margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
 
 
-class LossFunction(nn.Module):
-    """Cross-entropy over AM-softmax logits; ``margin`` is an attribute for the margin schedule."""
+class LossFunction(LossPlugin):
+    """Cross-entropy over AM-softmax logits; the margin schedule sets m (``set_margin``)."""
 
     def __init__(self, nOut: int, nClasses: int, margin: float = 0.2, scale: float = 30.0, **kwargs):
-        super().__init__()
-        self.margin, self.scale = margin, scale
+        super().__init__(margin)
+        self.scale = scale
         self.weight = nn.Parameter(torch.empty(nClasses, nOut))
         nn.init.xavier_normal_(self.weight, gain=1)
 

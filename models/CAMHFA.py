@@ -71,5 +71,5 @@ def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: Optional[int
     return SpeakerEncoder(frontend, backend)
 
 
-# This model's values of the shared model options left unset (None): SpeakerNet.model_file_fields records them.
+# This model's values of the shared model options left unset (None): model_files.model_file_fields records them.
 MainModel.option_defaults = {"head_nb": 64}  # type: ignore[attr-defined]

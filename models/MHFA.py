@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from frontend.frames import pad_mask
 from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend, ssl_frontend_from_architecture
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class MHFA(nn.Module):
         v = self.cmp_linear_v(v)  # [B, T, c]
         pad = None
         if frame_lengths is not None:
-            pad = torch.arange(k.shape[1], device=k.device)[None, :] >= frame_lengths.to(k.device)[:, None]
+            pad = pad_mask(frame_lengths.to(k.device), k.shape[1])
         logits = self.attention_logits(k, pad)  # [B, T, H]
         if pad is not None:  # padded frames get no attention
             logits = logits.masked_fill(pad[..., None], float("-inf"))
@@ -84,8 +85,8 @@ class SpeakerEncoder(nn.Module):
     def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args: wav [B, N]; lengths [B] valid samples of padded rows (None: all whole).
         Returns: [B, nOut], for padded rows equal to the embedding of the unpadded input."""
-        if not torch.is_grad_enabled() and hasattr(self.backend, "layer_weights"):
-            # inference: the layers are summed as they come, never stored
+        if not torch.is_grad_enabled() and self.frontend.kernels == "auto" and hasattr(self.backend, "layer_weights"):
+            # inference: the layers are summed as they come, never stored (streaming layer sums)
             kv, frames = self.frontend.weighted_layers(wav, self.backend.layer_weights(), lengths)
             return self.backend.pool(kv[0], kv[1], frames)
         if lengths is None:
@@ -119,15 +120,15 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
                    layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
                    allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
                    ssl_architecture: Optional[Dict[str, Any]] = None, initial_model: str = "",
-                   compile_frontend: bool = False, **kwargs: Any) -> SSLFrontend:
+                   compile_frontend: bool = False, frontend_kernels: str = "auto", **kwargs: Any) -> SSLFrontend:
     """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`). With ``ssl_architecture`` (the architecture a
     self-contained model file ``initial_model`` records) it is built from that, untrained, and
     ``pretrained_model_path`` is not read: the model file's tensors fill it. ``compile_frontend``:
-    :meth:`SSLFrontend.compile_blocks`."""
+    :meth:`SSLFrontend.compile_blocks`. ``frontend_kernels``: 'auto' or 'reference' (``SSLFrontend.kernels``)."""
     shared = dict(normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
                   feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
-                  layer_grad_mult=layer_grad_mult)
+                  layer_grad_mult=layer_grad_mult, kernels=frontend_kernels)
     if ssl_architecture is not None:
         frontend = ssl_frontend_from_architecture(ssl_architecture, source=f"Model file '{initial_model}'", **shared)
     else:
@@ -156,5 +157,5 @@ def MainModel(pretrained_model_path: str, nOut: int = 256, head_nb: Optional[int
     return SpeakerEncoder(frontend, backend)
 
 
-# This model's values of the shared model options left unset (None): SpeakerNet.model_file_fields records them.
+# This model's values of the shared model options left unset (None): model_files.model_file_fields records them.
 MainModel.option_defaults = {"head_nb": 32}  # type: ignore[attr-defined]

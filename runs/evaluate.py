@@ -1,37 +1,52 @@
 """Evaluate a model given by the configuration (a self-contained ``initial_model`` alone, or one on
-``pretrained_model_path``), or saved embeddings; embed files with it (for cohorts and verification)."""
+``pretrained_model_path``), saved embeddings, or a run's newest checkpoints: a list of :class:`ModelResult`, shown
+by :func:`format_evaluation`; embed files with a model (for cohorts and verification)."""
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-from core.device import resolve_device
 from core.errors import ConfigError
 from core.logs import setup_logging
 from evaluation.embeddings import Embeddings
+from evaluation.metrics import format_result
 from evaluation.pipeline import evaluate, extract_files, score_file_for
-from SpeakerNet import build_encoder, find_checkpoints, with_model_file
 
 
-def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The evaluation of ``config``; the model is built only when embeddings must be extracted.
+class ModelResult(NamedTuple):
+    """The evaluation of one model."""
+    name: Optional[str]  # the checkpoint's file name without extension; None: the model the configuration names
+    result: Dict[str, Any]  # evaluation.pipeline.evaluate's: the one list's metrics, or {'lists': {list: metrics}}
+
+
+def evaluate_model(config: Dict[str, Any]) -> List[ModelResult]:
+    """The evaluation of ``config``, a :class:`ModelResult` per model evaluated on a labelled trial list (none when
+    every list is unlabelled: scores only); the model is built only when embeddings must be extracted.
 
     Which model: ``--initial_model F`` written on the command line evaluates exactly F (``none``: the
-    untrained model); otherwise the newest ``eval_checkpoints`` checkpoints of ``save_path`` are
-    evaluated, a result line each (an ``initial_model`` in the YAML only seeds training). Saved
-    ``embeddings`` need no model.
+    untrained model), a result without a name; otherwise the newest ``eval_checkpoints`` checkpoints of
+    ``save_path`` are evaluated, a result each named by its checkpoint, with the crop-only and whole-file-only
+    EERs (an ``initial_model`` in the YAML only seeds training). Saved ``embeddings`` need no model (no name).
     """
     setup_logging()
+    if config["embeddings"]:  # scores only: no model, no device, no torch
+        result = evaluate(config, None)
+        return [] if result is None else [ModelResult(None, result)]
+    # deferred (tests/test_layout.py DEFERRED_IMPORTS): re-scoring saved embeddings does not import torch
+    from core.device import resolve_device
+    from model_files import build_speaker_encoder, find_checkpoints, with_model_file
+
     device = resolve_device(config["device"])
-    if config["embeddings"] or "initial_model" in getattr(config, "cli", ()):
+    if "initial_model" in getattr(config, "cli", ()):
         config = with_model_file(config)
-        return evaluate(config, device, build_encoder=lambda: build_encoder(config, device))
+        result = evaluate(config, device, build_encoder=lambda: build_speaker_encoder(config, device))
+        return [] if result is None else [ModelResult(None, result)]
     checkpoints = find_checkpoints(os.path.join(config["save_path"], "model"))[-max(1, config["eval_checkpoints"]):]
     if not checkpoints:
         raise ConfigError(f"No checkpoint to evaluate in '{config['save_path']}/model': give --initial_model FILE "
                           f"(a model file; 'none' evaluates the untrained model), or the save_path of a run.")
-    results = {}
+    results = []
     sources = config.sources() if hasattr(config, "sources") else {}
     for _, path in checkpoints:
         name = os.path.splitext(os.path.basename(path))[0]
@@ -39,14 +54,25 @@ def evaluate_model(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         one = with_model_file({**config, "initial_model": path,
                                "score_file": score_file_for(config["score_file"], name, several),
                                "save_embeddings": score_file_for(config["save_embeddings"], name, several)}, sources)
-        result = evaluate(one, device, build_encoder=functools.partial(build_encoder, one, device), parts=True)
+        result = evaluate(one, device, build_encoder=functools.partial(build_speaker_encoder, one, device), parts=True)
         if result is not None:
-            results[name] = result
-    return {"checkpoints": results} if results else None
+            results.append(ModelResult(name, result))
+    return results
+
+
+def format_evaluation(results: Sequence[ModelResult]) -> str:
+    """The lines of :func:`evaluate_model`'s results: a result without a name as :func:`format_result` shows it (a
+    line per trial list); a checkpoint's on one line, after its name, trial lists joined by ' | ', with the parts'
+    EERs."""
+    return "\n".join(format_result(r.result) if r.name is None else
+                     f"{r.name} {format_result(r.result, ' | ', parts=True)}" for r in results)
 
 
 def embed_files(config: Dict[str, Any], files: List[str], root: str, verbose: bool = True) -> Embeddings:
     """Embeddings of ``files`` (relative to ``root``) by the model of ``config``, with its extraction options
     (``config`` as :func:`with_model_file` completed it, when its model is a self-contained file)."""
+    from core.device import resolve_device  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+    from model_files import build_speaker_encoder
+
     device = resolve_device(config["device"])
-    return extract_files(config, files, root, build_encoder(config, device), device, verbose=verbose)
+    return extract_files(config, files, root, build_speaker_encoder(config, device), device, verbose=verbose)

@@ -28,14 +28,9 @@ from DatasetLoader import SAMPLERS, TrainDataset, collate_groups, worker_init
 from evaluation.metrics import format_result
 from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
 from evaluation.trials import list_paths
-from runs.trainer import ModelTrainer, random_state, set_random_state
-from SpeakerNet import (
-    SpeakerNet,
-    find_checkpoints,
-    find_step_checkpoints,
-    load_averaged_model_state,
-    step_checkpoint_name,
-)
+from model_files import find_checkpoints, find_step_checkpoints, load_averaged_model_state, step_checkpoint_name
+from runs.trainer import EpochStats, ModelTrainer, random_state, set_random_state
+from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
 # The evaluation every test_interval epochs scores the model being trained and writes no files.
@@ -154,12 +149,12 @@ def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], points: List[Tupl
     return Start(1, 0, None)
 
 
-def epoch_line(epoch: int, lr: float, stats: Dict[str, float], result: Optional[Dict[str, Any]]) -> str:
+def epoch_line(epoch: int, lr: float, stats: EpochStats, result: Optional[Dict[str, Any]]) -> str:
     """The one-line record of an epoch (several trial lists stay on the same line)."""
-    line = (f"Epoch {epoch:d}, TAcc {stats['acc']:2.2f}, TLOSS {stats['loss']:f}, LR {lr:g}, "
-            f"margin {stats['margin']:.3f}, {stats['rate']:.1f} utt/s")
-    if stats.get("skipped"):
-        line += f", {stats['skipped']} steps skipped (non-finite)"
+    line = (f"Epoch {epoch:d}, TAcc {stats.acc:2.2f}, TLOSS {stats.loss:f}, LR {lr:g}, "
+            f"margin {stats.margin:.3f}, {stats.rate:.1f} utt/s")
+    if stats.skipped:
+        line += f", {stats.skipped} steps skipped (non-finite)"
     return line + (f", {format_result(result, list_separator=' | ')}" if result else "")
 
 
@@ -216,6 +211,40 @@ def agreed_signal(signum: Optional[int], context: Context) -> int:
     return int(flag.item())
 
 
+class StepCheckpoints:
+    """What :func:`run_epochs` does after every optimizer step (``train_epoch``'s ``after_step``): after step
+    ``step`` (1-based) of the epoch that :meth:`begin_epoch` set, a step checkpoint every ``save_every_steps``
+    steps (none at the epoch's last step: the epoch's own checkpoint follows), and when any process received a stop
+    signal (agreed by all), a step checkpoint then Interrupted. A step checkpoint holds every process's random
+    states at the start of the epoch and now, to resume from that point exactly."""
+
+    def __init__(self, config: Dict[str, Any], context: Context, trainer: ModelTrainer,
+                 loader: torch.utils.data.DataLoader, stop: StopRequest, model_dir: str):
+        self.config, self.context, self.trainer, self.loader, self.stop = config, context, trainer, loader, stop
+        self.model_dir = model_dir
+        self.epoch, self.epoch_start = 0, {}
+
+    def begin_epoch(self, epoch: int, epoch_start: Dict[str, Any]) -> None:
+        """Epoch ``epoch`` (from 1) starts, with the random states ``epoch_start`` (:func:`random_state`)."""
+        self.epoch, self.epoch_start = epoch, epoch_start
+
+    def __call__(self, step: int) -> None:
+        config, context, epoch = self.config, self.context, self.epoch
+        signum = agreed_signal(self.stop.signum, context)
+        periodic = config["save_every_steps"] and step % config["save_every_steps"] == 0 \
+            and step < len(self.loader) // config["grad_accum"]
+        if not (periodic or signum):
+            return
+        path = os.path.join(self.model_dir, step_checkpoint_name(epoch - 1, step))
+        states = all_gather({"start": self.epoch_start, "now": random_state(self.loader.dataset)}, context)
+        if context.main:
+            self.trainer.save(path, epoch - 1, config, step=step, random_states=states)
+        if signum:
+            barrier(context)
+            raise Interrupted(f"Stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step}: the "
+                              f"checkpoint {path} holds this point; run the same command again to resume.", signum)
+
+
 def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, loader: torch.utils.data.DataLoader,
                start: Start, stop: StopRequest) -> Optional[Dict[str, Any]]:
     """The epochs from ``start`` to max_epoch: train, save, evaluate, log; a stop request ends the run at the
@@ -223,33 +252,17 @@ def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, 
     device, dataset = context.device, loader.dataset
     model_dir = os.path.join(config["save_path"], "model")
     net, epochs, result = trainer.model, logging.getLogger(EPOCH_LOGGER), None
+    step_checkpoints = StepCheckpoints(config, context, trainer, loader, stop, model_dir)
     for epoch in range(start.epoch, config["max_epoch"] + 1):
         if start.random is not None:  # the streams as they were at the start of this epoch (or at its end)
             set_random_state(start.random["start"] if start.step else start.random["now"], dataset)
-        epoch_start = random_state(dataset)
+        step_checkpoints.begin_epoch(epoch, random_state(dataset))
         loader.sampler.set_epoch(epoch)
         lr = trainer.current_lr()
-
-        def step_checkpoint(step: int, epoch: int = epoch, epoch_start: Dict[str, Any] = epoch_start) -> None:
-            signum = agreed_signal(stop.signum, context)
-            periodic = config["save_every_steps"] and step % config["save_every_steps"] == 0 \
-                and step < len(loader) // config["grad_accum"]
-            if not (periodic or signum):
-                return
-            path = os.path.join(model_dir, step_checkpoint_name(epoch - 1, step))
-            states = all_gather({"start": epoch_start, "now": random_state(dataset)}, context)
-            if context.main:
-                trainer.save(path, epoch - 1, config, step=step, random_states=states)
-            if signum:
-                barrier(context)
-                raise Interrupted(f"Stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step}: the "
-                                  f"checkpoint {path} holds this point; run the same command again to resume.",
-                                  signum)
-
         try:
             stats = trainer.train_epoch(loader, epoch, verbose=context.main, start_step=start.step,
                                         resumed=start.random["now"] if start.random is not None and start.step
-                                        else None, after_step=step_checkpoint)
+                                        else None, after_step=step_checkpoints)
         except TrainingError as err:
             points = resume_points(model_dir)
             raise TrainingError(f"{err} The last good checkpoint is "

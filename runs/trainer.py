@@ -1,5 +1,6 @@
 """The trainer of a :class:`SpeakerNet.SpeakerNet`: optimiser and scheduler plug-ins, mixed precision,
-the margin ramp and one epoch's loop; saving and resuming its state."""
+the margin ramp (through the loss plug-in's ``set_margin``, :mod:`loss`) and one epoch's loop, summed up in an
+:class:`EpochStats`; saving and resuming its state."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import math
 import random
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ from core.device import autocast_dtype
 from core.errors import CheckpointError, ConfigError, TrainingError
 from core.logs import progress_options
 from core.plugins import get_plugin
-from SpeakerNet import SpeakerNet, load_model_state, model_file_fields, save_model_file
+from loss import check_loss_plugin
+from model_files import load_model_state, model_file_fields, save_model_file
+from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,17 @@ def set_random_state(state: Dict[str, Any], dataset: Any = None) -> None:
         dataset.rng.bit_generator.state = state["dataset"]
 
 
+class EpochStats(NamedTuple):
+    """What one epoch of :meth:`ModelTrainer.train_epoch` did."""
+    loss: float  # mean loss over the batches of finite loss
+    acc: float  # their mean top-1 accuracy, in %
+    steps: int  # optimizer steps in the epoch
+    utterances: int  # utterances trained on (speakers x nPerSpeaker per batch)
+    rate: float  # utterances per second
+    margin: float  # the loss plug-in's margin at the end
+    skipped: int  # optimizer steps skipped for non-finite gradients
+
+
 class ModelTrainer:
     """Optimiser, scheduler, precision and the epoch loop for a :class:`SpeakerNet`."""
 
@@ -76,6 +90,7 @@ class ModelTrainer:
                  margin_schedule: str = "linear", grad_clip: float = 0.0, grad_accum: int = 1,
                  mixedprec: bool = False, steps_per_epoch: int = 1, world: int = 1, max_bad_steps: int = 20,
                  **config: Any):
+        check_loss_plugin(net.loss_fn)  # the margin schedule below sets its margin
         self.model = net.to(device)
         self.device = device
         # Data-parallel: gradients averaged over the processes in backward. Blocks skipped by LayerDrop
@@ -102,7 +117,7 @@ class ModelTrainer:
 
     def train_epoch(self, loader, epoch: int, verbose: bool = True, start_step: int = 0,
                     resumed: Optional[Dict[str, Any]] = None,
-                    after_step: Optional[Callable[[int], None]] = None) -> Dict[str, float]:
+                    after_step: Optional[Callable[[int], None]] = None) -> EpochStats:
         """One pass over ``loader`` (epochs count from 1).
 
         With ``grad_accum`` k, each optimizer step accumulates the gradients of k consecutive
@@ -114,15 +129,14 @@ class ModelTrainer:
         Resuming inside an epoch (``start_step`` optimizer steps already done): the loader is walked
         through those steps' batches without training (so the data streams advance exactly as they
         did), then the random state ``resumed`` of the interrupted run is restored and training goes
-        on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch).
+        on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch). The margin of
+        the schedule reaches the loss through its ``set_margin`` before every optimizer step.
 
         A step whose gradients are not finite (after the data-parallel average, so every process
         agrees) is skipped and counted (``skipped``); ``max_bad_steps`` in a row raise TrainingError.
 
         Returns:
-            mean loss and accuracy over the batches (of finite loss), optimizer steps, utterances
-            (speakers x nPerSpeaker), the rate in utterances per second, the margin at the end and the
-            number of skipped steps.
+            the epoch's :class:`EpochStats`.
         """
         self.model.train()
         accum = self.grad_accum
@@ -140,7 +154,7 @@ class ModelTrainer:
                     set_random_state(resumed)
                 continue
             if micro == 0:
-                self.model.loss_fn.margin = self.margin_at(epoch - 1 + step / steps_per_epoch)
+                self.model.loss_fn.set_margin(self.margin_at(epoch - 1 + step / steps_per_epoch))
                 self.optimizer.zero_grad(set_to_none=True)
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             sync = micro == accum - 1 or self.forward_model is self.model  # all-reduce on the last batch only
@@ -172,9 +186,9 @@ class ModelTrainer:
                               "than one batch needs (lower batch_size or nPerSpeaker), or fewer batches than "
                               "grad_accum.")
         batches = max(batches, 1)  # an epoch resumed at its very end trains nothing more
-        return {"loss": total_ce / batches, "acc": total_acc / batches, "steps": steps_per_epoch,
-                "utterances": utterances, "rate": utterances / (time.time() - start),
-                "margin": self.model.loss_fn.margin, "skipped": skipped}
+        return EpochStats(loss=total_ce / batches, acc=total_acc / batches, steps=steps_per_epoch,
+                          utterances=utterances, rate=utterances / (time.time() - start),
+                          margin=self.model.loss_fn.margin, skipped=skipped)
 
     def count_bad_step(self, epoch: int, step: int) -> None:
         self.bad_in_a_row += 1
@@ -227,7 +241,7 @@ class ModelTrainer:
              random_states: Optional[Any] = None) -> None:
         """A resumable checkpoint: ``epoch`` epochs done, plus ``step`` optimizer steps of the next one;
         ``random_states``: what to resume the random streams with (per process, see runs.train). It is a
-        self-contained model file too (:func:`SpeakerNet.model_file_fields`)."""
+        self-contained model file too (:func:`model_files.model_file_fields`)."""
         save_model_file({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                          "epoch": epoch, "step": step, "random": random_states,

@@ -13,7 +13,8 @@ from core import audio
 from core.options import defaults
 from evaluation.embeddings import Embeddings
 from evaluation.trials import Trials
-from SpeakerNet import SpeakerNet, model_file_fields, save_model_file
+from model_files import model_file_fields, save_model_file
+from SpeakerNet import SpeakerNet
 from synthetic.checkpoints import torchaudio_state_to_wavlm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

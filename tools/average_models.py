@@ -21,7 +21,7 @@ from core.cli import build_parser, run_cli
 from core.errors import CheckpointError, ConfigError
 from core.logs import setup_logging
 from frontend.formats import load_torch_file
-from SpeakerNet import average_states, find_checkpoints, save_model_file
+from model_files import average_states, find_checkpoints, save_model_file
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from dataprep.lists import is_kaldi_folder
 from evaluation.cache import cache_key
 from evaluation.embeddings import Embeddings, merge_embeddings, save_embeddings
 from evaluation.pipeline import extract_files
-from SpeakerNet import build_encoder, with_model_file
+from model_files import build_speaker_encoder, with_model_file
 
 logger = logging.getLogger(__name__)
 AUDIO_FILES = (".wav", ".flac")
@@ -140,7 +140,7 @@ def embed_command(config: Dict[str, Any]) -> str:
         logger.info("Continuing after %d of %d files (%s)", done, len(keys), folder)
     if done < len(keys):
         device = resolve_device(config["device"])
-        encoder = build_encoder(config, device)
+        encoder = build_speaker_encoder(config, device)
         with tqdm(total=len(keys), initial=done, desc="embedding", unit="file", **progress_options()) as bar:
             for start in range(done, len(keys), config["save_every"]):
                 part = extract_files(config, keys[start:start + config["save_every"]], root, encoder, device,

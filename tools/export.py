@@ -31,7 +31,7 @@ from core.device import resolve_device
 from core.errors import ConfigError
 from core.logs import progress_options, setup_logging
 from inference.export import export_checked
-from SpeakerNet import build_encoder, with_model_file
+from model_files import build_speaker_encoder, with_model_file
 
 logger = logging.getLogger(__name__)
 EXTENSIONS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -57,7 +57,7 @@ def export_command(config: Dict[str, Any]) -> List[str]:
     config = with_model_file(config)
     require_paths(config, frontend_paths(config))
     waves = check_inputs(config)
-    encoder = build_encoder(config, torch.device("cpu")).eval()
+    encoder = build_speaker_encoder(config, torch.device("cpu")).eval()
     device = torch.device("cpu") if config["device"] == "auto" else resolve_device(config["device"])
     seconds = ", ".join(f"{len(w) / SAMPLE_RATE:g}" for w in waves)
     lines = []

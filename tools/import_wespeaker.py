@@ -45,7 +45,8 @@ from core.errors import CheckpointError, ConfigError
 from core.options import defaults
 from frontend.formats import load_torch_file, name_list, state_mismatch
 from frontend.names import wavlm_state_to_torchaudio
-from SpeakerNet import SpeakerNet, model_file_fields, save_model_file
+from model_files import model_file_fields, save_model_file
+from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from core.logs import setup_logging
 from DatasetLoader import read_speaker_list
 from evaluation.cohort import make_cohort
 from evaluation.embeddings import load_embeddings, save_embeddings
+from model_files import with_model_file
 from runs.evaluate import embed_files
-from SpeakerNet import with_model_file
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ echo "== evaluating the newest model of $last (log: $log/$(basename "$last" .yam
 newest=$("$PY" -c 'import os, sys
 from core.cli import build_parser
 from core.config import load_config
-from SpeakerNet import find_checkpoints
+from model_files import find_checkpoints
 config = load_config(build_parser(""), sys.argv[1:])
 print(find_checkpoints(os.path.join(config["save_path"], "model"))[-1][1])' --config "$last" "${extra[@]}")
 "$PY" trainSpeakerNet_Eval.py --config "$last" --eval --initial_model "$newest" "${extra[@]}" \

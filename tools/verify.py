@@ -6,7 +6,8 @@ The threshold is ``--threshold`` or the EER threshold saved by an evaluation run
 ``--score_file F`` (``--threshold_file F.threshold.json``). That file also records the settings
 the threshold belongs to, and they are applied here: the extraction protocol (eval_frames,
 num_eval, max_eval_seconds, eval_long_files, ...) and the scoring (score_norm, top_n, cohort,
-mean). Options written on this command line override the file; the file overrides the YAML.
+mean). Options written on this command line override the file; the file overrides the YAML and
+the model file's protocol (the whole order: core/config.py).
 
 A model file written by training needs no --config (it holds its model and front-end).
 
@@ -17,44 +18,42 @@ Prints one line: ``score <s> threshold <t> accept|reject``.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
 from core.cli import build_parser, run_cli
-from core.config import Config, require_paths, validate
+from core.config import THRESHOLD_FILE, Config, require_paths, validate
 from core.errors import ConfigError, DataError
 from core.logs import setup_logging
-from core.options import OPTION_BY_NAME
-from evaluation.pipeline import THRESHOLD_SETTINGS, configured_scores
+from evaluation.pipeline import configured_scores
 from evaluation.reports import read_threshold_file
 from evaluation.trials import Trials
+from model_files import with_model_file
 from runs.evaluate import embed_files
-from SpeakerNet import with_model_file
 
 logger = logging.getLogger(__name__)
 
 
-def verification_settings(config: Config) -> Dict[str, Any]:
-    """``config`` with the threshold file's extraction and scoring settings applied (options given on
-    the command line win), and ``threshold`` set: the command line's, else the file's EER threshold."""
+def verification_settings(config: Config) -> Config:
+    """``config`` on the threshold-file rung of the option ladder (core/config.py): the file's extraction and
+    scoring settings and its EER threshold (as ``threshold``) win over the YAML and the model file's protocol;
+    options given on the command line win over the file. A threshold is needed: ``--threshold``, or the file's."""
     record = read_threshold_file(config["threshold_file"]) if config["threshold_file"] else {}
     if config["threshold"] is None and not record:
         raise ConfigError("No threshold: give --threshold T, or --threshold_file <score_file>.threshold.json as "
                           "written by trainSpeakerNet_Eval.py --score_file <score_file>.")
-    if config["threshold"] is None and record.get("qmf_list"):
+    if record and "threshold" not in config.cli and record.get("qmf_list"):
         raise ConfigError(f"The threshold in {config['threshold_file']} is for QMF-calibrated scores, which verify "
                           f"does not compute; give --threshold T for the uncalibrated score instead.")
-    settings = dict(config)
-    for key in THRESHOLD_SETTINGS:
-        if key in record and key not in config.cli:
-            try:
-                settings[key] = OPTION_BY_NAME[key].type(record[key])
-            except (TypeError, ValueError) as err:
-                raise DataError(f"Threshold file '{config['threshold_file']}': bad value for '{key}': "
-                                f"{record[key]!r} ({err}).") from err
-    settings["qmf_list"] = ""  # verify scores without calibration
-    settings["threshold"] = config["threshold"] if config["threshold"] is not None else record["eer_threshold"]
+
+    def bad(key: str, value: Any, err: Exception) -> DataError:
+        return DataError(f"Threshold file '{config['threshold_file']}': bad value for '{key}': {value!r} ({err}).")
+
+    rung = {**record, "threshold": record["eer_threshold"]} if record else {}
+    settings = config.climb(THRESHOLD_FILE, rung, f"the threshold file '{config['threshold_file']}'", bad=bad)
+    settings = settings.with_values({"qmf_list": ""})  # verify scores without calibration
     validate(settings)
     model = record.get("initial_model")
     if model and os.path.abspath(model) != os.path.abspath(config["initial_model"] or ""):
@@ -84,11 +83,16 @@ def show(result: Dict[str, Any]) -> str:
     return f"score {result['score']:.6f} threshold {result['threshold']:.6f} {decision}"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def verify_parser() -> argparse.ArgumentParser:
+    """Every option of the table, the two recordings and ``--threshold_file``."""
     parser = build_parser(__doc__)
     parser.add_argument("wav", nargs=2, metavar="WAV", help="the two recordings (16 kHz mono)")
     parser.add_argument("--threshold_file", default="", help="<score_file>.threshold.json from an evaluation")
-    run_cli(parser, verify_command, argv, show=show)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_cli(verify_parser(), verify_command, argv, show=show)
 
 
 if __name__ == "__main__":

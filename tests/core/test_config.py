@@ -1,16 +1,44 @@
 """Configuration (core/config.py) over the option table (core/options.py): defaults < YAML < command line,
+the whole option ladder (model-file protocol, threshold file, model-file locks) and the roles declared per option,
 booleans, choices, unknown keys and bad values named, option combinations checked up front, global_batch -> grad_accum,
 saved configs."""
 import argparse
+import itertools
 import os
 
 import pytest
 import yaml
 
-from core.config import add_options, load_config, read_yaml, resolve_grad_accum, save_config
+from core.config import (
+    DEFAULT,
+    GIVEN,
+    LOCKED,
+    MODEL_FILE,
+    THRESHOLD_FILE,
+    YAML_FILE,
+    Config,
+    add_options,
+    load_config,
+    read_yaml,
+    resolve_grad_accum,
+    save_config,
+)
 from core.distributed import world_size
-from core.errors import ConfigError
-from core.options import OPTION_BY_NAME, OPTIONS, parse_bool
+from core.errors import CheckpointError, ConfigError
+from core.options import (
+    CACHE,
+    DECIDED_SECTIONS,
+    MODEL,
+    OPTION_BY_NAME,
+    OPTIONS,
+    PROTOCOL,
+    ROLE_NAMES,
+    ROLES,
+    THRESHOLD,
+    in_sections,
+    parse_bool,
+    with_role,
+)
 from tests.fakes import ROOT
 
 
@@ -191,3 +219,93 @@ def test_world_size_is_the_process_count_launch_uses(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "8")  # torchrun / SLURM
     assert world_size(load_config(parser(), ["--distributed", "--device", "cpu"])) == 8
+
+
+# One value of eval_frames per rung (roles protocol and threshold: every rung takes it), and where it is given.
+RUNG_VALUES = {MODEL_FILE: 40, YAML_FILE: 60, THRESHOLD_FILE: 80, GIVEN: 100}
+RUNG_PLACES = {MODEL_FILE: "the model file 'm.model'", YAML_FILE: "the config file 'c.yaml'",
+               THRESHOLD_FILE: "the threshold file 't.json'", GIVEN: "--{key} on the command line"}
+
+
+def test_one_option_climbs_every_rung_of_the_ladder():
+    """defaults < model-file protocol < YAML < threshold file < command line / API: the value of the highest rung
+    given wins, in whatever order the rungs are added, and the Config records which rung and place it came from."""
+    start = Config.of_defaults()
+    assert start["eval_frames"] == 300 and start.origin("eval_frames") == (DEFAULT, "the defaults")
+    for top in RUNG_VALUES:
+        rungs = [rung for rung in RUNG_VALUES if rung <= top]
+        for order in itertools.permutations(rungs):
+            config = start
+            for rung in order:
+                config = config.climb(rung, {"eval_frames": RUNG_VALUES[rung]}, RUNG_PLACES[rung])
+            assert config["eval_frames"] == RUNG_VALUES[top], (top, order)
+            assert config.origin("eval_frames") == (top, RUNG_PLACES[top].replace("{key}", "eval_frames"))
+    assert start["eval_frames"] == 300  # climbing makes copies
+
+
+def test_the_command_line_rung_is_load_configs(tmp_path):
+    cfg = write(tmp_path, "eval_frames: 60\nnum_eval: 3\n")
+    config = load_config(parser(), ["--config", cfg, "--eval_frames", "100"])
+    assert config.origin("eval_frames") == (GIVEN, "--eval_frames on the command line")
+    assert config.origin("num_eval") == (YAML_FILE, f"the config file '{cfg}'")
+    assert config.origin("top_n") == (DEFAULT, "the defaults")
+    # a model file's protocol is below both; a threshold file is above the YAML only
+    file = config.climb(MODEL_FILE, {"eval_frames": 40, "num_eval": 2, "max_eval_seconds": 9.0}, "the model file 'm'")
+    assert (file["eval_frames"], file["num_eval"], file["max_eval_seconds"]) == (100, 3, 9.0)
+    record = file.climb(THRESHOLD_FILE, {"eval_frames": 80, "num_eval": 4, "eer": 0.1}, "the threshold file 't'")
+    assert (record["eval_frames"], record["num_eval"], record["max_eval_seconds"]) == (100, 4, 9.0)
+    assert record.sources() == {"eval_frames": "--eval_frames on the command line",
+                                "num_eval": "the threshold file 't'"}  # the rungs where a person wrote a value
+
+
+def test_a_model_file_locks_its_model_options_and_names_both_places_of_a_conflict():
+    config = (Config.of_defaults().climb(YAML_FILE, {"nOut": 32, "head_nb": 2}, "the config file 'c.yaml'")
+              .climb(GIVEN, {"normalize_input": False}, "--{key} on the command line"))
+    header = {"nOut": 16, "head_nb": 2, "compression_dim": 8, "normalize_input": True, "eval_frames": 40,
+              "margin": 0.5, "score_norm": "asnorm"}
+    with pytest.raises(ConfigError) as err:
+        config.climb(MODEL_FILE, header, "the model file 'm.model'")
+    message = str(err.value)
+    assert "nOut is 32 in the config file 'c.yaml' but 16 in the model file 'm.model'" in message
+    assert "normalize_input is False in --normalize_input on the command line but True in the model file" in message
+    assert message.count("in the model file") == 2 and "remove those options" in message  # head_nb agrees
+    agreed = config.climb(YAML_FILE, {"nOut": 16}, "the config file 'c.yaml'").climb(
+        GIVEN, {"normalize_input": True}, "--{key} on the command line").climb(MODEL_FILE, header, "the model file 'm'")
+    assert (agreed["nOut"], agreed["compression_dim"], agreed["eval_frames"]) == (16, 8, 40)  # a default replaced
+    assert agreed.origin("compression_dim") == (LOCKED, "the model file 'm'")
+    assert (agreed["margin"], agreed["score_norm"]) == (0.2, "none")  # neither model nor protocol: not taken
+    # locked whatever the order: a value given after the file is checked too, and loses
+    with pytest.raises(ConfigError, match="head_nb is 4 in --head_nb on the command line but 2 in the model file 'm'"):
+        agreed.climb(GIVEN, {"head_nb": 4}, "--{key} on the command line")
+    assert agreed.climb(GIVEN, {"head_nb": 2}, "--{key} on the command line")["head_nb"] == 2
+    # a file's own comparison (an alias of a model plug-in) and its own error for a bad saved value
+    assert config.climb(GIVEN, {"model": "alias"}, "--{key}").climb(
+        MODEL_FILE, {"model": "MHFA"}, "f", agrees=lambda key, given, fixed: True)["model"] == "MHFA"
+
+    def bad(key, value, error):
+        return CheckpointError(f"bad saved {key}")
+    with pytest.raises(CheckpointError, match="bad saved nOut"):
+        Config.of_defaults().climb(MODEL_FILE, {"nOut": "many"}, "f", bad=bad)
+    with pytest.raises(ConfigError, match="Unknown option 'nOutt' in --nOutt on the command line"):
+        Config.of_defaults().climb(GIVEN, {"nOutt": 3}, "--{key} on the command line")
+
+
+def test_the_roles_of_every_option_are_declared():
+    """Which options a model file locks, which it lends as its protocol, which form the embedding-cache key and
+    which a threshold file sets is declared per option (core.options.ROLES), not implied by section names: every
+    option of the sections where roles occur is decided, and the roles fit the ladder."""
+    assert set(ROLES) <= set(OPTION_BY_NAME)
+    assert all(set(roles) <= set(ROLE_NAMES) and len(set(roles)) == len(roles) for roles in ROLES.values())
+    assert [o.name for o in OPTIONS if o.section in DECIDED_SECTIONS and o.name not in ROLES] == []
+    assert all(o.roles == frozenset(ROLES.get(o.name, ())) for o in OPTIONS)
+    model, protocol, cache, threshold = (set(with_role(role)) for role in (MODEL, PROTOCOL, CACHE, THRESHOLD))
+    assert model == {"model", "nOut", "head_nb", "compression_dim", "context", "context_average", "normalize_input",
+                     "trainfunc", "nClasses", "subcenters"}  # as README's "self-contained model file" lists them
+    assert set(in_sections(("model",))) <= model  # every model option is fixed by the file
+    assert protocol == set(in_sections(("extraction",)))
+    assert not model & protocol and not model & threshold  # a locked option is never a default nor a file's setting
+    assert protocol <= cache and protocol <= threshold  # the protocol changes embeddings; thresholds depend on it
+    assert set(in_sections(("model",))) <= cache and {"pretrained_model_path", "normalize_input"} <= cache
+    assert "frontend_kernels" in cache  # its kernels give the same embeddings only to float rounding
+    assert not {"trainfunc", "nClasses", "subcenters"} & cache  # the loss's tensors: no embedding changes
+    assert {"score_norm", "cohort_embeddings", "threshold"} <= threshold

@@ -16,7 +16,7 @@ from dataprep.check import Probe, load_cache, save_cache
 from evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
 from evaluation.reports import det_curve_png, read_score_file, write_score_file, write_threshold_file
 from evaluation.trials import Trials
-from SpeakerNet import save_model_file
+from model_files import save_model_file
 
 
 def test_replaces_the_file_only_when_complete(tmp_path):

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from core.options import EMBEDDING_SECTIONS, OPTIONS, defaults
-from evaluation.cache import cache_path, cached_embeddings
+from core.options import CACHE, OPTIONS, defaults, with_role
+from evaluation.cache import cache_key, cache_path, cached_embeddings
 from evaluation.embeddings import Embeddings
 
 
@@ -67,7 +67,23 @@ def test_cache_key_follows_model_files_and_protocol(tmp_path, config):
     assert cache_path(str(model), "wavs", ["a.wav"], config) != base
 
 
-@pytest.mark.parametrize("option", [o for o in OPTIONS if o.section in EMBEDDING_SECTIONS], ids=lambda o: o.name)
+def test_the_key_holds_exactly_the_options_declared_for_it(tmp_path, config):
+    """The options of the key are those of role ``cache`` (core.options.ROLES), apart from the model file's
+    fields: the option ``model`` does not replace the model file's path."""
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    key = cache_key(str(model), "wavs", ["a.wav"], config)
+    assert set(key["options"]) == set(with_role(CACHE)) and "frontend_kernels" in key["options"]
+    assert key["model"] == str(model) and key["options"]["model"] == "MHFA"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "m.model").write_bytes(b"weights")
+    os.utime(other / "m.model", ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns))  # a copy keeping its time
+    assert cache_path(str(other / "m.model"), "wavs", ["a.wav"], config) != cache_path(str(model), "wavs", ["a.wav"],
+                                                                                       config)
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if CACHE in o.roles], ids=lambda o: o.name)
 def test_every_option_that_changes_embeddings_changes_the_key(tmp_path, config, option):
     model = tmp_path / "m.model"
     model.write_bytes(b"weights")

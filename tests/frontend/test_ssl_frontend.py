@@ -190,12 +190,13 @@ def test_frozen_blocks_under_autocast_cast_their_weights_once_with_the_same_resu
             return frozen(wav), reference(wav)
 
     torch.testing.assert_close(*both(), atol=0, rtol=0)
-    first = frozen._reduced
+    first = frozen.derived.peek("blocks.reduced")
+    assert first is not None and first[0]["feed_forward.intermediate_dense.weight"].dtype == torch.bfloat16
     both()
-    assert frozen._reduced is first  # made once
+    assert frozen.derived.peek("blocks.reduced") is first  # made once
     state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in reference.state_dict().items()}
     reference.load_state_dict(state)
     frozen.load_state_dict(state)
     torch.testing.assert_close(*both(), atol=0, rtol=0)
-    assert frozen._reduced is not first
+    assert frozen.derived.peek("blocks.reduced") is not first

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchaudio.models import wav2vec2_model
 
-import inference.export
+import frontend.kernels
 from core.errors import OutputError
 from inference.export import ExportableEncoder, export_checked, pad_batch
 from synthetic.checkpoints import TINY_WAVLM, write_fairseq_checkpoint
@@ -89,8 +89,8 @@ def test_an_export_that_differs_is_not_written(tiny_checkpoint, tmp_path, monkey
     """The check can fail: normalising the padded frames along (no mask) changes the padded rows' embeddings
     of a group-norm CNN; the file is then not written."""
     encoder = save_self_contained_model(tiny_checkpoint, tmp_path / "m.model")[0]
-    unmasked = inference.export.masked_norm
-    monkeypatch.setattr(inference.export, "masked_norm", lambda x, valid, count, dim, eps: unmasked(
+    unmasked = frontend.kernels.masked_norm  # the export runs the front-end's masked CNN
+    monkeypatch.setattr(frontend.kernels, "masked_norm", lambda x, valid, count, dim, eps: unmasked(
         x, torch.ones_like(valid), torch.full_like(count, x.shape[dim]), dim, eps))
     with pytest.raises(OutputError, match=r"onnx export differs .* padded batch .*m.onnx' was not written"):
         export_checked("onnx", encoder, str(tmp_path / "m.onnx"), waves(), tolerance=1e-4)

@@ -41,6 +41,6 @@ def test_loss_is_cross_entropy_of_aam_logits_and_accuracy():
     manual = -(logits.log_softmax(1)[torch.arange(5), labels]).mean()
     assert torch.isclose(loss, manual)
     assert acc.item() == pytest.approx((logits.argmax(1) == labels).float().mean().item() * 100)
-    loss_fn.margin = 0.0
+    loss_fn.set_margin(0.0)
     loss0, _ = loss_fn(emb, labels)
     assert loss0 < loss  # a margin makes the target harder

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from core.errors import ConfigError
 from core.options import defaults
+from model_files import apply_model_file, build_speaker_encoder, model_file_fields, save_model_file
 from models.CAMHFA import CAMHFA, MainModel
 from models.MHFA import MHFA
-from SpeakerNet import apply_model_file, build_encoder, model_file_fields, save_model_file
 from tests.fakes import make_net, save_self_contained_model
 
 
@@ -148,7 +148,7 @@ def test_model_files_from_before_context_average_keep_their_one_over_l(tiny_chec
     assert resolved["context_average"] is True and resolved["context"] == 3
     wav = 0.1 * torch.randn(2, 12000)
     with torch.no_grad():
-        torch.testing.assert_close(build_encoder(resolved, torch.device("cpu")).eval()(wav), encoder(wav),
+        torch.testing.assert_close(build_speaker_encoder(resolved, torch.device("cpu")).eval()(wav), encoder(wav),
                                    rtol=0, atol=1e-6)
     new = tmp_path / "new.model"
     save_self_contained_model(tiny_checkpoint, new, model="CAMHFA")

@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 
 from core.distributed import launch
-from core.errors import TrainingError
-from runs.trainer import ModelTrainer, margin_at
+from core.errors import ConfigError, TrainingError
+from runs.trainer import EpochStats, ModelTrainer, margin_at
 from tests.fakes import make_net
 
 
@@ -38,7 +38,7 @@ def test_mixed_precision_step_on_cpu(tiny_checkpoint):
     before = net.encoder.backend.pooling_fc.weight.detach().clone()
     loader = [(torch.randn(2, 1, 8000), torch.tensor([0, 2]))]
     stats = trainer.train_epoch(loader, epoch=1, verbose=False)
-    assert stats["steps"] == 1 and torch.isfinite(torch.tensor(stats["loss"]))
+    assert stats.steps == 1 and torch.isfinite(torch.tensor(stats.loss))
     assert not torch.equal(before, net.encoder.backend.pooling_fc.weight)
 
 
@@ -59,7 +59,53 @@ def test_rate_counts_utterances_not_speaker_groups(tiny_checkpoint, monkeypatch)
     monkeypatch.setattr("runs.trainer.time", Clock())
     loader = [(torch.randn(2, 3, 4000), torch.tensor([0, 2]))] * 2  # 2 steps x 2 speakers x nPerSpeaker 3
     stats = trainer.train_epoch(loader, epoch=1, verbose=False)
-    assert stats["utterances"] == 12 and stats["rate"] == pytest.approx(12 / 2.0)
+    assert stats.utterances == 12 and stats.rate == pytest.approx(12 / 2.0)
+
+
+@pytest.mark.parametrize("trainfunc", ["aamsoftmax", "aamsoftmax_subcenter", "amsoftmax"])
+def test_the_margin_schedule_reaches_the_loss_before_every_step(tiny_checkpoint, trainfunc, monkeypatch):
+    """Epoch 2 of a 4-epoch linear ramp to 0.2, 4 steps of grad_accum 2: the loss plug-in gets the ramp's margin
+    before each step's first batch (set_margin) and applies it in its forwards; the record reports the last one."""
+    net = make_net(tiny_checkpoint, trainfunc=trainfunc)
+    trainer = make_trainer(net, margin_warmup_epochs=4, grad_accum=2)
+    seen = []
+    forward = type(net.loss_fn).forward
+
+    def recording(loss_fn, embeddings, labels):
+        seen.append(loss_fn.margin)
+        return forward(loss_fn, embeddings, labels)
+
+    monkeypatch.setattr(type(net.loss_fn), "forward", recording)
+    stats = trainer.train_epoch(batches("g" * 8), epoch=2, verbose=False)
+    want = [0.2 * (1 + s / 4) / 4 for s in range(4)]  # progress 1 + step/4 epochs of a 4-epoch ramp
+    assert seen == pytest.approx([m for m in want for _ in range(2)])  # both batches of a step
+    assert stats.margin == pytest.approx(want[-1]) and stats.steps == 4
+
+
+def test_a_loss_plugin_without_set_margin_is_refused_by_name(tiny_checkpoint):
+    """The trainer sets the margin only through set_margin: a plug-in of the old contract (an attribute to assign)
+    stops the run before training, naming the plug-in."""
+
+    class Assigned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.margin, self.fc = 0.2, torch.nn.Linear(8, 3)
+
+    Assigned.__module__ = "loss.assigned"
+    net = make_net(tiny_checkpoint)
+    net.loss_fn = Assigned()
+    with pytest.raises(ConfigError, match=r"loss plug-in 'assigned' \(loss\.assigned\.Assigned\) has no "
+                                          r"set_margin\(margin\) method"):
+        make_trainer(net)
+
+
+def test_the_epoch_record(tiny_checkpoint):
+    trainer = make_trainer(make_net(tiny_checkpoint), margin=0.3)
+    stats = trainer.train_epoch(batches("gng"), epoch=1, verbose=False)
+    assert isinstance(stats, EpochStats)
+    assert stats._fields == ("loss", "acc", "steps", "utterances", "rate", "margin", "skipped")
+    assert (stats.steps, stats.utterances, stats.skipped, stats.margin) == (3, 6, 1, 0.3)
+    assert math.isfinite(stats.loss) and 0 <= stats.acc <= 100 and stats.rate > 0
 
 
 def test_margin_schedules():
@@ -103,7 +149,7 @@ def test_gradient_accumulation_is_the_mean_of_the_batch_gradients(tiny_checkpoin
                            grad_accum=2)
     lrs = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}  # before steplr decays
     stats = trainer.train_epoch(batches, epoch=1, verbose=False)
-    assert stats["steps"] == 1 and stats["utterances"] == 4  # the left-over batch is not used
+    assert stats.steps == 1 and stats.utterances == 4  # the left-over batch is not used
     changed = 0
     for name, p in trainer.model.named_parameters():
         if name in grads[0]:
@@ -173,10 +219,10 @@ def test_a_non_finite_step_is_skipped_and_counted(tiny_checkpoint, mixedprec):
     trainer = make_trainer(net, mixedprec=mixedprec, grad_clip=5.0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     stats = trainer.train_epoch(batches("n"), epoch=1, verbose=False)
-    assert stats["skipped"] == 1 and trainer.bad_in_a_row == 1
+    assert stats.skipped == 1 and trainer.bad_in_a_row == 1
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing moved, nothing is NaN
     stats = trainer.train_epoch(batches("gng"), epoch=2, verbose=False)
-    assert stats["skipped"] == 1 and trainer.bad_in_a_row == 0 and math.isfinite(stats["loss"])
+    assert stats.skipped == 1 and trainer.bad_in_a_row == 0 and math.isfinite(stats.loss)
     assert all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point())
     assert not torch.equal(before["encoder.backend.pooling_fc.weight"], net.encoder.backend.pooling_fc.weight)
 
@@ -193,7 +239,7 @@ def test_a_skipped_first_step_still_advances_the_schedule_without_torch_warning(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stats = trainer.train_epoch(batches(pattern), epoch=1, verbose=False)  # steplr: an epoch of one skipped step
-    assert stats["skipped"] == 1
+    assert stats.skipped == 1
     assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)], [str(w.message) for w in caught]
     factor = 0.25 ** (2 / 4) if scheduler == "exponential" else 0.5  # 2 of 4 iterations; 1 epoch (lr_decay 0.5)
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([lr * factor for lr in base])
@@ -206,7 +252,7 @@ def test_too_many_bad_steps_in_a_row_stop_the_run(tiny_checkpoint):
     with pytest.raises(TrainingError, match=r"3 optimizer steps in a row .* epoch 2, step 4"):
         trainer.train_epoch(batches("gnnng"), epoch=2, verbose=False)
     never = make_trainer(make_net(tiny_checkpoint), max_bad_steps=0)
-    assert never.train_epoch(batches("nnnnn"), epoch=1, verbose=False)["skipped"] == 5
+    assert never.train_epoch(batches("nnnnn"), epoch=1, verbose=False).skipped == 5
 
 
 def test_silent_audio_gives_finite_embeddings_and_scores(tiny_checkpoint):

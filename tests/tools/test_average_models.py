@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from core.options import defaults
-from SpeakerNet import SpeakerNet, apply_model_file, load_model_state
+from model_files import apply_model_file, load_model_state
+from SpeakerNet import SpeakerNet
 from tests.fakes import make_net, save_self_contained_model
 from tools.average_models import main as average_main
 

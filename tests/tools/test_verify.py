@@ -2,6 +2,7 @@
 follows the saved EER threshold (or a given one), and the eval's AS-norm settings are reused."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -9,12 +10,19 @@ import pytest
 import torch
 
 import trainSpeakerNet_Eval
+from core.config import load_config
+from core.errors import ConfigError
+from core.options import THRESHOLD, with_role
 from evaluation.extraction import extract_embeddings
+from evaluation.pipeline import THRESHOLD_SETTINGS
 from evaluation.reports import read_score_file
 from evaluation.scoring import score_trials
 from evaluation.trials import Trials
+from inference.model import model_settings
+from model_files import with_model_file
 from tests.fakes import save_self_contained_model, save_tiny_model
 from tools.verify import main as verify_main
+from tools.verify import verification_settings, verify_parser
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +122,43 @@ def test_verify_with_a_model_file_alone(tiny_checkpoint, corpus, tmp_path, capsy
     score, _, decision = verify_line(capsys, "--initial_model", str(tmp_path / "m.model"), "--nDataLoaderThread", "0",
                                      *[os.path.join(root, k) for k in pair], "--threshold", "-1")
     assert score == pytest.approx(want, abs=1e-5) and decision == "accept"
+
+
+def test_one_option_through_every_rung_of_the_commands(tiny_checkpoint, tmp_path):
+    """The ladder as the commands climb it (core/config.py): eval_frames is 300 by default, 40 in a self-contained
+    model file, 60 in the YAML, 80 in a threshold file and 100 on the command line; each rung overrides the one
+    below. The threshold itself climbs the same rungs (YAML 0.1 < the file's EER threshold 0.25 < --threshold).
+    load_model's options are the command line's rung. A model option the YAML contradicts names both places."""
+    model = tmp_path / "m.model"
+    save_self_contained_model(tiny_checkpoint, model, eval_frames=40)
+    cfg, record, bad = tmp_path / "c.yaml", tmp_path / "t.json", tmp_path / "bad.yaml"
+    cfg.write_text("eval_frames: 60\nthreshold: 0.1\n")
+    record.write_text(json.dumps({"eer_threshold": 0.25, "eval_frames": 80, "eer": 0.1}))
+    bad.write_text("nOut: 32\n")
+
+    def resolve(*argv):
+        return verification_settings(with_model_file(load_config(verify_parser(), ["a.wav", "b.wav", *argv])))
+
+    file, yaml_file, threshold_file = ["--initial_model", str(model)], ["--config", str(cfg)], ["--threshold_file",
+                                                                                               str(record)]
+    assert resolve("--threshold", "0.5")["eval_frames"] == 300
+    assert resolve(*file, "--threshold", "0.5")["eval_frames"] == 40
+    with_yaml = resolve(*file, *yaml_file)
+    assert (with_yaml["eval_frames"], with_yaml["threshold"]) == (60, 0.1)
+    with_record = resolve(*file, *yaml_file, *threshold_file)
+    assert (with_record["eval_frames"], with_record["threshold"]) == (80, 0.25)
+    assert with_record.origin("eval_frames")[1] == f"the threshold file '{record}'"
+    top = resolve(*file, *yaml_file, *threshold_file, "--eval_frames", "100", "--threshold", "0.5")
+    assert (top["eval_frames"], top["threshold"]) == (100, 0.5)
+    assert top.origin("eval_frames")[1] == "--eval_frames on the command line"
+    assert model_settings(str(model))["eval_frames"] == 40
+    assert model_settings(str(model), str(cfg))["eval_frames"] == 60
+    assert model_settings(str(model), str(cfg), eval_frames=100)["eval_frames"] == 100
+    with pytest.raises(ConfigError, match=re.escape(f"nOut is 32 in the config file '{bad}' but 16 in the model "
+                                                    f"file '{model}'")):
+        resolve(*file, "--config", str(bad), *threshold_file)
+    with pytest.raises(ConfigError, match=re.escape(f"nOut is 32 in load_model(nOut=...) but 16 in the model file "
+                                                    f"'{model}'")):
+        model_settings(str(model), nOut=32)
+    # what an evaluation records in a threshold file is what the threshold-file rung takes (and the threshold)
+    assert set(THRESHOLD_SETTINGS) | {"threshold"} == set(with_role(THRESHOLD))
