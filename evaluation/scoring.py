@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.errors import ConfigError
 from evaluation.embeddings import Embeddings, trial_rows
@@ -189,9 +190,11 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
                  chunk: int = COHORT_CHUNK) -> Tuple[np.ndarray, np.ndarray]:
     """mu, sigma of the ``top_n`` highest cosines of each row of x with the cohort.
 
-    The [R, C] cosine matrix is built ``chunk`` rows at a time in float32, never whole: blocks of ``chunk // 2``
-    rows on a thread pool (:func:`in_threads`), so one block's top-n selection (single-threaded in NumPy, but
-    it releases the GIL) overlaps another's product; peak memory ~ chunk * C * 4 bytes, as one block of ``chunk``.
+    The [R, C] cosine matrix is built ``chunk`` rows at a time in float32, never whole: blocks of ``chunk / 4``
+    rows on a thread pool (:func:`in_threads`), each thread with a single-threaded BLAS, so the cores run whole
+    blocks (product, then top-n selection, which is single-threaded in NumPy but releases the GIL) side by side
+    instead of sharing every product and leaving the selections to one core; peak memory below one block of
+    ``chunk`` rows (``chunk`` * C * 4 bytes).
 
     Args:
         x: [R, D] embeddings; cohort: [C, D] cohort embeddings (any scale).
@@ -210,7 +213,8 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
         sims = unit_x[start:stop] @ cohort_t  # [rows, C]
         mean[start:stop], std[start:stop] = top_n_moments(sims, n, in_place=True)
 
-    in_threads(block, len(unit_x), max(1, chunk // min(2, worker_count())))
+    with threadpool_limits(1, user_api="blas"):
+        in_threads(block, len(unit_x), max(1, chunk // 4))
     return mean, std
 
 
