@@ -11,6 +11,7 @@ from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbeddi
 
 import frontend.ssl_frontend
 import trainSpeakerNet_Eval
+from core.device import autocast_dtype
 from evaluation.embeddings import load_embeddings
 from frontend.frames import pad_mask
 from frontend.kernels import (
@@ -23,7 +24,7 @@ from frontend.kernels import (
 )
 from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend, reference_cnn
 from models.MHFA import MainModel
-from tests.fakes import run_main
+from tests.fakes import device_tolerance, run_main
 
 LAYERS = [(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]
 
@@ -242,32 +243,37 @@ def auto_and_reference(frontend, fn):
 
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
 @pytest.mark.parametrize("padded", [True, False])
-def test_frozen_input_kernels_equal_the_reference(checkpoint, padded, request):
+def test_frozen_input_kernels_equal_the_reference(checkpoint, padded, request, device):
     """Without gradients (extraction, a frozen CNN), ``auto`` runs the CNN as GEMMs with its folded first block
     and the positional convolution by FFT; its layers equal the reference path's (torchaudio's modules), for a
-    padded batch on every valid frame."""
-    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint)).eval()
+    padded batch on every valid frame (device tier)."""
+    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint)).eval().to(device)
     wav, lengths = padded_batch()
     if not padded:
         wav, lengths = wav[:1], lengths[:1]
+    wav, lengths = wav.to(device), lengths.to(device)
     with torch.inference_mode():
         (auto, frames), (ref, ref_frames) = auto_and_reference(frontend, lambda: frontend(wav, lengths))
-    assert frontend.derived.peek("positional_fft") is not None  # the kernels ran
+    if device.type == "cpu":
+        assert frontend.derived.peek("positional_fft") is not None  # the kernels ran
     assert torch.equal(frames, ref_frames) and auto.shape == ref.shape
+    atol, rtol = device_tolerance(device, 2e-5, 1e-4)
     for i, n in enumerate(frames.tolist()):
-        torch.testing.assert_close(auto[i, :, :n], ref[i, :, :n], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(auto[i, :, :n], ref[i, :, :n], atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
-def test_streaming_layer_sums_equal_the_reference(checkpoint, request):
-    """In inference ``auto`` sums the layers as they come; ``reference`` stacks them and sums (padded batch)."""
-    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint)).eval()
-    weights = torch.rand(2, frontend.num_layers)
-    wav, lengths = padded_batch(1)
+def test_streaming_layer_sums_equal_the_reference(checkpoint, request, device):
+    """In inference ``auto`` sums the layers as they come; ``reference`` stacks them and sums (padded batch;
+    device tier)."""
+    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint)).eval().to(device)
+    weights = torch.rand(2, frontend.num_layers).to(device)
+    wav, lengths = (t.to(device) for t in padded_batch(1))
     with torch.no_grad():
         (auto, frames), (ref, _) = auto_and_reference(frontend, lambda: frontend.weighted_layers(wav, weights, lengths))
+    atol, rtol = device_tolerance(device, 2e-5, 1e-4)
     for i, n in enumerate(frames.tolist()):
-        torch.testing.assert_close(auto[:, i, :n], ref[:, i, :n], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(auto[:, i, :n], ref[:, i, :n], atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
@@ -291,14 +297,15 @@ def test_frozen_front_end_equals_the_reference_with_back_end_gradients(checkpoin
 
 
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
-def test_reduced_precision_copies_are_close_to_the_reference(checkpoint, request):
-    """Under bfloat16 autocast a frozen front-end's blocks use bfloat16 copies of their matmul weights made once
-    (``auto``); the layers stay within bfloat16 rounding of the reference (autocast casting every call)."""
-    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint), freeze_ssl=True)
-    wav = padded_batch(3)[0][:1]
+def test_reduced_precision_copies_are_close_to_the_reference(checkpoint, request, device):
+    """Under mixed precision (bfloat16 autocast on the CPU, float16 on a GPU) a frozen front-end's blocks use
+    reduced-precision copies of their matmul weights made once (``auto``); the layers stay within that rounding
+    of the reference (autocast casting every call). Device tier."""
+    frontend = load_ssl_frontend(request.getfixturevalue(checkpoint), freeze_ssl=True).to(device)
+    wav = padded_batch(3)[0][:1].to(device)
 
     def run():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype(device)):
             return frontend(wav).float()
 
     auto, ref = auto_and_reference(frontend, run)

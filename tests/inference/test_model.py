@@ -10,7 +10,7 @@ from core.errors import ConfigError, DataError
 from evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
 from evaluation.reports import read_score_file
 from inference import load_model
-from tests.fakes import save_self_contained_model
+from tests.fakes import device_tolerance, save_self_contained_model
 
 # the model's own protocol: 3 crops of 50 frames, whole files over 1.5 s split into chunks (corpus: 0.3-1.9 s)
 PROTOCOL = {"eval_frames": 50, "num_eval": 3, "max_eval_seconds": 1.5, "eval_long_files": "chunks"}
@@ -40,24 +40,26 @@ def evaluated(tiny_checkpoint, corpus, tmp_path_factory):
             "raw": read_score_file(str(tmp / "raw.txt")), "asnorm": read_score_file(str(tmp / "asnorm.txt"))}
 
 
-def assert_same(got, want, rows=slice(None)):
-    np.testing.assert_allclose(got.embeddings, want.embeddings[rows], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(got.crop_embeddings, want.crop_embeddings[rows], rtol=0, atol=1e-5)
+def assert_same(got, want, rows=slice(None), device="cpu"):
+    atol, _ = device_tolerance(device, 1e-5, 0)
+    np.testing.assert_allclose(got.embeddings, want.embeddings[rows], rtol=0, atol=atol)
+    np.testing.assert_allclose(got.crop_embeddings, want.crop_embeddings[rows], rtol=0, atol=atol)
     np.testing.assert_allclose(got.durations, want.durations[rows], rtol=0, atol=1e-6)
 
 
-def test_api_embeddings_equal_the_evaluations(evaluated):
-    model = load_model(evaluated["model"], device="cpu", nDataLoaderThread=0)
+def test_api_embeddings_equal_the_evaluations(evaluated, device):
+    """load_model on the device of the tier embeds as the eval command did (device tier)."""
+    model = load_model(evaluated["model"], device=str(device), nDataLoaderThread=0)
     want, root = evaluated["embeddings"], evaluated["root"]
     assert {k: model.settings[k] for k in PROTOCOL} == PROTOCOL  # the protocol came from the file
     files = model.embed_files(want.keys, root, verbose=False)
     assert files.keys == want.keys
-    assert_same(files, want)
+    assert_same(files, want, device=device)
     waves = model.embed([load_audio(f"{root}/{k}") for k in want.keys], keys=want.keys)
     assert waves.keys == want.keys
-    assert_same(waves, want)
+    assert_same(waves, want, device=device)
     one = model.embed_file(f"{root}/{want.keys[0]}")
-    assert_same(one, want, slice(0, 1))
+    assert_same(one, want, slice(0, 1), device)
     as_tensor = model.embed(torch.from_numpy(load_audio(f"{root}/{want.keys[1]}")))
     assert_same(as_tensor, want, slice(1, 2))
 

@@ -5,6 +5,7 @@ import torch
 
 from core.plugins import get_plugin
 from models.MHFA import MHFA, MainModel
+from tests.fakes import device_tolerance
 
 
 def reference_mhfa(x, m):
@@ -106,17 +107,19 @@ def test_compile_frontend_option_compiles_every_block(tiny_checkpoint):
 
 
 @pytest.mark.parametrize("model", ["MHFA", "CAMHFA"])
-def test_frontend_kernels_option_reaches_the_front_end_with_the_same_embeddings(tiny_checkpoint, model):
+def test_frontend_kernels_option_reaches_the_front_end_with_the_same_embeddings(tiny_checkpoint, model, device):
     """``frontend_kernels`` is a model option of both plug-ins; the encoder's inference path (streaming layer
     sums, fast kernels) and the reference path (layers stacked, the back-end's own forward) embed a padded batch
-    alike."""
+    alike (MHFA and CA-MHFA; device tier)."""
     build = get_plugin("models", model)
     auto = build(tiny_checkpoint, nOut=16, head_nb=4, compression_dim=8).eval()
     reference = build(tiny_checkpoint, nOut=16, head_nb=4, compression_dim=8, frontend_kernels="reference").eval()
     assert (auto.frontend.kernels, reference.frontend.kernels) == ("auto", "reference")
     reference.load_state_dict(auto.state_dict())
-    lengths = torch.tensor([12000, 7000, 5000])
-    wav = 0.1 * torch.randn(3, 12000)
+    auto, reference = auto.to(device), reference.to(device)
+    lengths = torch.tensor([12000, 7000, 5000], device=device)
+    wav = 0.1 * torch.randn(3, 12000).to(device)
     with torch.no_grad():
         got, want = auto(wav, lengths), reference(wav, lengths)
-    torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=1e-4)
+    atol, rtol = device_tolerance(device, 1e-5, 1e-4)
+    torch.testing.assert_close(got, want, atol=atol * float(want.abs().max()), rtol=rtol)
