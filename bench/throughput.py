@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training and extraction throughput, side by side with the original formulation (issue 12).
+"""Training and extraction throughput, side by side with the original formulation.
 
 Three workloads, each run in this one process by both implementations, alternating (A B, then B A,
 ...), on the same inputs and settings:
