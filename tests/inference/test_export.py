@@ -1,5 +1,7 @@
 """TorchScript and ONNX export (inference/export.py): the exported files give the PyTorch model's embeddings
 for single inputs of three lengths and for one padded batch, for every kind of front-end."""
+import copy
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -10,7 +12,7 @@ import frontend.kernels
 from core.errors import OutputError
 from inference.export import ExportableEncoder, export_checked, pad_batch
 from synthetic.checkpoints import TINY_WAVLM, write_fairseq_checkpoint
-from tests.fakes import save_self_contained_model
+from tests.fakes import device_tolerance, save_self_contained_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 LENGTHS = (6000, 16001, 29999)  # three lengths; the padded batch holds all three
@@ -52,14 +54,21 @@ def reference(encoder, inputs):
         return np.concatenate([encoder(torch.from_numpy(w)[None]).numpy() for w in inputs])
 
 
-def test_exportable_encoder_is_the_encoder(encoder):
-    """Before any export: the traceable form equals the encoder on a padded batch (padding content ignored)."""
+def test_exportable_encoder_is_the_encoder(encoder, device, tmp_path):
+    """Before any export: the traceable form equals the encoder on a padded batch (padding content ignored). Device
+    tier: on the tier's device, against the encoder on the CPU, and a TorchScript export traced there is checked
+    there as tools.export checks it."""
+    model = copy.deepcopy(encoder).to(device).eval()
     inputs = waves(1)
     batch, lengths = pad_batch(inputs)
     batch[0, LENGTHS[0]:] = 5.0
     with torch.no_grad():
-        got = ExportableEncoder(encoder)(torch.from_numpy(batch), torch.from_numpy(lengths)).numpy()
-    np.testing.assert_allclose(got, reference(encoder, inputs), rtol=0, atol=1e-5)
+        got = ExportableEncoder(model)(torch.from_numpy(batch).to(device), torch.from_numpy(lengths).to(device))
+    atol, _ = device_tolerance(device, 1e-5, 0)
+    np.testing.assert_allclose(got.cpu().numpy(), reference(encoder, inputs), rtol=0, atol=atol)
+    if device.type != "cpu":  # on the CPU test_exports_equal_the_pytorch_model covers the exports
+        found = export_checked("torchscript", model, str(tmp_path / "m.ts"), inputs, tolerance=10 * atol)
+        assert set(found) == {"single", "batch"}
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "onnx"])
