@@ -222,11 +222,26 @@ def load_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] =
     return config
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use (its affinity where the system says, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_workers(config: Dict[str, Any]) -> int:
+    """``nDataLoaderThread``, or by default what the machine has: its CPUs, at most 4 (more workers than CPUs only
+    compete with the main process)."""
+    given = config["nDataLoaderThread"]
+    return min(4, available_cpus()) if given is None else given
+
+
 def validate(config: Dict[str, Any]) -> None:
     """Checks that need no data: value ranges, option combinations, options that cannot run here."""
     for key in ("batch_size", "nPerSpeaker", "max_epoch", "test_interval", "num_eval", "grad_accum"):
         if config[key] < 1:
             raise ConfigError(f"'{key}' must be at least 1, got {config[key]}.")
+    if config["nDataLoaderThread"] is not None and config["nDataLoaderThread"] < 0:
+        raise ConfigError(f"'nDataLoaderThread' must be 0 (load in the main process) or more, got "
+                          f"{config['nDataLoaderThread']}.")
     if config["global_batch"] < 0:
         raise ConfigError(f"'global_batch' must be 0 (off) or positive, got {config['global_batch']}.")
     if config["top_n"] < 2:

@@ -91,7 +91,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
          "speaker: the original's (per epoch at most max_seg_per_spk utterances per speaker, never one speaker "
          "twice in a batch); utterance: wespeaker's (every utterance once per epoch in random order, speakers may "
          "repeat in a batch; needs nPerSpeaker 1, ignores max_seg_per_spk)"),
-        ("nDataLoaderThread", _I, 4, "data loader worker processes"),
+        ("nDataLoaderThread", optional_int, None, "data loader worker processes (default: the CPUs this process may "
+                                                   "use, at most 4; 0: load in the main process)"),
         ("augment", _B, False, "augment training audio with MUSAN noise and RIR reverberation"),
         ("aug_prob", optional_float, None, "probability that an utterance is augmented, then by one of reverb, "
                                            "music, babble, noise, babble+music (wespeaker: 0.6); default: the "

@@ -19,6 +19,7 @@ import soundfile
 from tqdm import tqdm
 
 from core.audio import AUDIO_ERRORS, SAMPLE_RATE, converted_length
+from core.config import loader_workers
 from core.errors import DataError
 from core.files import write_text
 from core.logs import EVERY_RANK, progress_options
@@ -190,5 +191,5 @@ def cache_file(config: Dict[str, Any]) -> str:
 def check_training_list(config: Dict[str, Any], entries: Sequence[Entry]) -> CheckReport:
     """The data check of a training list's entries with a configuration's settings (min length, cache)."""
     return check_files([e.path for e in entries], [e.where for e in entries], config["min_audio_seconds"],
-                       cache_file(config), workers=max(8, config["nDataLoaderThread"]),
+                       cache_file(config), workers=max(8, loader_workers(config)),
                        desc="data check (training list)")

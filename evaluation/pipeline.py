@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 import numpy as np
 
 from core.audio import quiet_conversions
-from core.config import PATHS_IF_SET, frontend_paths, require_paths, require_paths_if_set
+from core.config import PATHS_IF_SET, frontend_paths, loader_workers, require_paths, require_paths_if_set
 from core.errors import DataError, TrialListError
 from core.options import THRESHOLD, with_role
 from dataprep.check import cache_file, check_files, format_problems
@@ -60,7 +60,7 @@ def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
             files.append(name)
             wheres.append(f"{path}:{line}")
     report = check_files(key_paths(files, config["test_path"]), wheres, config["min_audio_seconds"],
-                         cache_file(config), workers=max(8, config["nDataLoaderThread"]), desc="data check (trials)")
+                         cache_file(config), workers=max(8, loader_workers(config)), desc="data check (trials)")
     for conversion, count in sorted(report.converted.items()):
         logger.warning("Trial lists: %d file(s) will be %s on reading.", count, conversion)
     quiet_conversions()  # reported here with their counts
@@ -92,7 +92,7 @@ def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: 
     from evaluation.extraction import extract_embeddings  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
 
     return extract_embeddings(encoder, files, root, config["eval_frames"], config["num_eval"],
-                              config["max_eval_seconds"], device, workers=config["nDataLoaderThread"],
+                              config["max_eval_seconds"], device, workers=loader_workers(config),
                               verbose=verbose, batch_seconds=config["eval_batch_seconds"],
                               autocast=config["eval_autocast"], long_files=config["eval_long_files"])
 

@@ -4,6 +4,7 @@ by :func:`format_evaluation`; embed files with a model (for cohorts and verifica
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
@@ -12,6 +13,8 @@ from core.logs import setup_logging
 from evaluation.embeddings import Embeddings
 from evaluation.metrics import format_result
 from evaluation.pipeline import evaluate, extract_files, score_file_for
+
+logger = logging.getLogger(__name__)
 
 
 class ModelResult(NamedTuple):
@@ -30,6 +33,11 @@ def evaluate_model(config: Dict[str, Any]) -> List[ModelResult]:
     EERs (an ``initial_model`` in the YAML only seeds training). Saved ``embeddings`` need no model (no name).
     """
     setup_logging()
+    if config["distributed"]:  # an option that does nothing here is an error on the command line, noted from a YAML
+        if "distributed" in getattr(config, "cli", ()):
+            raise ConfigError("--distributed: the eval command extracts and scores in one process (data-parallel "
+                              "extraction is not implemented yet); remove --distributed (training uses it).")
+        logger.warning("distributed: true (from the YAML) applies to training; the eval command runs in one process.")
     if config["embeddings"]:  # scores only: no model, no device, no torch
         result = evaluate(config, None)
         return [] if result is None else [ModelResult(None, result)]

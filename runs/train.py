@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.audio import quiet_conversions
-from core.config import require_paths, resolve_grad_accum, save_config
+from core.config import loader_workers, require_paths, resolve_grad_accum, save_config
 from core.distributed import Context, all_gather, barrier
 from core.errors import ConfigError, Interrupted, TrainingError
 from core.interrupt import StopRequest
@@ -103,7 +103,7 @@ def make_loader(config: Dict[str, Any], context: Context) -> torch.utils.data.Da
     sampler = SAMPLERS[config["sampler"]](dataset.labels, **config, num_replicas=context.world, rank=context.rank)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config["batch_size"], sampler=sampler, collate_fn=collate_groups,
-        num_workers=config["nDataLoaderThread"], worker_init_fn=worker_init, drop_last=True,
+        num_workers=loader_workers(config), worker_init_fn=worker_init, drop_last=True,
         pin_memory=torch.cuda.is_available(), persistent_workers=False)
     logger.info("Data: %d files, %d speakers, %d batches of %d per epoch (%s sampler, %s augmentation)",
                 len(dataset), len(dataset.speakers), len(loader), config["batch_size"], config["sampler"],

@@ -9,6 +9,7 @@ import os
 import pytest
 import yaml
 
+import core.config as config_module
 from core.config import (
     DEFAULT,
     GIVEN,
@@ -35,6 +36,7 @@ from core.options import (
     ROLE_NAMES,
     ROLES,
     THRESHOLD,
+    defaults,
     in_sections,
     parse_bool,
     with_role,
@@ -309,3 +311,15 @@ def test_the_roles_of_every_option_are_declared():
     assert "frontend_kernels" in cache  # its kernels give the same embeddings only to float rounding
     assert not {"trainfunc", "nClasses", "subcenters"} & cache  # the loss's tensors: no embedding changes
     assert {"score_norm", "cohort_embeddings", "threshold"} <= threshold
+
+
+def test_loader_workers_default_to_what_the_machine_has(monkeypatch):
+    """nDataLoaderThread unset: the CPUs this process may use, at most 4 (no more workers than cores on a small
+    machine); a given value is used as given; a negative one is refused naming the option."""
+    for cpus, want in ((1, 1), (2, 2), (16, 4)):
+        monkeypatch.setattr(config_module, "available_cpus", lambda cpus=cpus: cpus)
+        assert config_module.loader_workers({"nDataLoaderThread": None}) == want
+    assert config_module.loader_workers({"nDataLoaderThread": 0}) == 0
+    assert config_module.loader_workers({"nDataLoaderThread": 8}) == 8
+    with pytest.raises(ConfigError, match="nDataLoaderThread"):
+        config_module.validate({**defaults(), "nDataLoaderThread": -1})

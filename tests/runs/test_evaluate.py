@@ -67,3 +67,18 @@ def test_format_evaluation():
         "model000000002 EER 3.0000 MinDCF0.05 0.25000 MinDCF0.01 0.50000 CropEER 4.0000 WholeEER 4.0000\n"
         "model000000003 O EER 1.0000 MinDCF0.05 0.25000 MinDCF0.01 0.50000 CropEER 2.0000 WholeEER 2.0000 | "
         "H EER 2.0000 MinDCF0.05 0.25000 MinDCF0.01 0.50000")
+
+
+def test_distributed_does_nothing_here_so_the_command_line_refuses_it(tmp_path):
+    """The eval command runs in one process: --distributed on its command line exits 2 saying so (it used to be
+    accepted and ignored); from a YAML (shared with training) it is noted and the evaluation runs."""
+    paths = write_lists(tmp_path)
+    proc = run_main(trainSpeakerNet_Eval, "--eval", "--test_list", paths["O"], "--embeddings", paths["e"],
+                    "--distributed")
+    assert proc.returncode == 2 and "--distributed: the eval command" in proc.stderr and proc.stdout == ""
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("distributed: true\n")
+    shared = run_main(trainSpeakerNet_Eval, "--eval", "--config", str(yaml_file), "--test_list", paths["O"],
+                      "--embeddings", paths["e"])
+    assert shared.returncode == 0 and shared.stdout.startswith("EER ")
+    assert "applies to training; the eval command runs in one process" in shared.stderr
