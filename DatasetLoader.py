@@ -123,6 +123,13 @@ def normalised_rir(path: str) -> np.ndarray:
     return rir / np.float32(np.sqrt(energy))
 
 
+def reverberate(audio: np.ndarray, rir_files: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """``audio`` convolved ("full") with a random RIR of ``rir_files`` scaled to unit energy, truncated to its
+    length (the original's and wespeaker's reverberation alike)."""
+    rir = normalised_rir(rir_files[int(rng.integers(len(rir_files)))])
+    return signal.fftconvolve(audio, rir, mode="full")[:audio.shape[0]].astype(np.float32)
+
+
 class Augmenter:
     """MUSAN noise/music/babble and RIR reverberation (voxceleb_trainer's ``AugmentWAV``).
 
@@ -161,8 +168,7 @@ class Augmenter:
         return total
 
     def reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rir = normalised_rir(self.rir_files[int(rng.integers(len(self.rir_files)))])
-        return signal.fftconvolve(audio, rir, mode="full")[:audio.shape[0]].astype(np.float32)
+        return reverberate(audio, self.rir_files, rng)
 
     def choose(self, rng: np.random.Generator) -> str:
         if self.aug_prob is None:
@@ -224,8 +230,7 @@ class WespeakerAugmenter:
             raise ConfigError(f"aug_prob must be in [0, 1], got {aug_prob}.")
 
     def reverberate(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rir = normalised_rir(self.rir_files[int(rng.integers(len(self.rir_files)))])
-        return signal.fftconvolve(audio, rir, mode="full")[:audio.shape[0]].astype(np.float32)
+        return reverberate(audio, self.rir_files, rng)
 
     def add_noise(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         category, path = self.noises[int(rng.integers(len(self.noises)))]

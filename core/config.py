@@ -102,11 +102,6 @@ class Config(dict):
         """The options written on the command line (or given to the API)."""
         return self.given_on(GIVEN)
 
-    @property
-    def yaml_keys(self) -> FrozenSet[str]:
-        """The options the YAML file set."""
-        return self.given_on(YAML_FILE)
-
     def sources(self) -> Dict[str, str]:
         """Where each option that was given explicitly came from: ``--key on the command line``, ``the config
         file 'F'``, ``the threshold file 'F'`` (for messages about a value that contradicts another file)."""
