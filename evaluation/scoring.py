@@ -14,13 +14,13 @@ mean and standard deviation of the top-N cosines of x against the cohort,
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from core.config import available_cpus
 from core.errors import ConfigError
 from evaluation.embeddings import Embeddings, trial_rows
 from evaluation.trials import Trials
@@ -45,8 +45,7 @@ def subtract_mean(x: np.ndarray, mean: Optional[np.ndarray]) -> np.ndarray:
 
 def worker_count() -> int:
     """Threads for the row-parallel loops: the CPUs this process may use, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus))
+    return max(1, min(8, available_cpus()))
 
 
 def in_threads(task: Callable[[int, int], None], total: int, chunk: int) -> None:
