@@ -36,8 +36,14 @@ def rows_of(index: Dict[str, int], names: Sequence[str], what: str) -> np.ndarra
 def trial_rows(emb: Embeddings, trial_sets: Dict[str, Trials]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """list name -> (enroll rows, test rows) of ``emb`` (the key -> row map is built once)."""
     index = key_index(emb.keys)
-    return {name: (rows_of(index, t.enroll, f"enrollment ({name})"), rows_of(index, t.test, f"test ({name})"))
-            for name, t in trial_sets.items()}
+    rows = {}
+    for name, t in trial_sets.items():
+        if t.codes is None:
+            rows[name] = (rows_of(index, t.enroll, f"enrollment ({name})"), rows_of(index, t.test, f"test ({name})"))
+        else:  # each distinct name looked up once (read_trials' codes)
+            of_name = rows_of(index, t.names, f"trial list ({name})")
+            rows[name] = (of_name[t.codes[0]], of_name[t.codes[1]])
+    return rows
 
 
 def merge_embeddings(parts: List[Embeddings], keys: Sequence[str]) -> Embeddings:

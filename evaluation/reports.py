@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -99,6 +100,22 @@ def read_score_file(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[List[Tu
     return np.array(labels, dtype=np.int64), np.array(scores), (pairs if n_fields == 4 else None)
 
 
+def import_plotting() -> None:
+    """Import what :func:`det_curve_png` uses (matplotlib's Agg back-end, SciPy's ``ndtri``; about 0.6 s)."""
+    import matplotlib  # imported here, as SciPy: only a DET plot pays their import
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot  # noqa: F401 (imported for det_curve_png)
+    import scipy.special  # noqa: F401 (imported for det_curve_png)
+
+
+def import_plotting_in_background() -> threading.Thread:
+    """Start :func:`import_plotting` on a thread, to overlap it with work that releases the GIL (the cohort
+    products); an import that :func:`det_curve_png` makes meanwhile waits for it (Python's import lock)."""
+    thread = threading.Thread(target=import_plotting, name="import-plotting", daemon=True)
+    thread.start()
+    return thread
+
+
 def det_curve_png(fnrs: np.ndarray, fprs: np.ndarray, path: str, eer: Optional[float] = None,
                   title: str = "", max_points: int = 4000) -> None:
     """Write a DET curve (miss vs false-alarm rate on normal-deviate axes) as a PNG.
@@ -113,8 +130,7 @@ def det_curve_png(fnrs: np.ndarray, fprs: np.ndarray, path: str, eer: Optional[f
         eer: EER in percent, marked on the diagonal when given.
         title: plot title.
     """
-    import matplotlib  # imported here, as SciPy: only a DET plot pays their import (about 0.5 s)
-    matplotlib.use("Agg")  # files only, no display
+    import_plotting()  # imported here: only a DET plot pays their import
     import matplotlib.pyplot as plt
     from scipy.special import ndtri
 

@@ -128,6 +128,7 @@ def trial_scores(whole: np.ndarray, enroll: np.ndarray, test: np.ndarray,
 
 
 SELECTION_SAMPLE = 512  # columns whose top values give each row's lower bound of its n-th largest (top_n_moments)
+SELECT_ROWS = 128  # rows selected at a time by cohort_stats: 128 x 5,994 float32 = 3 MB, about a core's L2
 
 
 def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -171,8 +172,7 @@ def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple
         values = sims[keep]  # row by row
         counts = counts[done]
         dense = np.full((len(counts), int(counts.max())), -np.inf, dtype=sims.dtype)
-        starts = np.cumsum(counts) - counts
-        dense[np.repeat(np.arange(len(counts)), counts), np.arange(len(values)) - np.repeat(starts, counts)] = values
+        dense[np.arange(dense.shape[1]) < counts[:, None]] = values  # row-major, as the gather: row r's first counts[r]
         mean[done], std[done] = _partition_moments(dense, n)
     return mean, std
 
@@ -185,35 +185,43 @@ def _partition_moments(sims: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray
     return top.mean(axis=1), top.std(axis=1)
 
 
-def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int,
-                 chunk: int = COHORT_CHUNK) -> Tuple[np.ndarray, np.ndarray]:
-    """mu, sigma of the ``top_n`` highest cosines of each row of x with the cohort.
+def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, chunk: int = COHORT_CHUNK,
+                 rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """mu, sigma of the ``top_n`` highest cosines of each row of x (of ``x[rows]`` when given) with the cohort.
 
     The [R, C] cosine matrix is built ``chunk`` rows at a time in float32, never whole: blocks of ``chunk / 4``
     rows on a thread pool (:func:`in_threads`), each thread with a single-threaded BLAS, so the cores run whole
-    blocks (product, then top-n selection, which is single-threaded in NumPy but releases the GIL) side by side
-    instead of sharing every product and leaving the selections to one core; peak memory below one block of
-    ``chunk`` rows (``chunk`` * C * 4 bytes).
+    blocks (gather and normalise the rows, product, then top-n selection, which is single-threaded in NumPy but
+    releases the GIL) side by side instead of sharing every product and leaving the selections to one core. The
+    selection goes through each block ``SELECT_ROWS`` rows at a time, a slice that stays in a core's L2 cache
+    across its passes (about 1.6x faster than whole blocks). Peak memory below one block of ``chunk`` rows
+    (``chunk`` * C * 4 bytes); no normalised copy of x is made.
 
     Args:
-        x: [R, D] embeddings; cohort: [C, D] cohort embeddings (any scale).
+        x: [F, D] embeddings; cohort: [C, D] cohort embeddings (any scale).
         top_n: N (AS-norm); N >= C gives S-norm.
+        rows: [R] rows of x to compute (default: all).
     Returns:
         (mean [R], std [R]) float64.
     """
     if top_n < 2:
         raise ConfigError(f"top_n must be at least 2 (a standard deviation needs two cohort scores), got {top_n}.")
-    unit_x, unit_c = l2_normalise(x), l2_normalise(cohort)
+    unit_c = l2_normalise(cohort)
     n = min(top_n, len(unit_c))
-    mean, std = np.empty(len(unit_x)), np.empty(len(unit_x))
+    count = len(x) if rows is None else len(rows)
+    mean, std = np.empty(count), np.empty(count)
     cohort_t = np.ascontiguousarray(unit_c.T)
 
     def block(start: int, stop: int) -> None:
-        sims = unit_x[start:stop] @ cohort_t  # [rows, C]
-        mean[start:stop], std[start:stop] = top_n_moments(sims, n, in_place=True)
+        part = np.asarray(x[start:stop] if rows is None else np.take(x, rows[start:stop], axis=0), dtype=np.float32)
+        sims = l2_normalise(part) @ cohort_t  # [rows, C]
+        for first in range(0, stop - start, SELECT_ROWS):
+            last = min(first + SELECT_ROWS, stop - start)
+            mean[start + first:start + last], std[start + first:start + last] = top_n_moments(
+                sims[first:last], n, in_place=True)
 
     with threadpool_limits(1, user_api="blas"):
-        in_threads(block, len(unit_x), max(1, chunk // 4))
+        in_threads(block, count, max(1, chunk // 4))
     return mean, std
 
 
@@ -286,10 +294,12 @@ def file_cohort_stats(whole: np.ndarray, rows: np.ndarray, cohort: np.ndarray, m
     """
     if method not in ("asnorm", "snorm"):
         raise ConfigError(f"score_norm must be none, asnorm or snorm, got {method!r}.")
-    used = np.unique(rows)
+    seen = np.zeros(len(whole), dtype=bool)
+    seen[rows] = True  # the rows in use, sorted (np.unique of a million trials' rows takes ~20x longer)
+    used = np.flatnonzero(seen)
     n = cohort.shape[0] if method == "snorm" else top_n
     mu, sigma = np.full(len(whole), np.nan), np.full(len(whole), np.nan)
-    mu[used], sigma[used] = cohort_stats(whole[used], cohort, n)
+    mu[used], sigma[used] = cohort_stats(whole, cohort, n, rows=None if len(used) == len(whole) else used)
     return mu, sigma
 
 

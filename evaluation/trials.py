@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,6 +16,19 @@ class Trials(NamedTuple):
     labels: Optional[np.ndarray]  # [N] int (None when the list has no labels)
     enroll: List[str]
     test: List[str]
+    # As read_trials gives them: the distinct file names (first appearance first) and each trial's two files as
+    # indices into them ([2, N]: enroll, test), so that later steps hash each name once, not once per trial.
+    names: Optional[List[str]] = None
+    codes: Optional[np.ndarray] = None
+
+
+def file_codes(enroll: List[str], test: List[str]) -> Tuple[List[str], np.ndarray]:
+    """(the distinct names of ``enroll`` + ``test`` in order of first appearance, [2, N] index of each)."""
+    every = enroll + test
+    names = list(dict.fromkeys(every))
+    index = dict(zip(names, range(len(names)), strict=True))
+    codes = np.fromiter(map(index.__getitem__, every), np.int64, len(every))
+    return names, codes.reshape(2, len(enroll))
 
 
 def _trial_line_error(path: str, lines: Sequence[List[str]]) -> TrialListError:
@@ -64,26 +77,28 @@ def read_trials(path: str) -> Trials:
         if not set(tokens[0::3]) <= {"0", "1"}:
             raise _trial_line_error(path, [line.split() for line in raw.decode("utf-8").splitlines()])
         labels = (np.asarray(tokens[0::3]) == "1").astype(np.int64)
-    trials = Trials(labels, tokens[width - 2::width], tokens[width - 1::width])
+    enroll, test = tokens[width - 2::width], tokens[width - 1::width]
+    trials = Trials(labels, enroll, test, *file_codes(enroll, test))
     warn_duplicates(path, trials)
     return trials
 
 
 def warn_duplicates(path: str, trials: Trials) -> int:
-    """Log how many trials repeat an earlier (enroll, test) pair (they count twice in the metrics); returns it."""
-    seen: Dict[tuple, int] = {}
-    repeats, example = 0, None
-    for i, pair in enumerate(zip(trials.enroll, trials.test, strict=True)):
-        if pair in seen:
-            repeats += 1
-            example = example or (pair, seen[pair] + 1, i + 1)
-        else:
-            seen[pair] = i
-    if repeats:
-        (enroll, test), first, again = example
+    """Log how many trials repeat an earlier (enroll, test) pair (they count twice in the metrics); returns it.
+    The warning names the first repeat in the list and the trial number of its earlier copy."""
+    names, codes = (trials.names, trials.codes) if trials.codes is not None else file_codes(trials.enroll,
+                                                                                           trials.test)
+    pair = codes[0] * len(names) + codes[1]  # one integer per (enroll, test) pair
+    order = np.argsort(pair, kind="stable")  # equal pairs together, each group in list order
+    ranked = pair[order]
+    again = np.flatnonzero(ranked[1:] == ranked[:-1]) + 1  # positions (in ``order``) of the repeats
+    if again.size:
+        repeat = int(order[again].min())  # the first repeat in list order
+        first = int(order[np.searchsorted(ranked, pair[repeat])])  # its group's first: the earlier copy
         logger.warning("Trial list '%s' has %d duplicate trial(s) (e.g. '%s %s', trials %d and %d); each copy counts "
-                       "in the EER and DCF.", path, repeats, enroll, test, first, again)
-    return repeats
+                       "in the EER and DCF.", path, again.size, trials.enroll[repeat], trials.test[repeat], first + 1,
+                       repeat + 1)
+    return int(again.size)
 
 
 def list_paths(test_list: Sequence[str]) -> List[str]:

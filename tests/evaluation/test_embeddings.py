@@ -1,12 +1,14 @@
-"""Embeddings files (evaluation/embeddings.py): the .npz round trip, the mean of a list's files."""
+"""Embeddings files (evaluation/embeddings.py): the .npz round trip, the mean of a list's files, trial rows."""
 import os
 
 import numpy as np
 import pytest
 
-from evaluation.embeddings import load_embeddings, load_mean, save_embeddings
+from core.errors import DataError
+from evaluation.embeddings import load_embeddings, load_mean, save_embeddings, trial_rows
 from evaluation.reports import write_score_file
 from evaluation.scoring import score_trials
+from evaluation.trials import Trials, file_codes
 from tests.fakes import random_embeddings, random_trials
 
 
@@ -41,3 +43,18 @@ def test_mean_from_a_list(tmp_path):
     (tmp_path / "train.txt").write_text("spk nowhere.wav\n")
     with pytest.raises(ValueError, match="nowhere.wav"):
         load_mean(str(tmp_path / "m.npz"), str(tmp_path / "train.txt"))
+
+
+def test_trial_rows_from_file_codes_equal_name_by_name_and_name_a_missing_file():
+    """Trials as read_trials gives them (each file once, with indices) map to the rows that looking up every
+    trial's names gives; a file without an embedding is named either way."""
+    emb = random_embeddings(12, 8)
+    plain = random_trials(emb.keys, 50)
+    coded = Trials(plain.labels, plain.enroll, plain.test, *file_codes(plain.enroll, plain.test))
+    by_name, by_code = trial_rows(emb, {"a": plain})["a"], trial_rows(emb, {"a": coded})["a"]
+    np.testing.assert_array_equal(by_name[0], by_code[0])
+    np.testing.assert_array_equal(by_name[1], by_code[1])
+    assert [emb.keys[i] for i in by_code[0]] == plain.enroll
+    missing = Trials(None, ["nope.wav"], [emb.keys[0]], *file_codes(["nope.wav"], [emb.keys[0]]))
+    with pytest.raises(DataError, match="nope.wav"):
+        trial_rows(emb, {"a": missing})

@@ -1,9 +1,9 @@
-"""Score files (evaluation/reports.py): both line formats, errors that name the file and line."""
+"""Score files (evaluation/reports.py): both line formats, errors naming the file and line; the DET plot's imports."""
 
 import numpy as np
 import pytest
 
-from evaluation.reports import read_score_file
+from evaluation.reports import det_curve_png, import_plotting_in_background, read_score_file
 from tests.fakes import write_file
 
 
@@ -48,3 +48,14 @@ def test_read_score_file_file_errors(tmp_path, text, fragment):
     with pytest.raises(ValueError) as err:
         read_score_file(path)
     assert path in str(err.value) and fragment in str(err.value)
+
+
+def test_det_plot_drawn_while_its_imports_run_in_the_background(tmp_path):
+    """The DET plot's imports started on a thread (as the evaluation does beside the scoring) and a DET plot
+    drawn at the same time: the thread ends, and the plot is a PNG."""
+    thread = import_plotting_in_background()
+    rates = np.linspace(0, 1, 50)
+    det_curve_png(rates, rates[::-1].copy(), str(tmp_path / "det.png"), eer=50.0)
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert (tmp_path / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -151,3 +151,21 @@ def test_top_n_moments_from_a_sampled_bound_equal_sorting(cols):
         np.testing.assert_allclose(mean, top.mean(axis=1), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(std, top.std(axis=1), rtol=1e-9, atol=1e-12)
         assert in_place or np.array_equal(work, sims)  # not in place: the input keeps its order
+
+
+def test_cohort_stats_of_chosen_rows_in_selection_slices_equal_sorting(monkeypatch):
+    """Blocks of several SELECT_ROWS slices (the last one short), rows gathered by index, on threads: the moments
+    are those of each chosen row's sorted top n, and equal cohort_stats of the rows copied out."""
+    monkeypatch.setattr(scoring, "SELECT_ROWS", 16)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    cohort = rng.normal(size=(700, 24)).astype(np.float32)
+    rows = np.sort(rng.choice(300, size=170, replace=False))
+    mean, std = cohort_stats(x, cohort, 40, chunk=4 * 50, rows=rows)  # blocks of 50 rows: slices 16, 16, 16, 2
+    sims = unit(x[rows].astype(np.float64)) @ unit(cohort.astype(np.float64)).T
+    top = np.sort(sims, axis=1)[:, -40:]
+    np.testing.assert_allclose(mean, top.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, top.std(axis=1), rtol=1e-4, atol=1e-6)
+    copied = cohort_stats(x[rows], cohort, 40, chunk=4 * 50)
+    np.testing.assert_array_equal(mean, copied[0])
+    np.testing.assert_array_equal(std, copied[1])

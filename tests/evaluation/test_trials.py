@@ -63,3 +63,18 @@ def test_duplicate_trials_are_counted_in_a_warning(tmp_path, caplog):
     path.write_text("1 a.wav b.wav\n0 a.wav c.wav\n")
     read_trials(str(path))
     assert not caplog.records
+
+
+def test_trials_carry_each_file_once_with_indices_and_the_first_repeat_is_named(tmp_path, caplog):
+    """read_trials' names/codes give back every trial's files; the duplicate warning names the first repeat in
+    list order and its earlier copy, also when another pair's group comes first by code."""
+    path = tmp_path / "t.txt"
+    path.write_text("1 c.wav d.wav\n0 a.wav b.wav\n0 a.wav b.wav\n1 c.wav d.wav\n1 d.wav c.wav\n")
+    with caplog.at_level(logging.WARNING, logger="evaluation.trials"):
+        trials = read_trials(str(path))
+    assert trials.names == ["c.wav", "a.wav", "d.wav", "b.wav"]  # first appearance, enrolment side first
+    assert [trials.names[i] for i in trials.codes[0]] == trials.enroll
+    assert [trials.names[i] for i in trials.codes[1]] == trials.test
+    messages = [r.message for r in caplog.records]
+    assert len(messages) == 1 and "2 duplicate trial(s)" in messages[0]
+    assert "'a.wav b.wav', trials 2 and 3" in messages[0]
