@@ -333,6 +333,21 @@ def frontend_paths(config: Dict[str, Any]) -> List[str]:
     return [] if config.get(SSL_ARCHITECTURE) is not None else ["pretrained_model_path"]
 
 
+def changed_options(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The options of ``config`` that differ from their defaults, in the option table's order."""
+    default = defaults()
+    return {o.name: config[o.name] for o in OPTIONS if o.name in config and config[o.name] != default[o.name]}
+
+
+def describe_config(config: Dict[str, Any], saved: str) -> str:
+    """The configuration for the top of a run's log: a YAML block of the options not at their defaults (re-loadable
+    as a --config), after a line saying where every option is (``saved``: result/config.yaml)."""
+    changed = changed_options(config)
+    block = yaml.safe_dump(changed, sort_keys=False, default_flow_style=False).rstrip("\n") if changed else "{}"
+    return (f"Configuration: {len(changed)} option(s) not at their defaults, below as YAML; every option: {saved}\n"
+            f"{block}")
+
+
 def save_config(config: Dict[str, Any], path: str) -> None:
     """Write the resolved configuration (every option; re-loadable with --config), atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -171,6 +171,10 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("initial_model_average", _I, 1, "with initial_model_from: start from the average of its newest N "
                                          "checkpoints (wespeaker's num_avg: 2 between its stages)"),
         ("save_path", _S, "exps/exp1", "experiment folder (model/ and result/ are made inside)"),
+        ("tensorboard", _B, False, "also write TensorBoard event files: per step loss, learning rates, margin, "
+                                   "gradient norm, skipped steps; per epoch accuracy, EERs, MinDCFs (needs the "
+                                   "tensorboard package)"),
+        ("tensorboard_dir", _S, "", "folder of the TensorBoard event files (default: <save_path>/tensorboard)"),
     ],
     "fine-tuning": [
         ("weight_finetuning_reg", _F, 0.01, "weight of the regulariser toward the pre-trained weights"),

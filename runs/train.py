@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from core.audio import quiet_conversions
-from core.config import loader_workers, require_paths, resolve_grad_accum, save_config
+from core.config import describe_config, loader_workers, require_paths, resolve_grad_accum, save_config
 from core.distributed import Context, all_gather, barrier
-from core.errors import ConfigError, Interrupted, TrainingError
+from core.errors import ConfigError, Interrupted, ToolkitError, TrainingError
 from core.interrupt import StopRequest
 from core.logs import EPOCH_LOGGER, setup_logging
 from dataprep.check import check_training_list, enforce
@@ -29,6 +29,8 @@ from evaluation.metrics import format_result
 from evaluation.pipeline import check_trial_files, evaluate, evaluation_paths
 from evaluation.trials import list_paths
 from model_files import find_checkpoints, find_step_checkpoints, load_averaged_model_state, step_checkpoint_name
+from runs.board import TrainingBoard, board_folder, summary_writer_class
+from runs.curves import plot_run
 from runs.trainer import EpochStats, ModelTrainer, random_state, set_random_state
 from SpeakerNet import SpeakerNet
 
@@ -73,6 +75,8 @@ def check_inputs(config: Dict[str, Any], fresh: bool, context: Context) -> None:
             check_trial_files(config, list_paths(config["test_list"]))
     if config["initial_model"] and fresh:
         require_paths(config, ["initial_model"])
+    if config["tensorboard"]:
+        summary_writer_class()  # a missing tensorboard package stops the run here, not after an epoch
 
 
 def checked_entries(config: Dict[str, Any], context: Context) -> Tuple[List[Entry], Optional[List[bool]]]:
@@ -149,9 +153,13 @@ def start_epoch(trainer: ModelTrainer, config: Dict[str, Any], points: List[Tupl
     return Start(1, 0, None)
 
 
-def epoch_line(epoch: int, lr: float, stats: EpochStats, result: Optional[Dict[str, Any]]) -> str:
-    """The one-line record of an epoch (several trial lists stay on the same line)."""
-    line = (f"Epoch {epoch:d}, TAcc {stats.acc:2.2f}, TLOSS {stats.loss:f}, LR {lr:g}, "
+def epoch_line(epoch: int, lr: float, stats: EpochStats, result: Optional[Dict[str, Any]],
+               lr_frontend: Optional[float] = None) -> str:
+    """The one-line record of an epoch (several trial lists stay on the same line), read back by
+    :mod:`runs.curves`: ``LR`` is the largest learning rate, ``LR_Transformer`` the front-end's largest when it
+    trains."""
+    frontend = "" if lr_frontend is None else f", LR_Transformer {lr_frontend:g}"
+    line = (f"Epoch {epoch:d}, TAcc {stats.acc:2.2f}, TLOSS {stats.loss:f}, LR {lr:g}{frontend}, "
             f"margin {stats.margin:.3f}, {stats.rate:.1f} utt/s")
     if stats.skipped:
         line += f", {stats.skipped} steps skipped (non-finite)"
@@ -177,7 +185,7 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     setup_logging(os.path.join(result_dir, "scores.txt"), main=context.main, rank=context.rank)
     if context.main:
         save_config(config, os.path.join(result_dir, "config.yaml"))
-    logger.info("Config: %s", dict(config))
+    logger.info(describe_config(config, os.path.join(result_dir, "config.yaml")))
     logger.info("Device: %s; torch %s; %d process(es), batch_size %d each, grad_accum %d: global batch %d%s", device,
                 torch.__version__, context.world, config["batch_size"], config["grad_accum"],
                 context.world * config["batch_size"] * config["grad_accum"],
@@ -198,8 +206,25 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
         logger.warning("Nothing to train: save_path '%s' is already at epoch %d of max_epoch %d (raise max_epoch "
                        "to continue, or use a new save_path for a new stage).", config["save_path"], start.epoch - 1,
                        config["max_epoch"])
-    with StopRequest() as stop:
-        return run_epochs(config, context, trainer, loader, start, stop)
+    board = None
+    if config["tensorboard"] and context.main:
+        board = TrainingBoard(board_folder(config), trainer.total_steps + 1)
+        logger.info("TensorBoard event files: %s (tensorboard --logdir %s)", board_folder(config), board_folder(config))
+    try:
+        with StopRequest() as stop:
+            return run_epochs(config, context, trainer, loader, start, stop, board)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def draw_curves(save_path: str) -> None:
+    """Redraw ``result/training.png`` from the epoch lines so far; a picture that cannot be drawn is a warning,
+    never the end of a training run."""
+    try:
+        plot_run(save_path)
+    except (ToolkitError, OSError, ValueError) as err:
+        logger.warning("Could not draw %s/result/training.png (%s); training goes on.", save_path, err)
 
 
 def agreed_signal(signum: Optional[int], context: Context) -> int:
@@ -246,23 +271,29 @@ class StepCheckpoints:
 
 
 def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, loader: torch.utils.data.DataLoader,
-               start: Start, stop: StopRequest) -> Optional[Dict[str, Any]]:
-    """The epochs from ``start`` to max_epoch: train, save, evaluate, log; a stop request ends the run at the
-    next step boundary with a step checkpoint (Interrupted)."""
+               start: Start, stop: StopRequest, board: Optional[TrainingBoard] = None) -> Optional[Dict[str, Any]]:
+    """The epochs from ``start`` to max_epoch: train, save, evaluate, log (and ``board``: TensorBoard, per step and
+    per epoch); a stop request ends the run at the next step boundary with a step checkpoint (Interrupted)."""
     device, dataset = context.device, loader.dataset
     model_dir = os.path.join(config["save_path"], "model")
     net, epochs, result = trainer.model, logging.getLogger(EPOCH_LOGGER), None
     step_checkpoints = StepCheckpoints(config, context, trainer, loader, stop, model_dir)
+
+    def after_step(step: int) -> None:
+        if board is not None:
+            board.log_step(trainer.last_step)
+        step_checkpoints(step)
+
     for epoch in range(start.epoch, config["max_epoch"] + 1):
         if start.random is not None:  # the streams as they were at the start of this epoch (or at its end)
             set_random_state(start.random["start"] if start.step else start.random["now"], dataset)
         step_checkpoints.begin_epoch(epoch, random_state(dataset))
         loader.sampler.set_epoch(epoch)
-        lr = trainer.current_lr()
+        lr, lr_frontend = trainer.current_lr(), trainer.frontend_lr()
         try:
             stats = trainer.train_epoch(loader, epoch, verbose=context.main, start_step=start.step,
                                         resumed=start.random["now"] if start.random is not None and start.step
-                                        else None, after_step=step_checkpoints)
+                                        else None, after_step=after_step)
         except TrainingError as err:
             points = resume_points(model_dir)
             raise TrainingError(f"{err} The last good checkpoint is "
@@ -280,5 +311,9 @@ def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, 
                     result = evaluate({**config, **EPOCH_EVALUATION}, device, encoder=net.encoder,  # stay untouched
                                       context=context)
             barrier(context)  # the checkpoint is complete before any process goes on
-        epochs.info(epoch_line(epoch, lr, stats, result))  # rank 0: console and result/scores.txt
+        epochs.info(epoch_line(epoch, lr, stats, result, lr_frontend))  # rank 0: console and result/scores.txt
+        if board is not None:
+            board.log_epoch(trainer.total_steps, stats.acc, stats.loss, result)
+        if context.main:
+            draw_curves(config["save_path"])
     return result

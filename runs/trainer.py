@@ -24,6 +24,7 @@ from model_files import load_model_state, model_file_fields, save_model_file
 from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
+FRONTEND_GROUPS = ("frontend.", "transformer.")  # name prefixes of the front-end's optimizer groups (models.MHFA)
 
 
 def margin_at(progress: float, final: float, initial: float = 0.0, start: float = 0.0, length: float = 0.0,
@@ -70,6 +71,16 @@ def set_random_state(state: Dict[str, Any], dataset: Any = None) -> None:
         dataset.rng.bit_generator.state = state["dataset"]
 
 
+class StepRecord(NamedTuple):
+    """What one optimizer step did (:attr:`ModelTrainer.last_step`; runs.board logs it)."""
+    number: int  # optimizer steps since the run began, this one included (ModelTrainer.total_steps)
+    loss: float  # mean cross-entropy of the step's batches (NaN when not finite)
+    grad_norm: float  # total gradient norm before clipping (inf/NaN on a skipped step)
+    skipped: bool  # non-finite gradients: no update
+    margin: float
+    lrs: Dict[str, float]  # optimizer group name -> the learning rate the step used
+
+
 class EpochStats(NamedTuple):
     """What one epoch of :meth:`ModelTrainer.train_epoch` did."""
     loss: float  # mean loss over the batches of finite loss
@@ -110,6 +121,10 @@ class ModelTrainer:
         self.amp_dtype = autocast_dtype(device) if mixedprec else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=mixedprec and device.type == "cuda")
         self._scheduler_stepped = False  # step_scheduler: the first call may precede any optimizer.step()
+        self.last_grad_norm = math.nan  # of the last optimizer_step
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = 0  # optimizer steps since the run began (skipped ones too), kept in checkpoints
+        self.last_step: Optional[StepRecord] = None  # the last optimizer step of train_epoch
 
     def margin_at(self, progress_epochs: float) -> float:
         """The margin after ``progress_epochs`` of training (:func:`margin_at` with this run's options)."""
@@ -129,8 +144,9 @@ class ModelTrainer:
         Resuming inside an epoch (``start_step`` optimizer steps already done): the loader is walked
         through those steps' batches without training (so the data streams advance exactly as they
         did), then the random state ``resumed`` of the interrupted run is restored and training goes
-        on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch). The margin of
-        the schedule reaches the loss through its ``set_margin`` before every optimizer step.
+        on. ``after_step(step)`` is called after every optimizer step (1-based, within the epoch), with
+        :attr:`last_step` describing that step. The margin of the schedule reaches the loss through its
+        ``set_margin`` before every optimizer step.
 
         A step whose gradients are not finite (after the data-parallel average, so every process
         agrees) is skipped and counted (``skipped``); ``max_bad_steps`` in a row raise TrainingError.
@@ -156,6 +172,8 @@ class ModelTrainer:
             if micro == 0:
                 self.model.loss_fn.set_margin(self.margin_at(epoch - 1 + step / steps_per_epoch))
                 self.optimizer.zero_grad(set_to_none=True)
+                step_ce, step_lrs = 0.0, {str(g.get("name", i)): g["lr"]
+                                          for i, g in enumerate(self.optimizer.param_groups)}
             wav, labels = wav.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             sync = micro == accum - 1 or self.forward_model is self.model  # all-reduce on the last batch only
             with contextlib.nullcontext() if sync else self.forward_model.no_sync():
@@ -163,16 +181,21 @@ class ModelTrainer:
                                     enabled=self.amp_dtype is not None):
                     loss, ce, acc = self.forward_model(wav, labels)
                 self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+            ce_value = ce.item()
+            step_ce += ce_value
             if micro == accum - 1:
-                if not self.optimizer_step():
+                done = self.optimizer_step()
+                if not done:
                     skipped += 1
                     self.count_bad_step(epoch, step + 1)
                 else:
                     self.bad_in_a_row = 0
+                self.total_steps += 1
+                self.last_step = StepRecord(self.total_steps, step_ce / accum, self.last_grad_norm, not done,
+                                            self.model.loss_fn.margin, step_lrs)
                 if after_step is not None:
                     after_step(step + 1)
             utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
-            ce_value = ce.item()
             if math.isfinite(ce_value):
                 batches += 1
                 total_ce += ce_value
@@ -208,7 +231,8 @@ class ModelTrainer:
         self.scaler.unscale_(self.optimizer)  # the true gradient, also under fp16 scaling (no-op otherwise)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-        finite = bool(torch.isfinite(norm))
+        self.last_grad_norm = float(norm)  # (one transfer, as the finiteness test already waits for the norm)
+        finite = math.isfinite(self.last_grad_norm)
         if finite and self.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norm)
         if finite or self.scaler.is_enabled():
@@ -237,6 +261,13 @@ class ModelTrainer:
     def current_lr(self) -> float:
         return max(g["lr"] for g in self.optimizer.param_groups)
 
+    def frontend_lr(self) -> Optional[float]:
+        """The largest learning rate of the front-end's groups (named ``frontend.*`` / ``transformer.*`` by the
+        model's ``parameter_groups``); None when the front-end has no group (it does not train)."""
+        rates = [g["lr"] for g in self.optimizer.param_groups
+                 if str(g.get("name", "")).startswith(FRONTEND_GROUPS)]
+        return max(rates) if rates else None
+
     def save(self, path: str, epoch: int, config: Dict[str, Any], step: int = 0,
              random_states: Optional[Any] = None) -> None:
         """A resumable checkpoint: ``epoch`` epochs done, plus ``step`` optimizer steps of the next one;
@@ -244,7 +275,7 @@ class ModelTrainer:
         self-contained model file too (:func:`model_files.model_file_fields`)."""
         save_model_file({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                         "epoch": epoch, "step": step, "random": random_states,
+                         "epoch": epoch, "step": step, "optimizer_steps": self.total_steps, "random": random_states,
                          **model_file_fields(self.model, config)}, path)
 
     def resume(self, path: str) -> Tuple[int, int, Optional[Any]]:
@@ -256,4 +287,7 @@ class ModelTrainer:
                 raise CheckpointError(f"'{path}' holds no {key} state, so it cannot be resumed; "
                                       f"start a new stage from it with initial_model instead.")
             target.load_state_dict(obj[key])
-        return int(obj["epoch"]), int(obj.get("step", 0)), obj.get("random")
+        epoch, step = int(obj["epoch"]), int(obj.get("step", 0))
+        # (a checkpoint from before the count was kept: as if every epoch had this run's length)
+        self.total_steps = int(obj.get("optimizer_steps", epoch * self.steps_per_epoch + step))
+        return epoch, step, obj.get("random")
