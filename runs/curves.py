@@ -106,6 +106,7 @@ def plot_histories(histories: Dict[str, Sequence[EpochRecord]], path: str, title
 
     matplotlib.use("Agg")  # files only, no display
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(13, 7.5))
     axes = fig.subplots(2, 3)
@@ -138,6 +139,7 @@ def plot_histories(histories: Dict[str, Sequence[EpochRecord]], path: str, title
     for key, ax in panels.items():
         ax.set_title(titles[key])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if ax.lines and (several or key in ("lr", "eer", "dcf")):
             ax.legend(fontsize="small", loc="best")
