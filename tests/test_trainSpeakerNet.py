@@ -20,7 +20,7 @@ import trainSpeakerNet_Eval
 import tuneThreshold
 from evaluation.embeddings import load_embeddings
 from runs.trainer import ModelTrainer
-from tests.fakes import ROOT, run_main, run_script, to_original_format
+from tests.fakes import ROOT, device_tolerance, run_main, run_script, to_original_format
 
 
 @pytest.fixture
@@ -536,9 +536,10 @@ def test_a_global_batch_that_does_not_divide_stops_before_training(config, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["speaker", "utterance"])
-def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path, sampler):
-    """global_batch 4 of batch_size 2: grad_accum 2 on one process, 1 on two (--distributed, gloo), and after 3 epochs
-    the same weights to float32 rounding.
+def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path, sampler, device):
+    """global_batch 4 of batch_size 2: grad_accum 2 on one process, 1 on two (--distributed: gloo on CPU processes;
+    in the device tier NCCL, one process per GPU, on a machine with exactly two GPUs visible), and after 3 epochs
+    the same weights to float32 rounding (the device's tolerance).
 
     The same utterances must make each optimizer step. Data-parallel, rank r takes the r-th contiguous share of each
     epoch's batches (the original's sampler, REFERENCE §2), so with several steps per epoch step k of 2 processes is
@@ -562,13 +563,16 @@ def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo
         text = open(cfg).read().replace(small_demo["train_list"], str(tmp_path / "eight.txt"))
         open(cfg, "w").write(text.replace("nClasses: 6", f"nClasses: {speakers}") + "sampler: utterance\n")
         port = "29572"
+    if device.type == "cuda" and torch.cuda.device_count() != 2:
+        pytest.skip("data-parallel over NCCL: needs exactly two GPUs visible (e.g. CUDA_VISIBLE_DEVICES=0,1)")
+    on = ["--device", "cuda"] if device.type == "cuda" else ["--device", "cpu", "--nproc_per_node", "2"]
     one, two = tmp_path / "one", tmp_path / "two"
-    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one))
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one), *on[:2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es), batch_size 2 each, grad_accum 2: global batch 4 (global_batch; grad_accum derived)" \
         in proc.stderr
-    ddp = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(two), "--distributed", "--nproc_per_node", "2",
-                   "--device", "cpu", "--port", port, "--dist_timeout", "2")
+    ddp = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(two), "--distributed", *on, "--port", port,
+                   "--dist_timeout", "2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     if sampler == "utterance":
         assert "4 batches of 2 per epoch (utterance sampler" in proc.stderr
@@ -578,8 +582,9 @@ def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo
     first = torch.load(one / "model" / "model000000001.model", weights_only=True)["model"]
     a, b = (torch.load(s / "model" / "model000000003.model", weights_only=True)["model"] for s in (one, two))
     assert list(a) == list(b)
+    atol, rtol = device_tolerance(device, 1e-6, 1e-5)
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=atol, msg=key)
     assert sum(not torch.equal(a[k], first[k]) for k in a if k.startswith("encoder.")) > 10  # training moved them
 
 
