@@ -30,7 +30,8 @@ ACCEPTED_FORMATS = (
     "(WavLM-Base+.pt, WavLM-Large.pt from microsoft/unilm); (b) a fairseq HuBERT or wav2vec 2.0 checkpoint, "
     "{'cfg': {'model': {...}}, 'model': state_dict} or legacy {'args': Namespace, 'model': state_dict}, "
     "pre-trained or fine-tuned (w2v_encoder.w2v_model.* keys); (c) a Hugging Face model folder "
-    "(config.json with model_type wavlm, hubert or wav2vec2, plus model.safetensors or pytorch_model.bin)"
+    "(config.json with model_type wavlm, hubert or wav2vec2, plus model.safetensors or pytorch_model.bin; "
+    "or wav2vec2-bert, w2v-BERT 2.0, with its preprocessor_config.json too)"
 )
 
 

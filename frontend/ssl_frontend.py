@@ -4,7 +4,10 @@
 (official WavLM, fairseq HuBERT / wav2vec 2.0, Hugging Face folder; detected from
 the content, see ``frontend/detect.py``), builds torchaudio's model from
 its configuration and returns an :class:`SSLFrontend` whose ``forward(wav)`` maps
-``wav`` [B, N] (16 kHz, float32) to ``[B, L+1, T, D]``.
+``wav`` [B, N] (16 kHz, float32) to ``[B, L+1, T, D]``. A Hugging Face ``wav2vec2-bert`` folder
+(w2v-BERT 2.0) has no torchaudio model: it becomes transformers' model in a
+:class:`frontend.w2vbert.W2VBertFrontend`, with the same interface (:class:`frontend.base.LayerFrontend`,
+which holds what both share).
 
 Layer order (as the official WavLM ``extract_features(..., ret_layer_results=True)``):
 index 0 is the transformer input (CNN features -> layer norm -> projection, plus
@@ -15,7 +18,7 @@ For pre-norm (Large) models the last entry is the raw output of the last block,
 as ``hidden_states`` of transformers >= 5; transformers 4.x applied the norm to
 its last entry).
 
-Two implementations, chosen by ``frontend_kernels`` (:data:`KERNELS`), compute the same layers:
+Two implementations, chosen by ``frontend_kernels`` (:data:`frontend.base.KERNELS`), compute the same layers:
 
 * ``reference``: torchaudio's modules as they are, everywhere (the CNN feature encoder, the projection, the
   positional convolution and the blocks, the layers stacked; a padded batch of a group-norm CNN goes through
@@ -41,28 +44,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import CheckpointError, ConfigError
+from frontend.base import Emit, LayerFrontend, ScaleGrad
 from frontend.detect import build_torchaudio_model, make_model, read_ssl_checkpoint
 from frontend.frames import attention_masks, min_samples, normalise_rows, pad_mask
-from frontend.kernels import DerivedWeights, frozen_cnn, positional_conv_fft
+from frontend.hf import W2VBERT, folder_model_type
+from frontend.kernels import frozen_cnn, positional_conv_fft
+from frontend.w2vbert import load_w2vbert_frontend, w2vbert_from_architecture
 
 logger = logging.getLogger(__name__)
 
-KERNELS = ("auto", "reference")  # frontend_kernels: the fast kernels where they apply, or torchaudio's modules only
-
 CNN_CHUNK_SECONDS = (20, 240)  # most audio per CNN call without gradients (CPU, CUDA): bounds its memory
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``scale`` (fairseq's ``GradMultiply``)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad * ctx.scale, None
 
 
 def reference_cnn(extractor: nn.Module, wav: torch.Tensor, lengths: Optional[torch.Tensor]
@@ -102,8 +93,8 @@ def run_block(layer: nn.Module, x: torch.Tensor, attention_mask: Optional[torch.
     return layer(x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask)
 
 
-class SSLFrontend(nn.Module):
-    """torchaudio SSL model exposing all hidden layers.
+class SSLFrontend(LayerFrontend):
+    """torchaudio SSL model exposing all hidden layers (the shared options: :class:`frontend.base.LayerFrontend`).
 
     Args:
         model: a ``torchaudio.models.Wav2Vec2Model`` (WavLM, HuBERT or wav2vec 2.0).
@@ -136,48 +127,19 @@ class SSLFrontend(nn.Module):
                  freeze_ssl: bool = False, feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
                  family: str = "wavlm", layer_grad_mult: float = 1.0,
                  architecture: Optional[Dict[str, Any]] = None, kernels: str = "auto"):
-        super().__init__()
-        if kernels not in KERNELS:
-            raise ConfigError(f"frontend_kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
-        if layer_grad_mult < 0:
-            raise ConfigError(f"layer_grad_mult must be >= 0, got {layer_grad_mult}")
         if feature_grad_mult < 0:
             raise ConfigError(f"feature_grad_mult must be >= 0, got {feature_grad_mult}")
         if feature_grad_mult != 1.0 and (freeze_cnn or freeze_ssl):
             raise ConfigError(f"feature_grad_mult={feature_grad_mult} only scales the gradient of a trainable CNN, "
                               f"but the CNN is frozen (freeze_cnn={freeze_cnn}, freeze_ssl={freeze_ssl}): set "
                               f"`freeze_cnn: false` and `freeze_ssl: false`, or remove feature_grad_mult.")
-        self.model = model
+        super().__init__(model, normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                         layer_grad_mult=layer_grad_mult, grad_checkpointing=grad_checkpointing,
+                         architecture=architecture, kernels=kernels)
         self.family = family
-        self.architecture = architecture
-        self.normalize_input = normalize_input
-        self.freeze_ssl = freeze_ssl
-        self.freeze_cnn = freeze_cnn or freeze_ssl
         self.feature_grad_mult = feature_grad_mult
-        self.layer_grad_mult = layer_grad_mult
-        self.grad_checkpointing = grad_checkpointing
-        self.kernels = kernels
-        self.derived = DerivedWeights()  # weights the fast kernels derive from the parameters (kernels.py)
-        if self.freeze_cnn:
-            for module in self.input_modules():
-                module.requires_grad_(False)
-        elif feature_grad_mult == 0.0:  # fairseq: the CNN under no_grad, no gradient at all (not zeros)
+        if not self.freeze_cnn and feature_grad_mult == 0.0:  # fairseq: the CNN under no_grad, no gradient at all
             self.model.feature_extractor.requires_grad_(False)
-        if freeze_ssl:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True) -> "SSLFrontend":
-        """A frozen front-end (``freeze_ssl``) stays in eval mode."""
-        super().train(mode)
-        if self.freeze_ssl:
-            self.model.eval()
-        return self
-
-    @property
-    def num_layers(self) -> int:
-        """L + 1: the number of hidden sequences returned per input."""
-        return len(self.model.encoder.transformer.layers) + 1
 
     @property
     def hidden_size(self) -> int:
@@ -199,15 +161,6 @@ class SSLFrontend(nn.Module):
         """The L transformer blocks, in order (for layer-wise learning rates)."""
         return list(self.model.encoder.transformer.layers)
 
-    def compile_blocks(self, backend: str = "inductor") -> "SSLFrontend":
-        """``torch.compile`` every transformer block in place (dynamic shapes: crops and whole files of any
-        length; parameter names unchanged, so model files are the same). Same maths: outputs and gradients
-        equal the eager blocks' to float rounding (tested with the ``aot_eager`` backend)."""
-        for layer in self.transformer_layers():
-            layer.compile(backend=backend, dynamic=True)
-        logger.info("Transformer blocks compiled with torch.compile (backend %s); the first batches compile.", backend)
-        return self
-
     def input_modules(self) -> Iterator[nn.Module]:
         """The modules outside the transformer blocks, in order: the CNN feature encoder
         (``feature_extractor``), the feature projection (its layer norm and linear projection), the
@@ -219,101 +172,6 @@ class SSLFrontend(nn.Module):
         yield self.model.encoder.feature_projection
         yield self.model.encoder.transformer.pos_conv_embed
         yield self.model.encoder.transformer.layer_norm
-
-    def forward(self, wav: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Any:
-        """All layers of a batch.
-
-        Args:
-            wav: [B, N] float32, 16 kHz.
-            lengths: [B] valid samples per row (None: every row is whole). Padded rows
-                give, on their valid frames, the same layers as the unpadded input alone
-                (padded frames are zeroed before the positional convolution and masked
-                out of attention).
-        Returns:
-            [B, L+1, T, D]; with ``lengths``, the pair (layers, valid frames per row [B]),
-            the frame counts as torchaudio's feature extractor computes them.
-        """
-        if self.freeze_ssl and self.kernels == "auto":
-            layers, frames = self._frozen_layers(wav, lengths)
-        elif self.freeze_ssl:  # reference: the layers stacked, without gradients
-            with torch.no_grad():
-                layers, frames = self._layers(wav, lengths)
-        else:
-            layers, frames = self._layers(wav, lengths)
-        if self.layer_grad_mult != 1.0 and layers.requires_grad:
-            layers = _ScaleGrad.apply(layers, self.layer_grad_mult)
-        return layers if lengths is None else (layers, frames)
-
-    def weighted_layers(self, wav: torch.Tensor, weights: torch.Tensor, lengths: Optional[torch.Tensor] = None
-                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Weighted sums of the layers, sum_l weights[s, l] * layer_l, without storing the layers when no
-        gradient is needed (extraction; float32 sums: the streaming layer sums of ``auto``; ``reference`` stacks
-        the layers, then sums).
-
-        Args:
-            wav, lengths: as :meth:`forward`; weights: [S, L+1].
-        Returns:
-            ([S, B, T, D], valid frames per row [B] or None without ``lengths``).
-        """
-        if torch.is_grad_enabled() or self.kernels == "reference":  # training: autograd keeps the layers
-            out = self.forward(wav, lengths)
-            layers, frames = out if lengths is not None else (out, None)
-            return torch.einsum("bltd,sl->sbtd", layers, weights), frames
-        return self._inference_run(
-            wav, lengths, lambda x: torch.zeros((weights.shape[0],) + x.shape, device=x.device),
-            lambda sums, index, x: sums.addcmul_(weights[:, index, None, None, None].detach().float(), x[None]))
-
-    def _frozen_layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
-                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The layers of a frozen front-end: computed under inference mode straight into one tensor made
-        outside it (the back-end's backward may keep it), of the dtype the blocks compute in (bfloat16
-        under mixed precision: half the memory); nothing else is kept."""
-        count = self.num_layers
-        return self._inference_run(
-            wav, lengths, lambda x: torch.empty((x.shape[0], count) + x.shape[1:], dtype=x.dtype, device=x.device),
-            lambda out, index, x: out[:, index].copy_(x))
-
-    def _inference_run(self, wav: torch.Tensor, lengths: Optional[torch.Tensor],
-                       make: Callable[[torch.Tensor], torch.Tensor],
-                       put: Callable[[torch.Tensor, int, torch.Tensor], Any]
-                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """:meth:`_run` under inference mode into one tensor made outside it (usable in autograd later):
-        ``make(layer 0)`` creates it, ``put(tensor, index, layer)`` adds each layer. Returns the tensor and the
-        valid frames (None without ``lengths``)."""
-        out: List[torch.Tensor] = []
-
-        def emit(index: int, x: torch.Tensor) -> None:
-            if not out:
-                with torch.inference_mode(False):
-                    out.append(make(x))
-            put(out[0], index, x)
-
-        with torch.inference_mode():
-            frames = self._run(wav, lengths, emit)
-        return out[0], None if frames is None else frames.clone()
-
-    def _reduced_weights(self, device: torch.device) -> Optional[List[Dict[str, torch.Tensor]]]:
-        """Under autocast, per block, copies in the autocast type of the weights autocast casts for every
-        matmul (linear layers, attention input projection), kept in :attr:`derived` (remade when a weight
-        changes, e.g. a model file loaded); the blocks' results are the same as autocast's own casting. None
-        outside autocast."""
-        if not torch.is_autocast_enabled(device.type):
-            return None
-        dtype = torch.get_autocast_dtype(device.type)
-        params = getattr(self, "_matmul_params", None)
-        if params is None:  # the parameter objects stay (moves and loads change their data: the key)
-            params = self._matmul_params = [
-                (i, name, p) for i, layer in enumerate(self.transformer_layers())
-                for name, p in layer.named_parameters() if name.endswith(("in_proj_weight", "in_proj_bias"))
-                or isinstance(layer.get_submodule(name.rpartition(".")[0]), nn.Linear)]
-
-        def copies() -> List[Dict[str, torch.Tensor]]:
-            out: List[Dict[str, torch.Tensor]] = [{} for _ in self.transformer_layers()]
-            for i, name, p in params:
-                out[i][name] = p.detach().to(device=device, dtype=dtype)
-            return out
-
-        return self.derived.get("blocks.reduced", [p for _, _, p in params], (dtype, device), copies)
 
     def _cnn(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """CNN features [B, T, C] and valid frames per row (torchaudio's, None without ``lengths``).
@@ -335,22 +193,15 @@ class SSLFrontend(nn.Module):
             features = features[:, :int(frames.max())]
             pad = pad_mask(frames, features.shape[1])  # [B, T]
         if self.feature_grad_mult != 1.0 and features.requires_grad:
-            features = _ScaleGrad.apply(features, self.feature_grad_mult)
+            features = ScaleGrad.apply(features, self.feature_grad_mult)
         positional = None  # torchaudio's positional convolution
         module = self.model.encoder.transformer.pos_conv_embed
         if self.kernels == "auto" and not torch.is_grad_enabled() and hasattr(module, "num_remove"):
             positional = functools.partial(positional_conv_fft, module, derived=self.derived)
         return transformer_input(self.model, features, pad, positional), frames, pad
 
-    def _layers(self, wav: torch.Tensor, lengths: Optional[torch.Tensor]
-                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """[B, L+1, T, D] (stacked, in autograd when enabled) and the valid frames."""
-        layers: List[torch.Tensor] = []
-        frames = self._run(wav, lengths, lambda index, x: layers.append(x))
-        return torch.stack(layers, dim=1), frames
 
-    def _run(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], emit: Callable[[int, torch.Tensor], None]
-             ) -> Optional[torch.Tensor]:
+    def _run(self, wav: torch.Tensor, lengths: Optional[torch.Tensor], emit: Emit) -> Optional[torch.Tensor]:
         """Run the front-end, handing each layer [B, T, D] to ``emit(index, layer)`` in order (index 0: the
         transformer input); returns the valid frames per row (None without ``lengths``)."""
         if self.normalize_input:
@@ -365,7 +216,7 @@ class SSLFrontend(nn.Module):
         emit(0, x)
         position_bias = None  # WavLM: computed by block 1, shared by the others
         for index, layer in enumerate(self.transformer_layers(), start=1):
-            if training and self.layer_drop > 0 and torch.rand(1).item() < self.layer_drop:
+            if self.skip_block():
                 emit(index, x)  # a dropped block passes its input through
                 continue
             if low is not None:  # frozen blocks under autocast: their matmul weights cast once, not every step
@@ -385,14 +236,16 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
                       trust_checkpoint: bool = False, layer_drop: Optional[float] = None, freeze_ssl: bool = False,
                       feature_grad_mult: float = 1.0, grad_checkpointing: bool = False,
                       allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
-                      kernels: str = "auto") -> SSLFrontend:
+                      kernels: str = "auto") -> LayerFrontend:
     """Load a pre-trained SSL checkpoint as a front-end returning all layers.
 
     Args:
         path: official WavLM file, fairseq HuBERT / wav2vec 2.0 file, or Hugging Face
-            model folder (YAML ``pretrained_model_path``); the format is detected.
+            model folder (YAML ``pretrained_model_path``); the format is detected. A ``wav2vec2-bert``
+            folder (w2v-BERT 2.0) gives a :class:`frontend.w2vbert.W2VBertFrontend` (transformers' model, its
+            fbank features made from the waveform); every other format an :class:`SSLFrontend`.
         normalize_input, freeze_cnn, freeze_ssl, feature_grad_mult, layer_grad_mult, grad_checkpointing, kernels:
-            see :class:`SSLFrontend`.
+            see :class:`SSLFrontend` (and :class:`frontend.w2vbert.W2VBertFrontend`).
         trust_checkpoint: allow arbitrary unpickling of the file.
         layer_drop: probability of skipping a block in training; None keeps the checkpoint's
             own ``encoder_layerdrop`` (as the original, which builds WavLM from the checkpoint's
@@ -400,7 +253,7 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
         allow_partial_checkpoint: load even if tensors are unused or missing (logged by name).
 
     Returns:
-        SSLFrontend with ``forward(wav [B, N]) -> [B, L+1, T, D]``.
+        a front-end with ``forward(wav [B, N]) -> [B, L+1, T, D]``.
 
     Example:
         >>> frontend = load_ssl_frontend("WavLM-Base+.pt")  # doctest: +SKIP
@@ -409,6 +262,12 @@ def load_ssl_frontend(path: str, normalize_input: bool = False, freeze_cnn: bool
     """
     if layer_drop is not None and not 0.0 <= layer_drop < 1.0:
         raise ConfigError(f"layer_drop must be in [0, 1), got {layer_drop}")
+    if folder_model_type(path) == W2VBERT:
+        return load_w2vbert_frontend(path, trust_checkpoint=trust_checkpoint,
+                                     allow_partial_checkpoint=allow_partial_checkpoint, layer_drop=layer_drop,
+                                     normalize_input=normalize_input, freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                                     feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                                     layer_grad_mult=layer_grad_mult, kernels=kernels)
     ckpt = read_ssl_checkpoint(path, trust_checkpoint)
     model = build_torchaudio_model(ckpt, path, allow_partial=allow_partial_checkpoint)
     if layer_drop is not None:
@@ -427,17 +286,23 @@ def ssl_frontend_from_architecture(architecture: Dict[str, Any], normalize_input
                                    freeze_cnn: bool = True, layer_drop: Optional[float] = None,
                                    freeze_ssl: bool = False, feature_grad_mult: float = 1.0,
                                    grad_checkpointing: bool = False, layer_grad_mult: float = 1.0,
-                                   source: str = "model file", kernels: str = "auto") -> SSLFrontend:
-    """A front-end of the architecture a model file recorded (``SSLFrontend.architecture``), randomly
+                                   source: str = "model file", kernels: str = "auto") -> LayerFrontend:
+    """A front-end of the architecture a model file recorded (``LayerFrontend.architecture``), randomly
     initialised: the model file's own tensors then fill it, so no pre-trained checkpoint is read.
 
     Args:
-        architecture: ``{'family': 'wavlm' | 'hubert' | 'wav2vec2', 'config': torchaudio builder arguments}``.
+        architecture: ``{'family': 'wavlm' | 'hubert' | 'wav2vec2', 'config': torchaudio builder arguments}``, or
+            w2v-BERT's (:func:`frontend.w2vbert.w2vbert_from_architecture`).
         source: where ``architecture`` came from, for the error message.
         Other arguments: as :func:`load_ssl_frontend`.
     Raises:
         CheckpointError: ``architecture`` is not a valid description (a damaged or edited file).
     """
+    if isinstance(architecture, dict) and architecture.get("family") == W2VBERT:
+        return w2vbert_from_architecture(architecture, source, layer_drop=layer_drop, normalize_input=normalize_input,
+                                         freeze_cnn=freeze_cnn, freeze_ssl=freeze_ssl,
+                                         feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
+                                         layer_grad_mult=layer_grad_mult, kernels=kernels)
     try:
         family, config = architecture["family"], architecture["config"]
         if family not in ("wavlm", "hubert", "wav2vec2"):

@@ -44,7 +44,7 @@ from core.errors import ConfigError, OutputError
 from core.files import atomic_path
 from frontend.frames import attention_masks, normalise_rows, pad_mask
 from frontend.kernels import masked_cnn
-from frontend.ssl_frontend import run_block, transformer_input
+from frontend.ssl_frontend import SSLFrontend, run_block, transformer_input
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (wav [B, N] float32, lengths [B] int64) -> [B, D]
 TRACE_LENGTHS = (16000, 12345)  # the example batch traced: two rows of different lengths (padding is traced)
@@ -83,6 +83,11 @@ class ExportableEncoder(nn.Module):
     def __init__(self, encoder: nn.Module):
         super().__init__()
         frontend = encoder.frontend
+        if not isinstance(frontend, SSLFrontend):
+            raise ConfigError(f"Export (tools.export) traces the torchaudio front-ends (WavLM, HuBERT, wav2vec 2.0) "
+                              f"only; this model's front-end is a {type(frontend).__name__} (w2v-BERT 2.0: "
+                              f"transformers' conformer on fbank features made per row), which has no traceable "
+                              f"path yet. Embed with inference.load_model or trainSpeakerNet_Eval.py instead.")
         model, transformer = frontend.model, frontend.model.encoder.transformer
         for block in model.feature_extractor.conv_layers:
             norm = block.layer_norm

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from frontend.base import LayerFrontend
 from frontend.frames import pad_mask
-from frontend.ssl_frontend import SSLFrontend, load_ssl_frontend, ssl_frontend_from_architecture
+from frontend.ssl_frontend import load_ssl_frontend, ssl_frontend_from_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class MHFA(nn.Module):
 class SpeakerEncoder(nn.Module):
     """Waveform -> speaker embedding: ``frontend`` (SSL layers) then ``backend`` (MHFA)."""
 
-    def __init__(self, frontend: SSLFrontend, backend: MHFA):
+    def __init__(self, frontend: LayerFrontend, backend: MHFA):
         super().__init__()
         self.frontend = frontend
         self.backend = backend
@@ -120,12 +121,12 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
                    layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
                    allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
                    ssl_architecture: Optional[Dict[str, Any]] = None, initial_model: str = "",
-                   compile_frontend: bool = False, frontend_kernels: str = "auto", **kwargs: Any) -> SSLFrontend:
+                   compile_frontend: bool = False, frontend_kernels: str = "auto", **kwargs: Any) -> LayerFrontend:
     """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`). With ``ssl_architecture`` (the architecture a
     self-contained model file ``initial_model`` records) it is built from that, untrained, and
     ``pretrained_model_path`` is not read: the model file's tensors fill it. ``compile_frontend``:
-    :meth:`SSLFrontend.compile_blocks`. ``frontend_kernels``: 'auto' or 'reference' (``SSLFrontend.kernels``)."""
+    :meth:`LayerFrontend.compile_blocks`. ``frontend_kernels``: 'auto' or 'reference' (``LayerFrontend.kernels``)."""
     shared = dict(normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
                   feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
                   layer_grad_mult=layer_grad_mult, kernels=frontend_kernels)

@@ -1,8 +1,9 @@
 """Writers of the official checkpoint formats, for the demo and the tests only.
 
-Random-weight models in the real file layouts (official WavLM ``{'cfg', 'model'}`` files and
-fairseq HuBERT / wav2vec 2.0 files), so the demo and the tests exercise the same readers as
-real checkpoints (``frontend/``). Each writer is the inverse of a reader there.
+Random-weight models in the real file layouts (official WavLM ``{'cfg', 'model'}`` files,
+fairseq HuBERT / wav2vec 2.0 files, and Hugging Face ``wav2vec2-bert`` folders as transformers writes
+them), so the demo and the tests exercise the same readers as real checkpoints (``frontend/``).
+Each writer is the inverse of a reader there.
 """
 from __future__ import annotations
 
@@ -179,3 +180,29 @@ def write_tiny_wavlm(path: str, seed: int, config: Dict[str, Any] = TINY_WAVLM) 
     model = wavlm_model(**config, aux_num_out=None)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_wavlm_checkpoint(path, config, model.state_dict())
+
+
+# A tiny w2v-BERT 2.0: transformers' Wav2Vec2BertModel with 2 conformer blocks of 32 dims, otherwise w2v-BERT 2.0's
+# layout (relative_key positions, swish, 160-value input; masked_spec_embed saved as in the released folder), no
+# dropout and no LayerDrop. Small enough to fine-tune on 2 CPU cores.
+TINY_W2VBERT: Dict[str, Any] = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_depthwise_kernel_size=5,
+    left_max_position_embeddings=8, right_max_position_embeddings=2, layerdrop=0.0, conformer_conv_dropout=0.0,
+)
+
+
+def write_tiny_w2vbert(folder: str, seed: int, config: Dict[str, Any] = TINY_W2VBERT, **features: Any) -> None:
+    """A random-weight w2v-BERT 2.0 written as a Hugging Face ``wav2vec2-bert`` folder, as transformers writes
+    one (``Wav2Vec2BertModel.save_pretrained``: ``config.json``, ``model.safetensors``;
+    ``SeamlessM4TFeatureExtractor(**features).save_pretrained``: ``preprocessor_config.json``). The weights are
+    moved off their initial values (norms at 1, biases at 0), so that a tensor loaded into the wrong place shows.
+    transformers is imported here, not with this module (its import takes seconds)."""
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    torch.manual_seed(seed)
+    model = Wav2Vec2BertModel(Wav2Vec2BertConfig(**config))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(folder)
+    SeamlessM4TFeatureExtractor(**features).save_pretrained(folder)

@@ -1,6 +1,6 @@
-"""Shared fixtures: tiny official-format WavLM checkpoints, the small synthetic demo corpus, a corpus of noise files,
-the tiny training configuration and one trained run of it; every test runs in its own temporary folder, and the
-session fails if it changed the work tree."""
+"""Shared fixtures: tiny official-format WavLM checkpoints, a tiny w2v-BERT 2.0 folder, the small synthetic demo
+corpus, a corpus of noise files, the tiny training configuration and one trained run of it; every test runs in its
+own temporary folder, and the session fails if it changed the work tree."""
 import contextlib
 import os
 import subprocess
@@ -17,7 +17,7 @@ import soundfile  # noqa: E402 (after the project root is on sys.path)
 import torch  # noqa: E402 (after the project root is on sys.path)
 
 import trainSpeakerNet  # noqa: E402 (after the project root is on sys.path)
-from synthetic.checkpoints import TINY_WAVLM, write_tiny_wavlm  # noqa: E402 (after the project root is on sys.path)
+from synthetic.checkpoints import TINY_WAVLM, write_tiny_w2vbert, write_tiny_wavlm  # noqa: E402 (after the project root is on sys.path)
 from synthetic.demo import make_demo_data  # noqa: E402 (after the project root is on sys.path)
 from tests.fakes import run_main, save_tiny_model  # noqa: E402 (after the project root is on sys.path)
 
@@ -122,6 +122,15 @@ def prenorm_checkpoint(tmp_path_factory):
                   encoder_num_layers=3)
     write_tiny_wavlm(path, seed=2, config=config)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_w2vbert(tmp_path_factory):
+    """A tiny random-weight w2v-BERT 2.0: a Hugging Face wav2vec2-bert folder as transformers writes one. Shared:
+    a test that changes or deletes it works on a copy."""
+    folder = str(tmp_path_factory.mktemp("ckpt") / "w2v-bert-tiny")
+    write_tiny_w2vbert(folder, seed=5)
+    return folder
 
 
 @pytest.fixture(scope="session")
