@@ -26,7 +26,7 @@ def train_command(config: Dict[str, Any]) -> Optional[List[ModelResult]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_cli(build_parser(__doc__), train_command, argv, show=format_evaluation)
+    run_cli(build_parser(__doc__), train_command, argv, show=format_evaluation, data_parallel=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ starts with the list's file name. Every file is extracted once for all lists.
 With ``--score_file F`` it also writes ``F.det.png`` (DET curve) and ``F.threshold.json``
 (EER threshold and scoring settings, read by ``python -m tools.verify``); with several
 lists F becomes ``<F stem>.<list name><F extension>``.
+With ``--distributed`` (one process per GPU, ``nproc_per_node`` CPU processes, or the processes of torchrun /
+SLURM) each process extracts a share of the files and rank 0 scores and writes everything: the same results.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def evaluate_command(config: Dict[str, Any]) -> Optional[List[ModelResult]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_cli(build_parser(__doc__), evaluate_command, argv, show=format_evaluation)
+    run_cli(build_parser(__doc__), evaluate_command, argv, show=format_evaluation, data_parallel=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from core.errors import ToolkitError
 from evaluation.metrics import compute_error_rates, evaluate_scores, format_result
-from evaluation.reports import det_curve_png, read_score_file
+from evaluation.reports import det_curve, det_curve_png, read_score_file
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -33,7 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         rates = compute_error_rates(scores, labels)
         result = evaluate_scores(scores, labels, args.p_target, args.c_miss, args.c_fa, args.threshold, rates)
         if args.det:
-            det_curve_png(rates[0], rates[1], args.det, result["eer"], os.path.basename(args.score_file))
+            name = os.path.basename(args.score_file)
+            det_curve_png([det_curve(name, rates, result)], args.det, name)
     except ToolkitError as err:
         parser.exit(2, f"error: {err}\n")
     print(format_result(result))

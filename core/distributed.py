@@ -113,9 +113,9 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
             error.exit_code = errors[0][2]  # type: ignore[attr-defined]
             raise error from None
         if errors:  # the first failure (the others' errors, e.g. a lost connection, follow from it)
-            raise RuntimeError(f"a training process failed; all {world} were stopped. The first failure, "
+            raise RuntimeError(f"a data-parallel process failed; all {world} were stopped. The first failure, "
                                f"{errors[0][1]}") from None
-        raise RuntimeError(f"a training process failed; all {world} were stopped:\n{err}") from None
+        raise RuntimeError(f"a data-parallel process failed; all {world} were stopped:\n{err}") from None
     outcome = dict(_drain(results))
     return outcome.get("result")
 
@@ -153,6 +153,16 @@ def all_gather(obj: Any, context: Context) -> Optional[List[Any]]:
     gathered: List[Any] = [None] * context.world
     dist.all_gather_object(gathered, obj)
     return gathered if context.main else None
+
+
+def everywhere(obj: Any, context: Context) -> List[Any]:
+    """Every rank's ``obj`` on every rank (in rank order), for a decision all ranks must take alike (e.g. whether
+    a file every rank needs exists); just ``[obj]`` in one process."""
+    if context.world == 1:
+        return [obj]
+    gathered: List[Any] = [None] * context.world
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def barrier(context: Context) -> None:

@@ -186,15 +186,16 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("freeze_ssl", _B, False, "freeze the whole SSL front-end: eval mode, no_grad, no backward, no optimizer "
                                   "groups (only MHFA and the loss train)"),
         ("freeze_cnn", _B, True, "freeze the CNN feature encoder, feature projection and positional conv (the "
-                                 "original never updates them); false trains them at LR_Transformer"),
+                                 "original never updates them; w2v-BERT: its feature projection); false trains "
+                                 "them at LR_Transformer"),
         ("feature_grad_mult", _F, 1.0, "fairseq's feature_grad_mult: scale of the gradient into a trainable CNN "
                                        "(needs freeze_cnn: false); 0: the CNN alone fixed (under no_grad), the "
-                                       "feature projection and positional conv train"),
+                                       "feature projection and positional conv train; w2v-BERT has no CNN (keep 1)"),
         ("layer_grad_mult", _F, 1.0, "wespeaker's feature_grad_mult: scale of the gradient from the back-end into "
                                      "every SSL layer output (wespeaker joint fine-tuning: 0.1)"),
         ("layer_drop", optional_float, None, "probability of skipping each transformer block in training "
                                              "(LayerDrop); default: the checkpoint's own encoder_layerdrop "
-                                             "(0.05 in WavLM Base+/Large), as the original"),
+                                             "(0.05 in WavLM Base+/Large, 0.1 in w2v-BERT 2.0), as the original"),
         ("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
                                           "(joint fine-tuning of Large models on long crops)"),
         ("compile_frontend", _B, False, "torch.compile the transformer blocks (inductor; shapes dynamic): the first "
@@ -203,7 +204,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
     ],
     "frontend": [
         ("pretrained_model_path", _S, "", "pre-trained SSL checkpoint: official WavLM .pt, fairseq HuBERT / "
-                                          "wav2vec 2.0 .pt, or a Hugging Face model folder (format detected)"),
+                                          "wav2vec 2.0 .pt, or a Hugging Face model folder, wav2vec2-bert "
+                                          "(w2v-BERT 2.0) included (format detected)"),
         ("trust_checkpoint", _B, False, "allow arbitrary unpickling of checkpoints (only for trusted files; "
                                         "legacy fairseq files with an argparse Namespace need it)"),
         ("allow_partial_checkpoint", _B, False, "load a pre-trained checkpoint even if some of its encoder "
@@ -213,7 +215,8 @@ _OPTIONS: Dict[str, List[tuple]] = {
          "auto: the front-end's fast kernels where no gradient flows (CNN as GEMMs, folded first block, FFT "
          "positional convolution, reduced-precision weight copies, streaming layer sums); reference: torchaudio's "
          "modules as they are everywhere (the same embeddings to float rounding, slower): to check whether a fast "
-         "kernel causes a result"),
+         "kernel causes a result. w2v-BERT has no CNN nor positional conv: both run transformers' modules, auto "
+         "adding the weight copies and layer sums"),
     ],
     "model": [
         ("model", _S, "MHFA", "model plug-in in models/ (MHFA; CAMHFA, the context-aware MHFA; Baseline.Spk_Encoder "
@@ -250,6 +253,9 @@ _OPTIONS: Dict[str, List[tuple]] = {
         ("save_embeddings", _S, "", "save the extracted embeddings (.npz)"),
         ("score_file", _S, "", "write 'label enroll test score' per trial here (plus <score_file>.det.png and "
                                ".threshold.json); with several lists <stem>.<list name><ext>"),
+        ("det_plot", one_of("separate", "combined"), "separate",
+         "with a score_file and several trial lists: a DET plot per list (<its score file>.det.png), or all lists "
+         "in one figure (<score_file>.det.png)"),
         ("eval_checkpoints", _I, 4, "evaluation without --initial_model on its command line: how many of the newest "
                                     "checkpoints of save_path to evaluate (the original's 4)"),
         ("embedding_cache", _B, True, "cache the embeddings of initial_model and reuse them when the same model, "
@@ -283,10 +289,12 @@ _OPTIONS: Dict[str, List[tuple]] = {
     ],
     "runtime": [
         ("device", _S, "auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'"),
-        ("port", _S, "7888", "port for distributed training"),
-        ("distributed", _B, False, "data-parallel training: one process per visible GPU (NCCL), or nproc_per_node "
-                                   "CPU processes (gloo); under torchrun/SLURM the launcher's processes; batch_size "
-                                   "is per process"),
+        ("port", _S, "7888", "distributed without torchrun/SLURM: the port the processes meet on (MASTER_PORT in "
+                             "the environment wins)"),
+        ("distributed", _B, False, "data-parallel processes: one per visible GPU (NCCL), or nproc_per_node CPU "
+                                   "processes (gloo); under torchrun/SLURM the launcher's processes. Training "
+                                   "(batch_size is per process), the eval command and tools.embed (each process "
+                                   "embeds a share of the files, rank 0 scores and writes)"),
         ("nproc_per_node", _I, 2, "distributed without GPUs: the number of CPU processes"),
         ("dist_timeout", _F, 30.0, "distributed: minutes a collective may wait for the other processes"),
         ("mixedprec", _B, False, "mixed precision (float16 autocast + grad scaling on CUDA, bfloat16 on CPU)"),

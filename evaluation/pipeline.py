@@ -8,9 +8,10 @@ the encoder, or a function that builds it (called only when embeddings must be e
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -20,12 +21,21 @@ from core.errors import DataError, TrialListError
 from core.options import THRESHOLD, with_role
 from dataprep.check import cache_file, check_files, format_problems
 from dataprep.lists import key_paths
-from evaluation.cache import cached_embeddings
+from evaluation.cache import cache_path, cached_embeddings, read_cache, write_cache
 from evaluation.embeddings import Embeddings, load_embeddings, load_mean, merge_embeddings, save_embeddings
 from evaluation.metrics import compute_eer, compute_error_rates, evaluate_scores
 from evaluation.qmf import calibrate_lists
-from evaluation.reports import det_curve_png, threshold_path, write_score_file, write_threshold_file
+from evaluation.reports import (
+    DetCurve,
+    det_curve,
+    det_curve_png,
+    import_plotting_in_background,
+    threshold_path,
+    write_score_file,
+    write_threshold_file,
+)
 from evaluation.scoring import Scored, protocol_parts, score_all
+from evaluation.shares import file_shares
 from evaluation.trials import Trials, file_lines, list_name, list_paths, read_trials
 
 if TYPE_CHECKING:  # annotations only: scoring saved embeddings imports neither torch nor the extraction
@@ -101,27 +111,62 @@ def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], devi
                      encoder: Optional[torch.nn.Module] = None, build_encoder: Optional[EncoderBuilder] = None,
                      context: Optional[Context] = None) -> Optional[Embeddings]:
     """Embeddings from ``embeddings`` when set, else extracted once for the files of all lists
-    (from the embedding cache when ``initial_model`` was evaluated the same way before).
-    Data-parallel (``context`` of several processes, with ``encoder``): each process extracts every
-    world-th file, and rank 0 gets them all (the others get None)."""
+    (from the embedding cache when ``initial_model`` was evaluated the same way before; not for a model
+    passed in as ``encoder``, training's, which no file names). The model is built (``build_encoder()``)
+    only when something is extracted. Data-parallel (``context`` of several processes):
+    :func:`shared_embeddings`; rank 0 gets them all, the others None."""
     if config["embeddings"]:
         return load_embeddings(config["embeddings"])
     files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
+    models: List[torch.nn.Module] = []  # built at the first extraction, once
+
+    def extract(keys: List[str]) -> Embeddings:
+        if not models:
+            models.append(encoder if encoder is not None else build_encoder())
+        return extract_files(config, keys, config["test_path"], models[0], device,
+                             verbose=context is None or context.main)
+
+    cached = encoder is None and bool(config["initial_model"]) and config["embedding_cache"]
     if context is not None and context.world > 1:
-        shard = extract_files(config, files[context.rank::context.world], config["test_path"], encoder, device,
-                              verbose=context.main)
-        from core.distributed import all_gather  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+        return shared_embeddings(config, files, extract, context, cached)
+    if cached:
+        return cached_embeddings(config["initial_model"], config["test_path"], files, config, lambda: extract(files))
+    return extract(files)
 
-        parts = all_gather(shard, context)
-        return None if parts is None else merge_embeddings(parts, files)
 
-    def extract() -> Embeddings:
-        model = encoder if encoder is not None else build_encoder()
-        return extract_files(config, files, config["test_path"], model, device)
+def shared_embeddings(config: Dict[str, Any], files: List[str], extract: Callable[[List[str]], Embeddings],
+                      context: Context, cached: bool) -> Optional[Embeddings]:
+    """The embeddings of ``files`` extracted by ``context.world`` processes: each ``extract``s its share
+    (:func:`evaluation.shares.file_shares`: near-equal audio, the same split in every process), rank 0 gathers
+    them in the order of ``files`` and returns them; the other ranks return None.
 
-    if encoder is None and config["initial_model"] and config["embedding_cache"]:
-        return cached_embeddings(config["initial_model"], config["test_path"], files, config, extract)
-    return extract()
+    With the embedding cache (``cached``): when every process sees the entry of all the files, none extracts
+    and rank 0 reads it; otherwise each process reads or writes the entry of its share, and rank 0 writes the
+    entry of all the files, which a later run of one process reads (module docstring of :mod:`evaluation.cache`).
+    """
+    from core.distributed import all_gather, barrier, everywhere  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+
+    model, root = config["initial_model"], config["test_path"]
+    whole = cache_path(model, root, files, config) if cached else ""
+    if cached and all(everywhere(os.path.isfile(whole), context)):
+        return read_cache(whole, len(files)) if context.main else None
+    share = file_shares(files, root, config, context.world)[context.rank]
+    logger.info("%d processes extract the embeddings of %d files (rank 0: %d)", context.world, len(files),
+                len(share))
+    mine = None
+    if share:  # more processes than files leave some without any
+        mine = (cached_embeddings(model, root, share, config, lambda: extract(share)) if cached
+                else extract(share))
+    parts = all_gather(mine, context)
+    emb = None if parts is None else merge_embeddings([p for p in parts if p is not None], files)
+    if cached:
+        if emb is not None:
+            write_cache(emb, whole)
+        barrier(context)  # the entry of all the files is complete before a share's entry goes
+        if share and os.path.isfile(whole):
+            with contextlib.suppress(OSError):  # the share's entry is no longer needed (a process that cannot
+                os.remove(cache_path(model, root, share, config))  # see the whole entry keeps it)
+    return emb
 
 
 def require_both_labels(path: str, trials: Trials) -> None:
@@ -150,13 +195,19 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
     Embeddings come from ``embeddings`` when set, else from ``encoder`` (or the model
     ``build_encoder()`` returns). Returns the metrics of the single list, or
     ``{'lists': {name: metrics}}`` for several lists (None where a list is unlabelled).
-    Data-parallel (``context``): every process extracts a share, rank 0 scores; the others return None.
+    Data-parallel (``context``): the data check runs on rank 0 before any process extracts, every process
+    extracts a share (:func:`shared_embeddings`), rank 0 scores and writes every output; the others return None.
     ``parts``: also the crop-only and whole-file-only EERs (``result['parts']``) of the raw protocol.
     """
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
-    if config["check_data"] and not config["embeddings"] and (context is None or context.main):
-        check_trial_files(config, paths)
+    if config["check_data"] and not config["embeddings"]:
+        if context is None or context.main:
+            check_trial_files(config, paths)
+        if context is not None and context.world > 1:
+            from core.distributed import barrier  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+
+            barrier(context)  # no process extracts before the files are known good (a failed check ends them all)
     trial_sets = {list_name(p): read_trials(p) for p in paths}
     for path, trials in zip(paths, trial_sets.values(), strict=True):  # before any extraction
         require_both_labels(path, trials)
@@ -167,14 +218,20 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
     if config["save_embeddings"]:
         save_embeddings(emb, config["save_embeddings"])
         logger.info("Embeddings saved to %s", config["save_embeddings"])
+    if config["score_file"] and any(t.labels is not None for t in trial_sets.values()):
+        import_plotting_in_background()  # the DET plots' imports, beside the scoring (AS-norm's products)
     scored = configured_scores(config, emb, {**trial_sets, **extra})
     scores = scored.scores
     if extra:
         scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST,
                                  None if scored.stats is None else scored.stats[0], config["dcf_p_target"],
                                  rows=scored.rows)
-    results = {name: report(config, name, trials, scores[name], len(trial_sets) > 1)
-               for name, trials in trial_sets.items()}
+    reported = {name: report(config, name, trials, scores[name], len(trial_sets) > 1)
+                for name, trials in trial_sets.items()}
+    results = {name: result for name, (result, _) in reported.items()}
+    curves = [curve for _, curve in reported.values() if curve is not None]
+    if config["score_file"] and config["det_plot"] == "combined" and len(trial_sets) > 1 and curves:
+        det_curve_png(curves, config["score_file"] + ".det.png", " | ".join(c.name for c in curves))
     raw = config["score_norm"] == "none" and not config["mean_embeddings"] and not extra
     for name, result in results.items():
         if parts and result is not None and raw and emb.crop_embeddings is not None:
@@ -188,20 +245,23 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
 
 
 def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray,
-           several: bool) -> Optional[Dict[str, Any]]:
-    """Score file, metrics, DET curve and EER-threshold file of one list."""
+           several: bool) -> Tuple[Optional[Dict[str, Any]], Optional[DetCurve]]:
+    """Score file, metrics, DET plot (``det_plot`` separate, or one list alone) and EER-threshold file of one list;
+    returns its metrics and DET curve (None, None for an unlabelled list)."""
     score_file = score_file_for(config["score_file"], name, several)
     if score_file:
         write_score_file(score_file, trials, scores)
         logger.info("Scores written to %s", score_file)
     if trials.labels is None:
         logger.warning("Trial list %s has no labels: scores only, no EER.", name)
-        return None
+        return None, None
     rates = compute_error_rates(scores, trials.labels)
     result = evaluate_scores(scores, trials.labels, p_targets=(0.05, 0.01), c_miss=config["dcf_c_miss"],
                              c_fa=config["dcf_c_fa"], threshold=config["threshold"], rates=rates)
+    curve = det_curve(name, rates, result)
     if score_file:
-        det_curve_png(rates[0], rates[1], score_file + ".det.png", result["eer"], name)
+        if config["det_plot"] == "separate" or not several:
+            det_curve_png([curve], score_file + ".det.png", name)
         settings = {key: config[key] for key in THRESHOLD_SETTINGS + ["initial_model", "config"]}
         write_threshold_file(threshold_path(score_file), result, {**settings, "test_list": name})
-    return result
+    return result, curve

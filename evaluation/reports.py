@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def import_plotting() -> None:
     """Import what :func:`det_curve_png` uses (matplotlib's Agg back-end, SciPy's ``ndtri``; about 0.6 s)."""
     import matplotlib  # imported here, as SciPy: only a DET plot pays their import
     matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot  # noqa: F401 (imported for det_curve_png)
+    import matplotlib.figure  # noqa: F401 (imported for det_curve_png)
     import scipy.special  # noqa: F401 (imported for det_curve_png)
 
 
@@ -116,42 +116,103 @@ def import_plotting_in_background() -> threading.Thread:
     return thread
 
 
-def det_curve_png(fnrs: np.ndarray, fprs: np.ndarray, path: str, eer: Optional[float] = None,
-                  title: str = "", max_points: int = 4000) -> None:
-    """Write a DET curve (miss vs false-alarm rate on normal-deviate axes) as a PNG.
+DET_RANGE = (1e-4, 0.99)  # the rates a DET plot can show: 0.01 % to 99 %
 
-    Axes are probit(rate) = Phi^-1(rate) (Martin et al., Eurospeech 1997, "The DET curve
-    in assessment of detection task performance"); rates are clipped to [1e-5, 1 - 1e-5]
-    and the curve is thinned to at most ``max_points`` ROC points for drawing.
 
-    Args:
-        fnrs, fprs: ROC arrays, e.g. from compute_error_rates.
-        path: output PNG file.
-        eer: EER in percent, marked on the diagonal when given.
-        title: plot title.
+class DetCurve(NamedTuple):
+    """One DET curve and its named operating points."""
+    name: str  # the trial list (legend)
+    fnrs: np.ndarray  # miss rates, ascending thresholds (compute_error_rates)
+    fprs: np.ndarray  # false-alarm rates, the same points
+    eer: Optional[float]  # percent, marked on the diagonal
+    points: Dict[str, Tuple[float, float]]  # e.g. 'MinDCF0.01' -> (false-alarm rate, miss rate) at its threshold
+
+
+def det_curve(name: str, rates: Tuple[np.ndarray, np.ndarray, np.ndarray], result: Dict[str, Any]) -> DetCurve:
+    """The DET curve of ``rates`` (compute_error_rates) with the EER and each MinDCF operating point of ``result``
+    (evaluate_scores: the rates at each MinDCF threshold)."""
+    fnrs, fprs, thresholds = rates
+    points = {}
+    for p, threshold in result.get("min_dcf_threshold", {}).items():
+        at = min(int(np.searchsorted(thresholds, threshold)), len(thresholds) - 1)
+        points[f"MinDCF{p:g}"] = (float(fprs[at]), float(fnrs[at]))
+    return DetCurve(name, fnrs, fprs, result.get("eer"), points)
+
+
+def _thinned(x: np.ndarray, y: np.ndarray, steps: int = 2000) -> np.ndarray:
+    """Indices of the points of the polyline (x, y) that keep its shape at ``steps`` steps along its length: the
+    first point of every step and the last point (hundreds of thousands of ROC points draw as a few thousand)."""
+    if len(x) <= 2:
+        return np.arange(len(x))
+    length = np.r_[0.0, np.cumsum(np.hypot(np.diff(x), np.diff(y)))]
+    bucket = np.floor(length / max(length[-1] / steps, 1e-12)).astype(np.int64)
+    keep = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    return np.unique(np.r_[keep, len(x) - 1])
+
+
+def det_limits(curves: Sequence[DetCurve]) -> Tuple[float, float]:
+    """The rate range of a DET plot's two axes: from the smallest to the largest error rate present (rates strictly
+    between 0 and 1, the ones a probit axis can place), within DET_RANGE."""
+    rates = np.concatenate([np.r_[c.fnrs, c.fprs] for c in curves] +
+                           [np.asarray([v for pair in c.points.values() for v in pair]) for c in curves] +
+                           [np.asarray([c.eer / 100]) for c in curves if c.eer is not None])
+    inside = rates[(rates > 0) & (rates < 1)]
+    if not inside.size:
+        return DET_RANGE
+    return max(DET_RANGE[0], float(inside.min())), min(DET_RANGE[1], float(inside.max()))
+
+
+def det_curve_png(curves: Sequence[DetCurve], path: str, title: str = "") -> Tuple[float, float]:
+    """Write the DET curves (miss vs false-alarm rate on normal-deviate axes) of one or several trial lists as a PNG;
+    returns the rates at the ends of both axes, as drawn.
+
+    Axes are probit(rate) = Phi^-1(rate) (Martin et al., Eurospeech 1997, "The DET curve in assessment of detection
+    task performance") and cover the whole curve (:func:`det_limits`); every point drawn lies inside them (rates 0
+    and 1 have no place on a probit axis). Each curve's EER and MinDCF operating points are marked and named in the
+    legend, which sits below the axes, off the curves.
     """
     import_plotting()  # imported here: only a DET plot pays their import
-    import matplotlib.pyplot as plt
-    from scipy.special import ndtri
+    from matplotlib.figure import Figure
+    from scipy.special import ndtr, ndtri
 
-    keep = np.unique(np.linspace(0, len(fnrs) - 1, min(len(fnrs), max_points)).astype(np.int64))
-    probit = lambda r: ndtri(np.clip(np.asarray(r, dtype=np.float64), 1e-5, 1 - 1e-5))  # noqa: E731 (a one-line function, kept beside its use)
-    ticks = np.array([0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95]) / 100
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(probit(fprs[keep]), probit(fnrs[keep]), lw=1.5, label="DET")
-    if eer is not None:
-        ax.plot(probit(eer / 100), probit(eer / 100), "o", label=f"EER {eer:.3f} %")
-    ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
-    ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
-    lo, hi = probit(5e-5), probit(0.5 if eer is None or eer < 25 else 0.99)  # a poor system still shows
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
+    lo, hi = det_limits(curves)
+    probit = lambda r: ndtri(np.clip(np.asarray(r, dtype=np.float64), lo, hi))  # noqa: E731 (a one-line function, kept beside its use)
+    fig = Figure(figsize=(6, 6.4 + 0.25 * len(curves)))
+    ax = fig.subplots()
+    markers = {"EER": "o", "MinDCF0.05": "s", "MinDCF0.01": "^"}
+    for number, curve in enumerate(curves):
+        colour = f"C{number % 10}"
+        drawn = (curve.fnrs > 0) & (curve.fnrs < 1) & (curve.fprs > 0) & (curve.fprs < 1)
+        x, y = probit(curve.fprs[drawn]), probit(curve.fnrs[drawn])
+        keep = _thinned(x, y)
+        label = curve.name if len(curves) > 1 or curve.name else "DET"
+        ax.plot(x[keep], y[keep], lw=1.5, color=colour, label=label)
+        prefix = f"{curve.name} " if len(curves) > 1 else ""
+        if curve.eer is not None:
+            ax.plot(probit(curve.eer / 100), probit(curve.eer / 100), markers["EER"], color=colour,
+                    label=f"{prefix}EER {curve.eer:.3f} %")
+        for name, (fpr, fnr) in curve.points.items():
+            ax.plot(probit(fpr), probit(fnr), markers.get(name, "D"), color=colour, markerfacecolor="none", ms=8,
+                    label=f"{prefix}{name} (miss {100 * fnr:.2f} %, fa {100 * fpr:.3g} %)")
+    ticks: List[float] = []
+    for tick in np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 90, 95, 98, 99]) / 100:
+        if lo <= tick <= hi and (not ticks or ndtri(tick) - ndtri(ticks[-1]) >= 0.3 * (ndtri(hi) - ndtri(lo)) / 4):
+            ticks.append(float(tick))  # evenly readable: a label per quarter of a unit of the widest range or more
+    labels = [f"{100 * t:g}" for t in ticks]
+    span = ndtri(hi) - ndtri(lo)
+    limits = (ndtri(lo) - 0.03 * span, ndtri(hi) + 0.03 * span)  # a margin: points on the range's ends stay whole
+    ax.set_xticks(ndtri(ticks), labels)
+    ax.set_yticks(ndtri(ticks), labels)
+    ax.set_xlim(*limits)
+    ax.set_ylim(*limits)
+    ax.set_aspect("equal")
     ax.set_xlabel("False-alarm rate (%)")
     ax.set_ylabel("Miss rate (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right")
-    fig.tight_layout()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small", ncol=1, frameon=False)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")  # the legend below the axes included
+    ends = ax.get_xlim()
+    assert ends == ax.get_ylim()  # one square range for both axes
+    return float(ndtr(ends[0])), float(ndtr(ends[1]))

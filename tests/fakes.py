@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 
@@ -41,6 +42,14 @@ def run_main(script, *args: str) -> subprocess.CompletedProcess:
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return subprocess.CompletedProcess([script.__name__, *args], code, out.getvalue(), err.getvalue())
+
+
+def free_port() -> str:
+    """A TCP port nothing listens on now, for the processes of a distributed test (fixed ports collide when test
+    sessions run side by side)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 def unit(x):

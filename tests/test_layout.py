@@ -57,8 +57,8 @@ DYNAMIC_IMPORTS = {
 # when the function runs. Nothing else defers a project import.
 DEFERRED_IMPORTS = {
     "runs/evaluate.py": ({"core", "model_files"}, "re-scoring saved embeddings (the eval command with --embeddings) "
-                         "must not pay torch's import: the model, its files and the device are imported when a model "
-                         "is evaluated"),
+                         "must not pay torch's import: the model, its files and the launcher of data-parallel "
+                         "processes are imported when a model is evaluated (tests/runs/test_evaluate.py checks it)"),
     "evaluation/pipeline.py": ({"core", "evaluation"}, "the same: extraction (torch) and the data-parallel gather are "
                                "imported when embeddings are extracted"),
 }

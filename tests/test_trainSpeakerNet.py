@@ -222,6 +222,12 @@ def test_evaluation_without_a_model_scores_the_newest_checkpoints(config, traine
     assert [line.split()[0] for line in lines] == ["model000000002", "model000000003"]
     assert all(line.split()[1::2] == ["EER", "MinDCF0.05", "MinDCF0.01", "CropEER", "WholeEER"] for line in lines)
     assert (tmp_path / "s.model000000003.txt").is_file() and (tmp_path / "s.model000000002.txt").is_file()
+    # the evaluation ends with a table (checkpoint x list), in the log and in result/eval_summary.txt
+    table = open(os.path.join(save, "result", "eval_summary.txt")).read().splitlines()
+    assert table[0].split() == ["checkpoint", "list", "EER", "MinDCF0.05", "MinDCF0.01", "CropEER", "WholeEER"]
+    assert [row.split()[:1] + row.split()[2:] for row in table[1:]] == [
+        [line.split()[0], *line.split()[2::2]] for line in lines]
+    assert "\n".join(table) in proc.stderr
     # the same result as naming the newest file, which prints the contract's single line
     newest = run_main(trainSpeakerNet_Eval, "--config", cfg, "--eval", "--save_path", save,
                       "--initial_model", os.path.join(save, "model", "model000000003.model"))

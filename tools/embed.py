@@ -13,13 +13,22 @@ Resumable: every --save_every files go (atomically) to a file of the folder OUT.
 job (model file, files, embedding options); the same command continues after them, another job refuses the
 folder. It is removed when OUT is written.
 
+Data-parallel with --distributed (the launcher of training: one process per GPU, nproc_per_node CPU processes,
+or the processes of torchrun / SLURM): each process embeds a share of the files (near-equal audio, read from the
+headers) into OUT.parts/rank<R>of<W>/, with the digest of its share, and continues there after an interruption
+on the same number of processes; rank 0 gathers the shares and writes OUT in the order of the keys. Parts of a
+run on another number of processes (or of a single-process run) are refused, naming the folder.
+
 Usage:
   python -m tools.embed --initial_model M.model --input vox1/wav --out exp/vox1.npz
   python -m tools.embed --initial_model M.model --input data/test --out exp/test.npz        # Kaldi: wav.scp keys
   python -m tools.embed --initial_model M.model --input lists/files.txt --root vox1/wav --out exp/vox1.npz
+  python -m tools.embed --initial_model M.model --input vox1/wav --out exp/vox1.npz --distributed  # all GPUs
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -34,13 +43,14 @@ from tqdm import tqdm
 
 from core.cli import build_parser, run_cli
 from core.config import frontend_paths, require_paths
-from core.device import resolve_device
+from core.distributed import Context, all_gather, launch, world_size
 from core.errors import ConfigError, DataError
 from core.logs import progress_options, setup_logging
 from dataprep.lists import is_kaldi_folder
 from evaluation.cache import cache_key
 from evaluation.embeddings import Embeddings, merge_embeddings, save_embeddings
 from evaluation.pipeline import extract_files
+from evaluation.shares import file_shares
 from model_files import build_speaker_encoder, with_model_file
 
 logger = logging.getLogger(__name__)
@@ -123,8 +133,33 @@ def load_parts(folder: str, digest: str, keys: Sequence[str]) -> List[Embeddings
     return parts
 
 
-def embed_command(config: Dict[str, Any]) -> str:
-    """Embed the files of ``--input`` into ``--out``, continuing an interrupted run of the same job."""
+def share_folder(folder: str, rank: int, world: int) -> str:
+    """The partial results of rank ``rank`` of ``world`` processes: a sub-folder of ``folder`` (one process:
+    ``folder`` itself)."""
+    return folder if world == 1 else os.path.join(folder, f"rank{rank}of{world}")
+
+
+def require_layout(folder: str, world: int) -> None:
+    """``folder`` (OUT.parts) must hold partial results of a run on ``world`` processes, or none: those of
+    another number of processes were made from other shares of the files, so they are refused, naming it."""
+    if not os.path.isdir(folder):
+        return
+    names = os.listdir(folder)
+    worlds = {int(m.group(2)) for m in (re.fullmatch(r"rank(\d+)of(\d+)", n) for n in names) if m}
+    single = any(re.fullmatch(r"\d{9}\.npz", n) for n in names)
+    found = ([(f"a run on {w} processes (--distributed)", f"on {w} processes") for w in sorted(worlds) if w != world]
+             + ([("a run in one process", "without --distributed")] if single and world > 1 else []))
+    if found:
+        what, how = found[0]
+        raise DataError(f"'{folder}' holds partial results of {what}, and this run has {world} process"
+                        f"{'es' if world > 1 else ''}: continue that run {how}, or delete '{folder}' to start this "
+                        f"one.")
+
+
+def embed_command(config: Dict[str, Any]) -> Optional[str]:
+    """Embed the files of ``--input`` into ``--out``, continuing an interrupted run of the same job; with
+    ``distributed``, in data-parallel processes (:func:`embed_process`). Returns OUT (None on ranks other than 0
+    of a torchrun / SLURM job, which write nothing)."""
     setup_logging()
     if not config["initial_model"]:
         raise ConfigError("--initial_model is not set: give the model file to embed with.")
@@ -133,28 +168,58 @@ def embed_command(config: Dict[str, Any]) -> str:
     config = with_model_file(config)
     require_paths(config, frontend_paths(config))
     keys, root = input_files(config["input"], config["root"])
-    folder, digest = config["out"] + ".parts", job_digest(config, keys, root)
-    parts = load_parts(folder, digest, keys)
-    done = sum(len(p.keys) for p in parts)
-    if done:
-        logger.info("Continuing after %d of %d files (%s)", done, len(keys), folder)
-    if done < len(keys):
-        device = resolve_device(config["device"])
-        encoder = build_speaker_encoder(config, device)
-        with tqdm(total=len(keys), initial=done, desc="embedding", unit="file", **progress_options()) as bar:
-            for start in range(done, len(keys), config["save_every"]):
-                part = extract_files(config, keys[start:start + config["save_every"]], root, encoder, device,
-                                     verbose=False)
-                save_part(part, digest, folder, start)
-                parts.append(part)
-                bar.update(len(part.keys))
-    save_embeddings(merge_embeddings(parts, keys), config["out"])
+    require_layout(config["out"] + ".parts", world_size(config))  # before any process starts
+    return launch(functools.partial(embed_process, keys=keys, root=root), config)
+
+
+def embed_process(config: Dict[str, Any], context: Context, keys: List[str], root: str) -> Optional[str]:
+    """One process's part of :func:`embed_command`: embed its share of ``keys`` (all of them in one process) in
+    chunks of ``save_every`` files, each saved to its parts folder, after the parts an interrupted run of that
+    share left; rank 0 gathers the shares, writes OUT and removes OUT.parts. Returns OUT on rank 0, None on the
+    others."""
+    if context.world > 1:
+        setup_logging(main=context.main, rank=context.rank)  # rank 0 logs; the others their errors only
+    folder = config["out"] + ".parts"
+    share = file_shares(keys, root, config, context.world)[context.rank]
+    mine = share_folder(folder, context.rank, context.world)
+    digest = job_digest(config, share, root)
+    parts = load_parts(mine, digest, share)
+    resumed = all_gather((sum(len(p.keys) for p in parts), len(share), mine), context)
+    for done, total, where in resumed or ():  # rank 0 says where every process continues
+        if done:
+            logger.info("Continuing after %d of %d files (%s)", done, total, where)
+    shares = all_gather(embed_share(config, share, root, mine, digest, parts, context), context)
+    if shares is None:
+        return None
+    save_embeddings(merge_embeddings([p for p in shares if p is not None], keys), config["out"])
     shutil.rmtree(folder, ignore_errors=True)
     logger.info("Embeddings of %d files written to %s", len(keys), config["out"])
     return config["out"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def embed_share(config: Dict[str, Any], share: List[str], root: str, folder: str, digest: str,
+                parts: List[Embeddings], context: Context) -> Optional[Embeddings]:
+    """The embeddings of ``share`` (None when it is empty: more processes than files): ``parts``, those of its
+    first files that an interrupted run saved, then the rest, extracted a chunk at a time, each chunk saved to
+    ``folder`` with the job's ``digest``."""
+    if not share:
+        return None
+    done = sum(len(p.keys) for p in parts)
+    if done < len(share):
+        encoder = build_speaker_encoder(config, context.device)
+        with tqdm(total=len(share), initial=done, desc="embedding", unit="file", disable=not context.main,
+                  **progress_options()) as bar:
+            for start in range(done, len(share), config["save_every"]):
+                part = extract_files(config, share[start:start + config["save_every"]], root, encoder,
+                                     context.device, verbose=False)
+                save_part(part, digest, folder, start)
+                parts.append(part)
+                bar.update(len(part.keys))
+    return merge_embeddings(parts, share)
+
+
+def embed_parser() -> argparse.ArgumentParser:
+    """The option table's parser plus the tool's own arguments."""
     parser = build_parser(__doc__)
     parser.add_argument("--input", required=True, help="a folder of audio files, a Kaldi data folder (or its "
                                                        "wav.scp), or a list file (last field of each line)")
@@ -162,7 +227,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", required=True, help="the embeddings .npz to write")
     parser.add_argument("--save_every", type=int, default=500, help="write the results so far every N files "
                                                                       "(OUT.parts/; default 500)")
-    run_cli(parser, embed_command, argv, show=lambda out: f"embeddings written to {out}")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_cli(embed_parser(), embed_command, argv, show=lambda out: f"embeddings written to {out}", data_parallel=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from core.files import atomic_path, write_text
 from core.options import defaults
 from dataprep.check import Probe, load_cache, save_cache
 from evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
-from evaluation.reports import det_curve_png, read_score_file, write_score_file, write_threshold_file
+from evaluation.reports import DetCurve, det_curve_png, read_score_file, write_score_file, write_threshold_file
 from evaluation.trials import Trials
 from model_files import save_model_file
 
@@ -72,7 +72,8 @@ def _writers(tmp_path):
         "threshold file": (lambda v: write_threshold_file(p["t.json"], {"eer_threshold": v, "eer": 1.0,
                                                                          "min_dcf_threshold": {}}, {}),
                            lambda: json.load(open(p["t.json"]))["eer_threshold"]),
-        "DET plot": (lambda v: det_curve_png(np.array([1.0, 0.5, 0.0]), np.array([0.0, 0.5 / v, 1.0]), p["d.png"]),
+        "DET plot": (lambda v: det_curve_png([DetCurve("t", np.array([1.0, 0.5, 0.0]), np.array([0.0, 0.5 / v, 1.0]),
+                                                       None, {})], p["d.png"]),
                      lambda: open(p["d.png"], "rb").read()),
         "config.yaml": (lambda v: save_config({**defaults(), "seed": int(v)}, p["c.yaml"]),
                         lambda: open(p["c.yaml"]).read()),

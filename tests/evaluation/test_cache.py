@@ -1,13 +1,19 @@
 """The embedding cache (evaluation/cache.py): a second evaluation reads it; its key follows the model file and
-every option that changes embeddings; it lives in the run's folder, never next to the model file."""
+every option that changes embeddings; it lives in the run's folder, never next to the model file; data-parallel
+processes cache their shares, and rank 0 the entry a single process reads."""
 import os
 
 import numpy as np
 import pytest
+import torch
 
+from core import distributed
+from core.distributed import Context
 from core.options import CACHE, OPTIONS, defaults, with_role
 from evaluation.cache import cache_key, cache_path, cached_embeddings
-from evaluation.embeddings import Embeddings
+from evaluation.embeddings import Embeddings, load_embeddings
+from evaluation.pipeline import shared_embeddings
+from evaluation.shares import file_shares
 
 
 @pytest.fixture
@@ -105,3 +111,54 @@ def test_cache_that_cannot_be_written_does_not_stop_evaluation(tmp_path, config,
     assert "Could not write the embedding cache" in caplog.text
     assert not [f for f in os.listdir(os.path.dirname(cache_path(str(model), "wavs", ["a.wav"], config)))
                 if ".tmp-" in f]
+
+
+def test_data_parallel_processes_cache_their_shares_and_rank_0_all_the_files(tmp_path, config, corpus, monkeypatch):
+    """evaluation/pipeline.py's shared_embeddings, one process at a time (the collectives faked): an interrupted run
+    leaves rank 1's share cached; in the next run rank 1 extracts nothing, rank 0 only its share, rank 0 writes the
+    entry of all the files (the one a single process reads) and each process removes its share's; after that no
+    process extracts at all."""
+    root, keys = corpus
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    config = {**config, "initial_model": str(model), "test_path": root}
+    shares = file_shares(keys, root, config, 2)
+    rng = np.random.default_rng(0)
+    rows = {key: rng.normal(size=4).astype(np.float32) for key in keys}
+    extracted = []
+
+    def extract(files):
+        extracted.append(list(files))
+        return Embeddings(list(files), np.stack([rows[k] for k in files]), None)
+
+    gathered = []  # what rank 0 receives from rank 1
+    monkeypatch.setattr(distributed, "barrier", lambda context: None)
+    monkeypatch.setattr(distributed, "all_gather",
+                        lambda obj, context: [obj, *gathered] if context.main else None)
+    monkeypatch.setattr(distributed, "everywhere", lambda obj, context: [obj] * context.world)
+    cpu = torch.device("cpu")
+    share_path = [cache_path(str(model), root, share, config) for share in shares]
+    whole = cache_path(str(model), root, keys, config)
+
+    assert shared_embeddings(config, keys, extract, Context(1, 2, cpu), True) is None  # rank 0 never finished
+    assert extracted == [shares[1]] and os.path.isfile(share_path[1]) and not os.path.exists(whole)
+    extracted.clear()
+    gathered.append(load_embeddings(share_path[1]))  # the next run: rank 1 sends its cached share
+    emb = shared_embeddings(config, keys, extract, Context(0, 2, cpu), True)
+    assert extracted == [shares[0]] and emb.keys == keys
+    np.testing.assert_array_equal(emb.embeddings, np.stack([rows[k] for k in keys]))
+    assert os.path.isfile(whole) and not os.path.exists(share_path[0])
+    monkeypatch.setattr(distributed, "everywhere", lambda obj, context: [False] * context.world)  # (at its start)
+    assert shared_embeddings(config, keys, extract, Context(1, 2, cpu), True) is None
+    assert extracted == [shares[0]]  # rank 1 read its share's entry
+    assert sorted(os.listdir(os.path.dirname(whole))) == [os.path.basename(whole)]  # the shares' entries are gone
+
+    def no_extraction(files):
+        raise AssertionError(f"extracted {files} although the cache holds them")
+
+    again = cached_embeddings(str(model), root, keys, config, lambda: no_extraction(keys))  # one process
+    np.testing.assert_array_equal(again.embeddings, emb.embeddings)
+    monkeypatch.setattr(distributed, "everywhere", lambda obj, context: [obj] * context.world)
+    np.testing.assert_array_equal(shared_embeddings(config, keys, no_extraction, Context(0, 2, cpu), True).embeddings,
+                                  emb.embeddings)
+    assert shared_embeddings(config, keys, no_extraction, Context(1, 2, cpu), True) is None

@@ -46,6 +46,12 @@ def test_cli_several_lists_score_files_det_and_threshold(tmp_path):
         assert record["score_norm"] == "asnorm" and record["top_n"] == 5
         fields = out[["O", "H"].index(name)].split()
         assert f"{record['eer']:.4f}" == fields[2]
+    (tmp_path / "c").mkdir()
+    combined = run_main(trainSpeakerNet_Eval, "--eval", "--test_list", str(tmp_path / "O.txt"),
+                        str(tmp_path / "H.txt"), "--embeddings", str(tmp_path / "e.npz"), *norm, "--score_file",
+                        str(tmp_path / "c" / "s.txt"), "--det_plot", "combined")
+    assert combined.returncode == 0 and combined.stdout == several.stdout, combined.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.suffix == ".png") == ["s.txt.det.png"]  # one
     missing = run_main(trainSpeakerNet_Eval, "--eval", "--test_list", str(tmp_path / "O.txt"),
                          str(tmp_path / "none.txt"), "--embeddings", str(tmp_path / "e.npz"))
     assert missing.returncode == 2 and "none.txt" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,15 +1,21 @@
 """tools/embed.py: a folder, a Kaldi data folder or a list embedded into the evaluation's .npz, which re-scores
-to the evaluation's scores; an interrupted run continues where it stopped."""
+to the evaluation's scores; an interrupted run continues where it stopped; two data-parallel processes embed as
+one does, each continuing its own share."""
 import os
 
 import numpy as np
 import pytest
+import torch
 
 import tools.embed
 import trainSpeakerNet_Eval
+from core.config import load_config
+from core.distributed import Context
 from evaluation.embeddings import load_embeddings
 from evaluation.reports import read_score_file
-from tests.fakes import save_self_contained_model
+from evaluation.shares import file_shares
+from model_files import with_model_file
+from tests.fakes import free_port, save_self_contained_model
 from tools.embed import main as embed_main
 
 
@@ -98,6 +104,73 @@ def test_an_interrupted_run_continues_where_it_stopped(evaluated, monkeypatch, c
     np.testing.assert_allclose(rescored(tmp, out, "resumed.txt")[1], read_score_file(str(tmp / "scores.txt"))[1],
                                rtol=0, atol=1e-5)
     assert not os.path.exists(out + ".parts")
+
+
+EXACT = ["--eval_batch_seconds", "0.01", "--nDataLoaderThread", "0"]  # one input per forward pass (see
+# tests/runs/test_evaluate.py): the batches of a share are those of one process, so the embeddings are equal
+
+
+def test_two_processes_embed_as_one_each_continuing_its_own_share(evaluated, tmp_path, monkeypatch, capfd):
+    """--distributed --nproc_per_node 2: each process embeds its share into OUT.parts/rank<R>of2/, continuing the
+    parts an interrupted run of that share left (rank 1's here); OUT holds one process's embeddings in the order
+    of the keys, re-scores to the same score file, and OUT.parts is gone."""
+    model, root, keys, tmp = evaluated
+    (tmp_path / "plain.txt").write_text("".join(f"{k}\n" for k in keys))
+    args = ["--initial_model", model, "--input", str(tmp_path / "plain.txt"), "--root", root, *EXACT]
+    embed_main([*args, "--out", str(tmp_path / "one.npz")])
+    out = str(tmp_path / "two.npz")
+    interrupted = [*args, "--out", out, "--save_every", "2", "--distributed", "--nproc_per_node", "2"]
+    config = with_model_file(load_config(tools.embed.embed_parser(), interrupted))
+    share = file_shares(keys, root, config, 2)[1]
+    extract = tools.embed.extract_files
+
+    def stops_after_one_chunk(config, files, *rest, **options):
+        if list(files) != share[:2]:
+            raise KeyboardInterrupt
+        return extract(config, files, *rest, **options)
+
+    monkeypatch.setattr(tools.embed, "extract_files", stops_after_one_chunk)
+    folder = tools.embed.share_folder(out + ".parts", 1, 2)
+    with pytest.raises(KeyboardInterrupt):  # rank 1 of 2, stopped after its first chunk
+        tools.embed.embed_share(config, share, root, folder, tools.embed.job_digest(config, share, root), [],
+                                Context(1, 2, torch.device("cpu")))
+    assert os.listdir(out + ".parts") == ["rank1of2"] and os.listdir(out + ".parts/rank1of2") == ["000000000.npz"]
+    monkeypatch.undo()
+    capfd.readouterr()
+    embed_main([*interrupted, "--port", free_port(), "--dist_timeout", "2"])
+    captured = capfd.readouterr()
+    assert f"embeddings written to {out}" in captured.out
+    assert f"Continuing after 2 of {len(share)} files ({folder})" in captured.err, captured.err[-3000:]
+    one, two = load_embeddings(str(tmp_path / "one.npz")), load_embeddings(out)
+    assert two.keys == one.keys == keys
+    for field in ("embeddings", "crop_embeddings", "durations"):
+        np.testing.assert_allclose(getattr(two, field), getattr(one, field), rtol=0, atol=1e-6)
+    assert not os.path.exists(out + ".parts")
+    rescored(tmp, str(tmp_path / "one.npz"), "one_scores.txt")
+    rescored(tmp, out, "two_scores.txt")
+    assert (tmp / "two_scores.txt").read_text() == (tmp / "one_scores.txt").read_text()
+
+
+def test_parts_of_another_number_of_processes_are_refused(evaluated, tmp_path, capsys):
+    """The shares depend on the number of processes: parts made on another number (or in one process) are refused
+    with the folder named, before any process starts."""
+    model, root, keys, tmp = evaluated
+    out = str(tmp_path / "x.npz")
+    args = ["--initial_model", model, "--input", root, "--out", out, "--nDataLoaderThread", "0"]
+    os.makedirs(out + ".parts/rank0of3")
+    for argv, how in (([], "on 3 processes"), (["--distributed", "--nproc_per_node", "2"], "on 3 processes")):
+        with pytest.raises(SystemExit) as exit_info:
+            embed_main(args + argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"'{out}.parts' holds partial results of a run on 3 processes" in err
+        assert f"continue that run {how}" in err
+    os.rmdir(out + ".parts/rank0of3")
+    (tmp_path / "x.npz.parts" / "000000000.npz").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main(args + ["--distributed", "--nproc_per_node", "2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "of a run in one process" in err and "without --distributed" in err
+    assert not os.path.exists(out)
 
 
 def test_errors_name_the_input(evaluated, tmp_path, capsys):
