@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.plugins import get_plugin
+from frontend.lora import adapter_deltas
 from frontend.names import official_pieces
 
 
@@ -84,8 +85,10 @@ class SpeakerNet(nn.Module):
         # θ₀ is copied once here (the original re-read the checkpoint every epoch); only
         # trainable tensors can move, so frozen ones are left out of r (their terms are 0),
         # and without a regulariser no copy is kept.
+        # With LoRA the front-end's own weights are frozen and θ − θ₀ is what the adapters add (frontend.lora).
+        self._reg_lora = bool(weight_finetuning_reg and getattr(self.encoder.frontend, "lora", None))
         self._reg_params = {n: p for n, p in self.encoder.frontend.named_parameters()
-                            if p.requires_grad} if weight_finetuning_reg else {}
+                            if p.requires_grad} if weight_finetuning_reg and not self._reg_lora else {}
         # r sums over the official checkpoint's tensors: WavLM's merged q/k/v in_proj counts as its three
         self._reg_pieces = {n: k for n in self._reg_params if (k := official_pieces(n)) > 1}
         for i, param in enumerate(self._reg_params.values()):
@@ -96,7 +99,10 @@ class SpeakerNet(nn.Module):
         checkpoint's tensors (the official WavLM module's parameters): WavLM's q, k and v projections are
         three norms although torchaudio merges them into one ``in_proj`` tensor (a norm of the merged
         tensor would be sqrt(q² + k² + v²), not q + k + v); every other tensor is one-to-one. None without
-        a regulariser (``weight_finetuning_reg`` 0) or with nothing trainable."""
+        a regulariser (``weight_finetuning_reg`` 0) or with nothing trainable. With LoRA, θ − θ₀ of an adapted
+        weight is its adapter's scaling·B·A (:func:`frontend.lora.adapter_deltas`, WavLM's q/k/v blocks apart)."""
+        if self._reg_lora:
+            return torch.stack([torch.linalg.vector_norm(d) for d in adapter_deltas(self.encoder.frontend)]).sum()
         if not self._reg_params:
             return None
         anchor = {n: getattr(self, f"anchor_{i}") for i, n in enumerate(self._reg_params)}  # buffers move with .to()

@@ -24,6 +24,7 @@ from core.files import atomic_path
 from core.options import MODEL, OPTIONS, PROTOCOL, with_role
 from core.plugins import get_plugin
 from frontend.formats import load_torch_file, state_mismatch
+from frontend.lora import merge_lora, reconcile_state
 from frontend.names import wavlm_state_to_torchaudio
 from SpeakerNet import SpeakerNet
 
@@ -87,16 +88,21 @@ def load_model_state(model: SpeakerNet, path: str, allow_partial: bool = False) 
     silently (the original did).
     """
     state, obj = read_model_state(path)
-    _load_checked(model, state, f"Model file '{path}'", allow_partial)
+    what = f"Model file '{path}'"
+    _load_checked(model, reconcile_state(model.state_dict(), state, obj.get("config") or {}, what), what,
+                  allow_partial)
     return obj
 
 
 def load_averaged_model_state(model: SpeakerNet, paths: Sequence[str]) -> None:
-    """Load the average (:func:`average_states`) of several model files of one run, strictly."""
+    """Load the average (:func:`average_states`) of several model files of one run, strictly (LoRA files into a
+    model without adapters: each merged first, so the weights, not the factors, are averaged)."""
     if len(paths) == 1:
         load_model_state(model, paths[0])
         return
-    states = [read_model_state(path)[0] for path in paths]
+    own = model.state_dict()
+    states = [reconcile_state(own, state, obj.get("config") or {}, f"Model file '{path}'")  # LoRA: merged each
+              for path in paths for state, obj in [read_model_state(path)]]
     _load_checked(model, average_states(states, paths), f"The average of {', '.join(paths)}", False)
 
 
@@ -230,7 +236,9 @@ def find_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
 
 def build_speaker_encoder(config: Dict[str, Any], device: torch.device) -> nn.Module:
     """The encoder of a :class:`SpeakerNet` built from ``config`` (weights from ``initial_model`` when
-    set), on ``device``: what evaluation, cohort making and verification run."""
+    set), on ``device``: what evaluation, cohort making, verification, ``load_model`` and export run. LoRA
+    adapters are merged into the front-end's weights (:func:`frontend.lora.merge_lora`): plain modules, the
+    unmerged model's embeddings."""
     torch.manual_seed(config["seed"])
     net = SpeakerNet(**{**config, "weight_finetuning_reg": 0.0})  # no regulariser anchor needed to evaluate
     if config["initial_model"]:
@@ -239,4 +247,6 @@ def build_speaker_encoder(config: Dict[str, Any], device: torch.device) -> nn.Mo
     else:
         logger.warning("No initial_model given: evaluating the untrained model (pre-trained front-end, "
                        "randomly initialised MHFA, seed %d).", config["seed"])
+    if getattr(getattr(net.encoder, "frontend", None), "lora", None):
+        merge_lora(net.encoder.frontend)
     return net.encoder.to(device)

@@ -66,6 +66,22 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def lora_targets(value: Any) -> List[str]:
+    """``lora_targets``: a YAML list or comma-separated string of query, key, value, output (none: the
+    default, query and value); an unknown name is a ValueError listing the choices."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    names = [t.strip() for item in items if item is not None for t in str(item).split(",") if t.strip()]
+    wrong = [t for t in names if t not in LORA_TARGETS]
+    if wrong:
+        raise ValueError(f"unknown LoRA target(s) {wrong}: choose from {', '.join(LORA_TARGETS)}")
+    return list(dict.fromkeys(names)) or list(DEFAULT_LORA_TARGETS)
+
+
+lora_targets.nargs = "+"  # type: ignore[attr-defined]  # --lora_targets query value
+
+
+LORA_TARGETS = ("query", "key", "value", "output")  # frontend/lora.py maps them to each front-end's modules
+DEFAULT_LORA_TARGETS = ("query", "value")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")  # optimizer_impl: see optimizer/__init__.py
 LONG_FILE_MODES = ("cut", "chunks")  # eval_long_files: see evaluation.dataset.whole_file_pieces
 SCORE_NORMS = ("none", "asnorm", "snorm")
@@ -198,6 +214,19 @@ _OPTIONS: Dict[str, List[tuple]] = {
                                              "(0.05 in WavLM Base+/Large, 0.1 in w2v-BERT 2.0), as the original"),
         ("grad_checkpointing", _B, False, "recompute transformer blocks in backward to save memory "
                                           "(joint fine-tuning of Large models on long crops)"),
+        ("lora_rank", _I, 0, "LoRA: rank r of the low-rank adapters added to the front-end's attention projections "
+                             "(0 = off); the front-end's own weights then stay frozen and only the adapters train, "
+                             "at LR_Transformer with the layer-wise decay; model files hold the adapters, evaluation "
+                             "and export merge them. A stage with lora_rank 0 starting from a LoRA model file merges "
+                             "its adapters and fine-tunes every weight"),
+        ("lora_alpha", optional_float, None, "LoRA: alpha; the adapters' output is scaled by alpha / lora_rank "
+                                             "(default: 2 x lora_rank, scaling 2, as wespeaker's w2v-BERT: r 64, "
+                                             "alpha 128)"),
+        ("lora_dropout", _F, 0.0, "LoRA: dropout on the adapters' input (WavLM's merged query/key/value projection "
+                                  "is adapted in weight space and needs 0)"),
+        ("lora_targets", lora_targets, list(DEFAULT_LORA_TARGETS),
+         "LoRA: the projections adapted in every block, of query, key, value, output (a YAML list or a "
+         "comma-separated string): the attention query and value projections by default"),
         ("compile_frontend", _B, False, "torch.compile the transformer blocks (inductor; shapes dynamic): the first "
                                         "batches wait minutes for the compiler, later steps are faster; the same "
                                         "outputs to float rounding"),
@@ -326,6 +355,11 @@ ROLES: Dict[str, Tuple[str, ...]] = {
     "compression_dim": (MODEL, CACHE),
     "context": (MODEL, CACHE),
     "context_average": (MODEL, CACHE),
+    # LoRA adapters: their tensors are in the model file, their scaling changes its embeddings
+    "lora_rank": (MODEL, CACHE),
+    "lora_alpha": (MODEL, CACHE),
+    "lora_dropout": (MODEL,),
+    "lora_targets": (MODEL, CACHE),
     # training options that shape the file's loss tensors (no embedding changes with them)
     "trainfunc": (MODEL,),
     "nClasses": (MODEL,),

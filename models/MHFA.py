@@ -10,13 +10,15 @@ MHFA, multi-head factorized attentive pooling, on stacked layers X [B, L+1, T, D
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from core.options import DEFAULT_LORA_TARGETS
 from frontend.base import LayerFrontend
 from frontend.frames import pad_mask
+from frontend.lora import add_lora
 from frontend.ssl_frontend import load_ssl_frontend, ssl_frontend_from_architecture
 
 logger = logging.getLogger(__name__)
@@ -101,7 +103,8 @@ class SpeakerEncoder(nn.Module):
         block i (0-based) at ``LR_Transformer * LLRD_factor**i``. Frozen parameters are in
         no group: the input modules (CNN, feature projection, positional conv) unless
         ``freeze_cnn`` is false (then they form the group ``frontend.input`` at
-        ``LR_Transformer``), and every front-end parameter under ``freeze_ssl``.
+        ``LR_Transformer``), and every front-end parameter under ``freeze_ssl``. With LoRA only the adapters
+        train: block i's adapters form its group ``transformer.i``.
         """
         groups = [{"params": list(self.backend.parameters()) + list(extra_backend), "lr": lr_backend,
                    "name": "MHFA"}]
@@ -121,12 +124,15 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
                    layer_drop: Optional[float] = None, grad_checkpointing: bool = False,
                    allow_partial_checkpoint: bool = False, layer_grad_mult: float = 1.0,
                    ssl_architecture: Optional[Dict[str, Any]] = None, initial_model: str = "",
-                   compile_frontend: bool = False, frontend_kernels: str = "auto", **kwargs: Any) -> LayerFrontend:
+                   compile_frontend: bool = False, frontend_kernels: str = "auto", lora_rank: int = 0,
+                   lora_alpha: Optional[float] = None, lora_dropout: float = 0.0,
+                   lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS, **kwargs: Any) -> LayerFrontend:
     """The SSL front-end of a back-end plug-in, from the front-end options of a configuration (those of
     :func:`frontend.ssl_frontend.load_ssl_frontend`). With ``ssl_architecture`` (the architecture a
     self-contained model file ``initial_model`` records) it is built from that, untrained, and
     ``pretrained_model_path`` is not read: the model file's tensors fill it. ``compile_frontend``:
-    :meth:`LayerFrontend.compile_blocks`. ``frontend_kernels``: 'auto' or 'reference' (``LayerFrontend.kernels``)."""
+    :meth:`LayerFrontend.compile_blocks`. ``frontend_kernels``: 'auto' or 'reference' (``LayerFrontend.kernels``).
+    ``lora_*``: LoRA adapters on the attention projections (:func:`frontend.lora.add_lora`; rank 0: none)."""
     shared = dict(normalize_input=normalize_input, freeze_cnn=freeze_cnn, layer_drop=layer_drop, freeze_ssl=freeze_ssl,
                   feature_grad_mult=feature_grad_mult, grad_checkpointing=grad_checkpointing,
                   layer_grad_mult=layer_grad_mult, kernels=frontend_kernels)
@@ -135,6 +141,7 @@ def build_frontend(pretrained_model_path: str, normalize_input: bool = False, tr
     else:
         frontend = load_ssl_frontend(pretrained_model_path, trust_checkpoint=trust_checkpoint,
                                      allow_partial_checkpoint=allow_partial_checkpoint, **shared)
+    add_lora(frontend, lora_rank, lora_alpha, lora_dropout, lora_targets)
     if compile_frontend:
         frontend.compile_blocks()
     return frontend

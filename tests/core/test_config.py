@@ -302,12 +302,14 @@ def test_the_roles_of_every_option_are_declared():
     assert all(o.roles == frozenset(ROLES.get(o.name, ())) for o in OPTIONS)
     model, protocol, cache, threshold = (set(with_role(role)) for role in (MODEL, PROTOCOL, CACHE, THRESHOLD))
     assert model == {"model", "nOut", "head_nb", "compression_dim", "context", "context_average", "normalize_input",
-                     "trainfunc", "nClasses", "subcenters"}  # as README's "self-contained model file" lists them
+                     "trainfunc", "nClasses", "subcenters", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets"}
+    # (as README's "self-contained model file" lists them)
     assert set(in_sections(("model",))) <= model  # every model option is fixed by the file
     assert protocol == set(in_sections(("extraction",)))
     assert not model & protocol and not model & threshold  # a locked option is never a default nor a file's setting
     assert protocol <= cache and protocol <= threshold  # the protocol changes embeddings; thresholds depend on it
     assert set(in_sections(("model",))) <= cache and {"pretrained_model_path", "normalize_input"} <= cache
+    assert {"lora_rank", "lora_alpha", "lora_targets"} <= cache  # the adapters' tensors and scaling
     assert "frontend_kernels" in cache  # its kernels give the same embeddings only to float rounding
     assert not {"trainfunc", "nClasses", "subcenters"} & cache  # the loss's tensors: no embedding changes
     assert {"score_norm", "cohort_embeddings", "threshold"} <= threshold

@@ -95,7 +95,8 @@ def test_every_option_that_changes_embeddings_changes_the_key(tmp_path, config, 
     model.write_bytes(b"weights")
     changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.5,
                str: lambda v: v + "x" if v not in ("cut", "chunks") else {"cut": "chunks", "chunks": "cut"}[v],
-               type(None): lambda v: 16}  # an option unset by default (head_nb: the model's own default)
+               type(None): lambda v: 16,  # an option unset by default (head_nb: the model's own default)
+               list: lambda v: [*v, "x"], tuple: lambda v: (*v, "x")}  # lora_targets
     value = changed[type(option.default)](option.default)
     assert (cache_path(str(model), "wavs", ["a.wav"], {**config, option.name: value})
             != cache_path(str(model), "wavs", ["a.wav"], config))

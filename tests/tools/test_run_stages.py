@@ -17,20 +17,25 @@ RECIPES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 
 STAGED = [("yaml/Baseline.yaml", "yaml/Baseline_lm.yaml")] + [
     tuple(f"yaml/{name}/{stage}.yaml" for stage in ("1_frozen", "2_joint", "3_lmft"))
     for name in ("wespeaker_base_plus", "wespeaker_large", "camhfa_base_plus")] + [
-    ("yaml/camhfa_author/1_joint.yaml", "yaml/camhfa_author/2_lmft.yaml")]
+    ("yaml/camhfa_author/1_joint.yaml", "yaml/camhfa_author/2_lmft.yaml"),
+    ("yaml/wavlm_lora/1_lora.yaml", "yaml/wavlm_lora/2_lmft.yaml"),
+    ("yaml/w2vbert_mhfa/1_lora.yaml", "yaml/w2vbert_mhfa/2_ft.yaml", "yaml/w2vbert_mhfa/3_lmft.yaml")]
 
 
-def demo_options(small_demo, save_path, recipe=None, epochs=1):
+def demo_options(small_demo, save_path, recipe=None, epochs=1, w2vbert=None):
     """The demo's paths and a short run; global_batch 8 (4 batches of 2) replaces the recipes' global batch. MUSAN
-    as the recipe reads it: whole recordings for wespeaker's augmentation, 5 s chunks for the original's."""
-    raw = recipe is not None and read_yaml(os.path.join(ROOT, recipe)).get("augment_mode") == "wespeaker"
-    musan = small_demo["musan_raw_dir" if raw else "musan_dir"]
-    return ["--pretrained_model_path", small_demo["checkpoint"], "--train_list", small_demo["train_list"],
+    as the recipe reads it: whole recordings for wespeaker's augmentation, 5 s chunks for the original's. A w2v-BERT
+    recipe gets the tiny w2v-BERT folder ``w2vbert``; with speed perturbation the demo's 6 speakers are 18 classes."""
+    config = read_yaml(os.path.join(ROOT, recipe)) if recipe is not None else {}
+    musan = small_demo["musan_raw_dir" if config.get("augment_mode") == "wespeaker" else "musan_dir"]
+    pretrained = w2vbert if "w2v-bert" in config.get("pretrained_model_path", "") else small_demo["checkpoint"]
+    classes = 18 if config.get("speed_perturb") else 6
+    return ["--pretrained_model_path", pretrained, "--train_list", small_demo["train_list"],
             "--train_path", small_demo["train_dir"], "--musan_path", musan,
             "--rir_path", small_demo["rir_dir"], "--test_list", small_demo["trials"], "--test_path",
-            small_demo["test_dir"], "--nClasses", "6", "--batch_size", "2", "--max_epoch", str(epochs), "--max_frames",
-            "60", "--eval_frames", "60", "--nDataLoaderThread", "0", "--global_batch", "8", "--save_path",
-            str(save_path)]
+            small_demo["test_dir"], "--nClasses", str(classes), "--batch_size", "2", "--max_epoch", str(epochs),
+            "--max_frames", "60", "--eval_frames", "60", "--nDataLoaderThread", "0", "--global_batch", "8",
+            "--save_path", str(save_path)]
 
 
 def test_every_recipe_is_in_a_chain_or_alone():
@@ -41,7 +46,7 @@ def test_every_recipe_is_in_a_chain_or_alone():
 
 
 @pytest.mark.parametrize("chain", STAGED, ids=[os.path.dirname(c[0]) or "original" for c in STAGED])
-def test_stages_run_in_order_each_from_the_previous(chain, small_demo, tmp_path, capsys):
+def test_stages_run_in_order_each_from_the_previous(chain, small_demo, tiny_w2vbert, tmp_path, capsys):
     """Each stage starts from the previous one's newest checkpoint, or from the average of its newest
     initial_model_average (the previous stage then runs that many epochs)."""
     previous = None
@@ -50,8 +55,8 @@ def test_stages_run_in_order_each_from_the_previous(chain, small_demo, tmp_path,
         seed = ["--initial_model_from", str(previous)] if previous else []
         following = read_yaml(os.path.join(ROOT, chain[number])) if number < len(chain) else {}
         epochs = following.get("initial_model_average", 1)
-        trainSpeakerNet.main(["--config", os.path.join(ROOT, path), *demo_options(small_demo, save, path, epochs),
-                              *seed])
+        trainSpeakerNet.main(["--config", os.path.join(ROOT, path),
+                              *demo_options(small_demo, save, path, epochs, tiny_w2vbert), *seed])
         assert capsys.readouterr().out.startswith("EER ")
         model = torch.load(save / "model" / f"model00000000{epochs}.model", weights_only=True)["model"]
         if previous:  # started from the previous stage's newest model(s), and changed it
