@@ -1,10 +1,12 @@
 """Training curves: the epoch records of ``result/scores.txt`` read back, and drawn as ``result/training.png``.
 
 A run's epoch lines (:func:`runs.train.epoch_line`) are the one record of its training that survives a
-resume, so the curves are read from them: one picture per run, redrawn after every epoch, and the same
-picture for several runs overlaid (``python -m tools.plot_runs``). Panels, against epochs: training loss,
+resume, so the curves are read from them: one picture per run, redrawn after the epochs (runs.train.CurveDrawer),
+and the same picture for several runs overlaid (``python -m tools.plot_runs``). Panels, against epochs: training loss,
 training accuracy, learning rate(s) (log scale; ``LR`` the largest rate, ``LR_Transformer`` the front-end's
-when it trains), margin, and the EER and MinDCF0.01 of each trial list where measured (points).
+when it trains), margin, and the EER and MinDCF0.01 of each trial list where measured (points). With
+``save_every_steps``, the line of each step checkpoint (the epoch's loss and accuracy so far) adds a point inside
+its epoch, at epoch - 1 + step / steps.
 """
 from __future__ import annotations
 
@@ -17,15 +19,17 @@ from core.errors import DataError
 from core.files import atomic_path
 
 EPOCH_LINE = re.compile(
-    r"Epoch (?P<epoch>\d+), TAcc (?P<acc>\S+), TLOSS (?P<loss>\S+), LR (?P<lr>[^,\s]+)"
-    r"(?:, LR_Transformer (?P<lr_frontend>[^,\s]+))?, margin (?P<margin>\S+), (?P<rate>\S+) utt/s"
-    r"(?:, (?P<skipped>\d+) steps skipped \(non-finite\))?(?:, (?P<result>.*))?$")
+    r"Epoch (?P<epoch>\d+)(?: step (?P<step>\d+)/(?P<steps>\d+))?, TAcc (?P<acc>\S+), TLOSS (?P<loss>\S+), "
+    r"LR (?P<lr>[^,\s]+)(?:, LR_Transformer (?P<lr_frontend>[^,\s]+))?, margin (?P<margin>[^,\s]+)"
+    r"(?:, (?P<rate>\S+) utt/s)?(?:, (?P<skipped>\d+) steps skipped \(non-finite\))?(?:, (?P<result>.*))?$")
 NO_LIST = ""  # the name of the only trial list of a run evaluated on one (its results carry no name)
 
 
 class EpochRecord(NamedTuple):
-    """One epoch line of ``result/scores.txt``."""
+    """One epoch line of ``result/scores.txt``, or the line of a step checkpoint inside an epoch (``at`` < epoch:
+    the epoch's loss and accuracy so far, no results)."""
     epoch: int
+    at: float  # where on the epoch axis: the epoch, or epoch - 1 + step / steps for a step checkpoint
     acc: float
     loss: float
     lr: float
@@ -60,7 +64,9 @@ def parse_epoch_line(line: str) -> Optional[EpochRecord]:
         return None
     number = match.groupdict()
     try:
-        return EpochRecord(int(number["epoch"]), float(number["acc"]), float(number["loss"]), float(number["lr"]),
+        epoch = int(number["epoch"])
+        at = epoch - 1 + int(number["step"]) / max(1, int(number["steps"])) if number["step"] else float(epoch)
+        return EpochRecord(epoch, at, float(number["acc"]), float(number["loss"]), float(number["lr"]),
                            None if number["lr_frontend"] is None else float(number["lr_frontend"]),
                            float(number["margin"]), parse_result(number["result"] or ""))
     except ValueError:
@@ -68,14 +74,14 @@ def parse_epoch_line(line: str) -> Optional[EpochRecord]:
 
 
 def read_history(path: str) -> List[EpochRecord]:
-    """The epochs of a ``scores.txt`` in order, the last line of an epoch kept (a run resumed after an epoch's
-    line was written logs that epoch again)."""
+    """The epochs (and step checkpoints) of a ``scores.txt`` in order, the last line of each kept (a run resumed
+    after an epoch's line was written logs that epoch again)."""
     try:
         with open(path, encoding="utf-8") as handle:
             records = [r for r in map(parse_epoch_line, handle) if r is not None]
     except OSError as err:
         raise DataError(f"Cannot read the training record '{path}': {err}") from err
-    return sorted({r.epoch: r for r in records}.values())
+    return sorted({r.at: r for r in records}.values(), key=lambda r: r.at)
 
 
 def run_history(run: str) -> List[EpochRecord]:
@@ -116,12 +122,12 @@ def plot_histories(histories: Dict[str, Sequence[EpochRecord]], path: str, title
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (label, history) in enumerate(histories.items()):
         colour = colours[number % len(colours)]
-        epochs = [r.epoch for r in history]
+        epochs = [r.at for r in history]  # step checkpoints between the epochs
         name = f"{label} " if several else ""
         panels["loss"].plot(epochs, [r.loss for r in history], color=colour, marker=".", label=label)
         panels["acc"].plot(epochs, [r.acc for r in history], color=colour, marker=".", label=label)
         panels["lr"].plot(epochs, [r.lr for r in history], color=colour, marker=".", label=f"{name}LR")
-        frontend = [(r.epoch, r.lr_frontend) for r in history if r.lr_frontend]
+        frontend = [(r.at, r.lr_frontend) for r in history if r.lr_frontend]
         if frontend:
             panels["lr"].plot(*zip(*frontend, strict=True), color=colour, linestyle="--", marker=".",
                               label=f"{name}LR_Transformer")
@@ -129,7 +135,7 @@ def plot_histories(histories: Dict[str, Sequence[EpochRecord]], path: str, title
         lists = sorted({name for r in history for name in r.results})
         for style, trial_list in zip(("o-", "s--", "^:", "v-.", "d-"), lists, strict=False):
             for key, panel in (("EER", "eer"), ("MinDCF0.01", "dcf")):
-                points = [(r.epoch, r.results[trial_list][key]) for r in history
+                points = [(r.at, r.results[trial_list][key]) for r in history
                           if trial_list in r.results and key in r.results[trial_list]]
                 if points:
                     text = " ".join(part for part in (label if several else "", trial_list) if part) or key

@@ -8,9 +8,11 @@ configuration again resumes from the newest checkpoint in ``save_path``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
+import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,7 +33,7 @@ from evaluation.trials import list_paths
 from model_files import find_checkpoints, find_step_checkpoints, load_averaged_model_state, step_checkpoint_name
 from runs.board import TrainingBoard, board_folder, summary_writer_class
 from runs.curves import plot_run
-from runs.trainer import EpochStats, ModelTrainer, random_state, set_random_state
+from runs.trainer import FRONTEND_GROUPS, EpochStats, ModelTrainer, StepRecord, random_state, set_random_state
 from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
@@ -166,6 +168,15 @@ def epoch_line(epoch: int, lr: float, stats: EpochStats, result: Optional[Dict[s
     return line + (f", {format_result(result, list_separator=' | ')}" if result else "")
 
 
+def step_line(epoch: int, step: int, steps: int, record: StepRecord) -> str:
+    """The record of a step checkpoint inside an epoch, for result/scores.txt (:mod:`runs.curves` reads it): the
+    epoch's loss and accuracy so far, the step's learning rates (as :func:`epoch_line`) and margin."""
+    frontend = [lr for name, lr in record.lrs.items() if name.startswith(FRONTEND_GROUPS)]
+    return (f"Epoch {epoch:d} step {step:d}/{steps:d}, TAcc {record.epoch_acc:2.2f}, TLOSS {record.epoch_loss:f}, "
+            f"LR {max(record.lrs.values()):g}{f', LR_Transformer {max(frontend):g}' if frontend else ''}, "
+            f"margin {record.margin:.3f}")
+
+
 def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
     """The whole training run in this process (rank ``context.rank`` of ``context.world``); returns
     the last evaluation result (None if never evaluated, and on ranks other than 0)."""
@@ -218,13 +229,27 @@ def train(config: Dict[str, Any], context: Context) -> Optional[Dict[str, Any]]:
             board.close()
 
 
-def draw_curves(save_path: str) -> None:
-    """Redraw ``result/training.png`` from the epoch lines so far; a picture that cannot be drawn is a warning,
-    never the end of a training run."""
-    try:
-        plot_run(save_path)
-    except (ToolkitError, OSError, ValueError) as err:
-        logger.warning("Could not draw %s/result/training.png (%s); training goes on.", save_path, err)
+CURVES_EVERY = 30.0  # seconds: the least time between two redraws of result/training.png, but the last one
+
+
+class CurveDrawer:
+    """Redraws ``<save_path>/result/training.png`` from the lines of scores.txt so far, after an epoch (or a step
+    checkpoint) once ``CURVES_EVERY`` seconds have passed since the last drawing, and always when ``last`` (the
+    run's last epoch, a stop). An epoch of real training takes minutes, so each one is drawn; epochs of a few
+    seconds (the demo, the tests) would spend a third of their time drawing (about 0.4 s a picture). A picture that
+    cannot be drawn is a warning, never the end of a training run."""
+
+    def __init__(self, save_path: str):
+        self.save_path, self.drawn = save_path, -math.inf
+
+    def __call__(self, last: bool = False) -> None:
+        if not last and time.monotonic() - self.drawn < CURVES_EVERY:
+            return
+        try:
+            plot_run(self.save_path)
+        except (ToolkitError, OSError, ValueError) as err:
+            logger.warning("Could not draw %s/result/training.png (%s); training goes on.", self.save_path, err)
+        self.drawn = time.monotonic()
 
 
 def agreed_signal(signum: Optional[int], context: Context) -> int:
@@ -248,6 +273,7 @@ class StepCheckpoints:
         self.config, self.context, self.trainer, self.loader, self.stop = config, context, trainer, loader, stop
         self.model_dir = model_dir
         self.epoch, self.epoch_start = 0, {}
+        self.curves = CurveDrawer(os.path.dirname(model_dir))  # <save_path>/model -> save_path
 
     def begin_epoch(self, epoch: int, epoch_start: Dict[str, Any]) -> None:
         """Epoch ``epoch`` (from 1) starts, with the random states ``epoch_start`` (:func:`random_state`)."""
@@ -264,6 +290,9 @@ class StepCheckpoints:
         states = all_gather({"start": self.epoch_start, "now": random_state(self.loader.dataset)}, context)
         if context.main:
             self.trainer.save(path, epoch - 1, config, step=step, random_states=states)
+            logging.getLogger(EPOCH_LOGGER).info(step_line(epoch, step, len(self.loader) // config["grad_accum"],
+                                                           self.trainer.last_step))
+            self.curves(last=bool(signum))
         if signum:
             barrier(context)
             raise Interrupted(f"Stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step}: the "
@@ -278,6 +307,7 @@ def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, 
     model_dir = os.path.join(config["save_path"], "model")
     net, epochs, result = trainer.model, logging.getLogger(EPOCH_LOGGER), None
     step_checkpoints = StepCheckpoints(config, context, trainer, loader, stop, model_dir)
+    curves = step_checkpoints.curves  # one clock for both
 
     def after_step(step: int) -> None:
         if board is not None:
@@ -315,5 +345,5 @@ def run_epochs(config: Dict[str, Any], context: Context, trainer: ModelTrainer, 
         if board is not None:
             board.log_epoch(trainer.total_steps, stats.acc, stats.loss, result)
         if context.main:
-            draw_curves(config["save_path"])
+            curves(last=epoch == config["max_epoch"])
     return result

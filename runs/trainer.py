@@ -79,6 +79,8 @@ class StepRecord(NamedTuple):
     skipped: bool  # non-finite gradients: no update
     margin: float
     lrs: Dict[str, float]  # optimizer group name -> the learning rate the step used
+    epoch_loss: float  # mean cross-entropy of the epoch's batches so far (those since a resume inside it)
+    epoch_acc: float  # their mean accuracy (%)
 
 
 class EpochStats(NamedTuple):
@@ -183,6 +185,11 @@ class ModelTrainer:
                 self.scaler.scale(loss / accum if accum > 1 else loss).backward()
             ce_value = ce.item()
             step_ce += ce_value
+            utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
+            if math.isfinite(ce_value):
+                batches += 1
+                total_ce += ce_value
+                total_acc += acc.item()
             if micro == accum - 1:
                 done = self.optimizer_step()
                 if not done:
@@ -192,14 +199,10 @@ class ModelTrainer:
                     self.bad_in_a_row = 0
                 self.total_steps += 1
                 self.last_step = StepRecord(self.total_steps, step_ce / accum, self.last_grad_norm, not done,
-                                            self.model.loss_fn.margin, step_lrs)
+                                            self.model.loss_fn.margin, step_lrs, total_ce / max(batches, 1),
+                                            total_acc / max(batches, 1))
                 if after_step is not None:
                     after_step(step + 1)
-            utterances += wav.shape[0] * wav.shape[1]  # [B speakers, nPerSpeaker, S]
-            if math.isfinite(ce_value):
-                batches += 1
-                total_ce += ce_value
-                total_acc += acc.item()
             bar.set_postfix(loss=f"{total_ce / max(batches, 1):.3f}", acc=f"{total_acc / max(batches, 1):.1f}%",
                             rate=f"{utterances / (time.time() - start):.1f}/s", refresh=False)
         if self.lr_step == "epoch":

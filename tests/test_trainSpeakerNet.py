@@ -3,6 +3,7 @@ runs in this process (tests.fakes.run_main: exit status, stdout, stderr as a she
 where a new process matters (signals, the distributed launcher). The session's one trained run (conftest
 ``trained_run``) serves the tests that only evaluate, resume or inspect a run. Covers the training run
 (runs/train.py) and its stop on a signal with a resumable checkpoint (core/interrupt.py)."""
+import gc
 import json
 import os
 import signal
@@ -449,6 +450,9 @@ def test_the_same_seed_gives_the_same_run_on_cpu(config, tmp_path):
 
 
 def open_fds():
+    """Files this process has open, after a garbage collection (objects of a stopped cycle that only reference
+    cycles keep, a data loader's iterator and its pipes say, are not open files of the next cycle)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -495,7 +499,7 @@ def test_soak_interrupted_and_resumed_cycles_with_bad_files(config, tmp_path, ca
             break
     assert codes[-1] == 0 and set(codes[:-1]) == {128 + signal.SIGTERM} and len(codes) >= 4, codes
     lines = open(save / "result" / "scores.txt").read().splitlines()
-    assert [int(line.split("Epoch ")[1].split(",")[0]) for line in lines] == list(range(1, 11))
+    assert [int(line.split("Epoch ")[1].split(",")[0]) for line in lines if " step " not in line] == list(range(1, 11))
     assert max(fds) <= fds[0] + 3, fds
     assert max(memory) - memory[0] < 300, memory
     print("soak: exit codes", codes, "open files", fds, "MB", [round(m) for m in memory])

@@ -13,8 +13,8 @@ import yaml
 import trainSpeakerNet
 from core.options import defaults
 from runs.curves import NO_LIST, parse_epoch_line, read_history, run_label
-from runs.train import epoch_line
-from runs.trainer import EpochStats
+from runs.train import epoch_line, step_line
+from runs.trainer import EpochStats, StepRecord
 from tests.fakes import run_main
 from tools import plot_runs
 
@@ -49,6 +49,10 @@ def test_epoch_lines_read_back_with_every_field():
     assert records[1].results == {NO_LIST: {"EER": 12.3456, "MinDCF0.05": 0.5, "MinDCF0.01": 0.75}}
     assert records[2].results["H"]["EER"] == 2.5 and set(records[2].results) == {"O", "H"}
     assert parse_epoch_line("2026-12-03 INFO runs.train: Resumed from x") is None
+    record = StepRecord(7, 2.0, 1.5, False, 0.1, {"MHFA": 0.005, "transformer.1": 4e-05}, 3.5, 25.0)
+    step = parse_epoch_line("2026-12-03 10:00:00 " + step_line(3, 5, 20, record))
+    assert (step.epoch, step.at, step.loss, step.acc) == (3, 2.25, 3.5, 25.0)
+    assert (step.lr, step.lr_frontend, step.margin, step.results) == (0.005, 4e-05, 0.1, {})
 
 
 def test_a_resumed_epoch_is_read_once(tmp_path):
@@ -110,9 +114,13 @@ def test_tensorboard_curves_continue_across_a_resume_without_repeated_steps(tiny
     cfg, _ = tiny_config
     save, board = tmp_path / "run", tmp_path / "tb"
     args = ["--config", cfg, "--save_path", str(save), "--tensorboard", "true", "--tensorboard_dir", str(board),
-            "--augment", "false"]
+            "--augment", "false", "--save_every_steps", "2"]
     first = run_main(trainSpeakerNet, *args)
     assert first.returncode == 0, first.stderr[-3000:]
+    history = read_history(str(save / "result" / "scores.txt"))  # step checkpoints inside the epochs
+    assert [r.at for r in history if r.at == int(r.at)] == [1.0, 2.0]
+    inside = [r for r in history if r.at != int(r.at)]
+    assert inside and all(0 < r.at < 2 and not r.results and r.loss > 0 for r in inside)
     steps, losses = scalars(board, "train/loss")
     ends = scalars(board, "epoch/accuracy")[0]  # the original sampler's epochs differ in length
     assert len(ends) == 2 and steps == list(range(1, ends[1] + 1)) and 0 < ends[0] < ends[1]

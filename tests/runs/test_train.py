@@ -11,7 +11,7 @@ import torch
 from core.distributed import Context
 from core.errors import Interrupted
 from runs.train import StepCheckpoints, epoch_line
-from runs.trainer import EpochStats
+from runs.trainer import EpochStats, StepRecord
 
 
 def stats(skipped=0):
@@ -32,6 +32,7 @@ class Saver:
 
     def __init__(self):
         self.saved = []
+        self.last_step = StepRecord(1, 2.0, 1.0, False, 0.2, {"MHFA": 0.1}, 2.0, 50.0)  # what the step line shows
 
     def save(self, path, epoch, config, step=0, random_states=None):
         self.saved.append((os.path.basename(path), epoch, step, random_states))
