@@ -1,6 +1,7 @@
 """Trial lists: ``label enroll.wav test.wav`` per line (or ``enroll.wav test.wav``, unlabelled)."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -25,10 +26,11 @@ class Trials(NamedTuple):
 def file_codes(enroll: List[str], test: List[str]) -> Tuple[List[str], np.ndarray]:
     """(the distinct names of ``enroll`` + ``test`` in order of first appearance, [2, N] index of each)."""
     every = enroll + test
-    names = list(dict.fromkeys(every))
-    index = dict(zip(names, range(len(names)), strict=True))
-    codes = np.fromiter(map(index.__getitem__, every), np.int64, len(every))
-    return names, codes.reshape(2, len(enroll))
+    first: Dict[str, int] = {}  # name -> the position of its first appearance in ``every``: one hash per name
+    at = np.fromiter(map(first.setdefault, every, itertools.count()), np.int64, len(every))
+    index = np.zeros(len(every), dtype=np.int64)
+    index[np.fromiter(first.values(), np.int64, len(first))] = np.arange(len(first))  # first position -> name
+    return list(first), index[at].reshape(2, len(enroll))
 
 
 def _trial_line_error(path: str, lines: Sequence[List[str]]) -> TrialListError:
