@@ -23,9 +23,8 @@ from frontend.formats import (
     ACCEPTED_FORMATS,
     CheckpointError,
     fairseq_style_cfg_to_torchaudio,
+    load_checked,
     load_torch_file,
-    name_list,
-    state_mismatch,
     wavlm_cfg_to_torchaudio,
     wavlm_parts,
 )
@@ -102,18 +101,5 @@ def build_torchaudio_model(ckpt: SSLCheckpoint, path: str, allow_partial: bool =
     both logged by name; shape mismatches always fail.
     """
     model = make_model(ckpt.family, ckpt.config)
-    expected = model.state_dict()
-    missing, unexpected, mis_shaped, _ = state_mismatch(expected, ckpt.state)
-    unused = ckpt.unused + unexpected
-    report = (f"unused tensors {name_list(unused)}, missing tensors {name_list(missing)}, "
-              f"shape mismatches {mis_shaped[:8]}")
-    if mis_shaped or (not allow_partial and (unused or missing)):
-        raise CheckpointError(
-            f"Checkpoint '{path}' ({ckpt.source}) does not match the {ckpt.family} architecture its own "
-            f"configuration describes: {report}. The file may be damaged, its configuration edited, or it holds "
-            f"another model; set `allow_partial_checkpoint: true` to load it anyway (unused tensors are dropped, "
-            f"missing ones keep random values; shape mismatches cannot be loaded).")
-    if unused or missing:
-        logger.warning("Partial checkpoint '%s' loaded (allow_partial_checkpoint): %s", path, report)
-    model.load_state_dict({k: v for k, v in ckpt.state.items() if k in expected}, strict=not allow_partial)
+    load_checked(model, ckpt.state, f"Checkpoint '{path}' ({ckpt.source}, {ckpt.family})", allow_partial, ckpt.unused)
     return model

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -77,6 +77,29 @@ def state_mismatch(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Ten
     report = (f"missing {name_list(missing, shown)}, unexpected {name_list(unexpected, shown)}, "
               f"shape mismatches {shapes[:shown]}")
     return missing, unexpected, shapes, report
+
+
+def load_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], what: str, allow_partial: bool,
+                 unused: Sequence[str] = ()) -> None:
+    """Load ``state`` into ``model`` (an SSL model of the architecture its checkpoint describes) strictly: every
+    tensor must find its place (``unused``: the checkpoint's encoder tensors already known to have none) and every
+    model tensor must be there. With ``allow_partial`` (YAML ``allow_partial_checkpoint``) unused tensors are
+    dropped and missing ones keep their random initialisation, both logged by name; shape mismatches always fail,
+    with a CheckpointError naming ``what`` (the checkpoint, for messages) and the tensors."""
+    expected = model.state_dict()
+    missing, unexpected, mis_shaped, _ = state_mismatch(expected, state)
+    unused = [*unused, *unexpected]
+    report = (f"unused tensors {name_list(unused)}, missing tensors {name_list(missing)}, "
+              f"shape mismatches {mis_shaped[:8]}")
+    if mis_shaped or (not allow_partial and (unused or missing)):
+        raise CheckpointError(
+            f"{what} does not match the architecture its own configuration describes: {report}. The file may be "
+            f"damaged, its configuration edited, or it holds another model; set `allow_partial_checkpoint: true` to "
+            f"load it anyway (unused tensors are dropped, missing ones keep random values; shape mismatches cannot "
+            f"be loaded).")
+    if unused or missing:
+        logger.warning("Partial checkpoint %s loaded (allow_partial_checkpoint): %s", what, report)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=not allow_partial)
 
 
 # ----------------------------------------------------------------------------- conv layer spec

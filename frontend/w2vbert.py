@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint
 from core.errors import CheckpointError, ConfigError
 from frontend.base import Emit, LayerFrontend
 from frontend.fbank import min_samples, w2vbert_features
-from frontend.formats import name_list, state_mismatch
+from frontend.formats import load_checked
 from frontend.frames import normalise_rows, pad_mask
 from frontend.hf import W2VBERT, read_w2vbert_folder
 
@@ -202,19 +202,7 @@ def load_w2vbert_frontend(path: str, trust_checkpoint: bool = False, allow_parti
     """
     folder = read_w2vbert_folder(path, trust_checkpoint)
     model = build_w2vbert_model(folder.config, f"wav2vec2-bert folder '{path}'")
-    missing, unused, mis_shaped, _ = state_mismatch(model.state_dict(), folder.state)
-    report = (f"unused tensors {name_list(unused)}, missing tensors {name_list(missing)}, "
-              f"shape mismatches {mis_shaped[:8]}")
-    if mis_shaped or (not allow_partial_checkpoint and (unused or missing)):
-        raise CheckpointError(
-            f"wav2vec2-bert folder '{path}' does not match the architecture its own config.json describes: {report}. "
-            f"The weights may be damaged, the config edited, or they hold another model; set "
-            f"`allow_partial_checkpoint: true` to load it anyway (unused tensors are dropped, missing ones keep "
-            f"random values; shape mismatches cannot be loaded).")
-    if unused or missing:
-        logger.warning("Partial checkpoint '%s' loaded (allow_partial_checkpoint): %s", path, report)
-    model.load_state_dict({k: v for k, v in folder.state.items() if k not in unused},
-                          strict=not allow_partial_checkpoint)
+    load_checked(model, folder.state, f"wav2vec2-bert folder '{path}'", allow_partial_checkpoint)
     frontend = _frontend(model, folder.features, folder.config, layer_drop, **options)
     logger.info("Loaded w2v-BERT front-end from %s (Hugging Face wav2vec2-bert folder, transformers' model): "
                 "%d conformer layers (+ input), hidden size %d, LayerDrop %g, fbank %d x %d%s", path,
