@@ -547,8 +547,8 @@ def test_a_global_batch_that_does_not_divide_stops_before_training(config, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["speaker", "utterance"])
 def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo, tmp_path, sampler, device):
-    """global_batch 4 of batch_size 2: grad_accum 2 on one process, 1 on two (--distributed: gloo on CPU processes;
-    in the device tier NCCL, one process per GPU, on a machine with exactly two GPUs visible), and after 3 epochs
+    """global_batch 4 of batch_size 2: grad_accum 2 on one process (on the device), 1 on two (--distributed: NCCL, one
+    process per GPU, in the device tier with exactly two GPUs visible; else gloo CPU processes), and after 3 epochs
     the same weights to float32 rounding (the device's tolerance).
 
     The same utterances must make each optimizer step. Data-parallel, rank r takes the r-th contiguous share of each
@@ -573,11 +573,12 @@ def test_global_batch_gives_the_same_weights_on_one_and_two_processes(small_demo
         text = open(cfg).read().replace(small_demo["train_list"], str(tmp_path / "eight.txt"))
         open(cfg, "w").write(text.replace("nClasses: 6", f"nClasses: {speakers}") + "sampler: utterance\n")
         port = "29572"
-    if device.type == "cuda" and torch.cuda.device_count() != 2:
-        pytest.skip("data-parallel over NCCL: needs exactly two GPUs visible (e.g. CUDA_VISIBLE_DEVICES=0,1)")
-    on = ["--device", "cuda"] if device.type == "cuda" else ["--device", "cpu", "--nproc_per_node", "2"]
+    # NCCL needs one GPU per process: with exactly two visible, the two processes run there; otherwise (the CPU
+    # run, or a device tier with one GPU) they are gloo CPU processes, against the one process on the device
+    nccl = device.type == "cuda" and torch.cuda.device_count() == 2
+    on = ["--device", "cuda"] if nccl else ["--device", "cpu", "--nproc_per_node", "2"]
     one, two = tmp_path / "one", tmp_path / "two"
-    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one), *on[:2])
+    proc = run_main(trainSpeakerNet, "--config", cfg, "--save_path", str(one), "--device", str(device))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es), batch_size 2 each, grad_accum 2: global batch 4 (global_batch; grad_accum derived)" \
         in proc.stderr

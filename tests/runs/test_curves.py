@@ -7,7 +7,6 @@ import shutil
 import sys
 
 import numpy as np
-import pytest
 import yaml
 
 import trainSpeakerNet
@@ -110,7 +109,6 @@ def test_tensorboard_curves_continue_across_a_resume_without_repeated_steps(tiny
     """Two epochs with TensorBoard; the second epoch's checkpoint is then lost (as when a run dies before writing
     it) and the same command resumes from epoch 1: every step is in the event files once, the resumed values
     replace what the lost epoch wrote, and the epoch records sit at each epoch's last step."""
-    pytest.importorskip("tensorboard")
     cfg, _ = tiny_config
     save, board = tmp_path / "run", tmp_path / "tb"
     args = ["--config", cfg, "--save_path", str(save), "--tensorboard", "true", "--tensorboard_dir", str(board),
