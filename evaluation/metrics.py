@@ -178,9 +178,15 @@ def format_result(result: Dict, list_separator: str = "\n", parts: bool = False)
     """
     if "lists" in result:
         return list_separator.join(f"{name} {format_result(r, parts=parts)}" for name, r in result["lists"].items())
-    fields = [f"EER {result['eer']:.4f}"]
-    fields += [f"MinDCF{p:g} {v:.5f}" for p, v in result["min_dcf"].items()]
-    fields += [f"ActDCF{p:g} {v:.5f}" for p, v in result.get("actual_dcf", {}).items()]
+    return " ".join(f"{key} {value}" for key, value in result_fields(result, parts).items())
+
+
+def result_fields(result: Dict, parts: bool = True) -> Dict[str, str]:
+    """The fields of one list's result as :func:`format_result` prints them, name -> formatted value: EER (4
+    decimals), MinDCF<p> and ActDCF<p> (5), and with ``parts`` CropEER and WholeEER where computed."""
+    fields = {"EER": f"{result['eer']:.4f}"}
+    fields.update({f"MinDCF{p:g}": f"{v:.5f}" for p, v in result["min_dcf"].items()})
+    fields.update({f"ActDCF{p:g}": f"{v:.5f}" for p, v in result.get("actual_dcf", {}).items()})
     if parts and "parts" in result:
-        fields += [f"CropEER {result['parts']['crops']:.4f}", f"WholeEER {result['parts']['whole']:.4f}"]
-    return " ".join(fields)
+        fields.update({"CropEER": f"{result['parts']['crops']:.4f}", "WholeEER": f"{result['parts']['whole']:.4f}"})
+    return fields

@@ -12,7 +12,7 @@ from core.errors import ConfigError
 from core.files import write_text
 from core.logs import setup_logging
 from evaluation.embeddings import Embeddings
-from evaluation.metrics import format_result
+from evaluation.metrics import format_result, result_fields
 from evaluation.pipeline import evaluate, extract_files, score_file_for
 
 if TYPE_CHECKING:  # annotations only: re-scoring saved embeddings does not import torch
@@ -111,13 +111,7 @@ def summary_rows(results: Sequence[ModelResult]) -> List[List[str]]:
     for model in results:
         lists = model.result["lists"] if "lists" in model.result else {"": model.result}
         for name, metrics in lists.items():
-            fields = {"EER": f"{metrics['eer']:.4f}"}
-            fields.update({f"MinDCF{p:g}": f"{v:.5f}" for p, v in metrics["min_dcf"].items()})
-            fields.update({f"ActDCF{p:g}": f"{v:.5f}" for p, v in metrics.get("actual_dcf", {}).items()})
-            if "parts" in metrics:
-                fields.update({"CropEER": f"{metrics['parts']['crops']:.4f}",
-                               "WholeEER": f"{metrics['parts']['whole']:.4f}"})
-            rows.append((model.name or "model", name or "trials", fields))
+            rows.append((model.name or "model", name or "trials", result_fields(metrics)))
     columns = list(dict.fromkeys(key for _, _, fields in rows for key in fields))
     return [["checkpoint", "list", *columns]] + [[m, n, *(f.get(c, "-") for c in columns)] for m, n, f in rows]
 

@@ -33,7 +33,7 @@ from evaluation.trials import list_paths
 from model_files import find_checkpoints, find_step_checkpoints, load_averaged_model_state, step_checkpoint_name
 from runs.board import TrainingBoard, board_folder, summary_writer_class
 from runs.curves import plot_run
-from runs.trainer import FRONTEND_GROUPS, EpochStats, ModelTrainer, StepRecord, random_state, set_random_state
+from runs.trainer import EpochStats, ModelTrainer, StepRecord, frontend_rate, random_state, set_random_state
 from SpeakerNet import SpeakerNet
 
 logger = logging.getLogger(__name__)
@@ -171,9 +171,9 @@ def epoch_line(epoch: int, lr: float, stats: EpochStats, result: Optional[Dict[s
 def step_line(epoch: int, step: int, steps: int, record: StepRecord) -> str:
     """The record of a step checkpoint inside an epoch, for result/scores.txt (:mod:`runs.curves` reads it): the
     epoch's loss and accuracy so far, the step's learning rates (as :func:`epoch_line`) and margin."""
-    frontend = [lr for name, lr in record.lrs.items() if name.startswith(FRONTEND_GROUPS)]
+    frontend = frontend_rate(record.lrs)
     return (f"Epoch {epoch:d} step {step:d}/{steps:d}, TAcc {record.epoch_acc:2.2f}, TLOSS {record.epoch_loss:f}, "
-            f"LR {max(record.lrs.values()):g}{f', LR_Transformer {max(frontend):g}' if frontend else ''}, "
+            f"LR {max(record.lrs.values()):g}{'' if frontend is None else f', LR_Transformer {frontend:g}'}, "
             f"margin {record.margin:.3f}")
 
 

@@ -71,6 +71,13 @@ def set_random_state(state: Dict[str, Any], dataset: Any = None) -> None:
         dataset.rng.bit_generator.state = state["dataset"]
 
 
+def frontend_rate(lrs: Dict[str, float]) -> Optional[float]:
+    """The largest learning rate of the front-end's groups in ``lrs`` (group name -> rate; the groups named
+    ``frontend.*`` / ``transformer.*`` by the model's ``parameter_groups``); None when there is none."""
+    rates = [lr for name, lr in lrs.items() if name.startswith(FRONTEND_GROUPS)]
+    return max(rates) if rates else None
+
+
 class StepRecord(NamedTuple):
     """What one optimizer step did (:attr:`ModelTrainer.last_step`; runs.board logs it)."""
     number: int  # optimizer steps since the run began, this one included (ModelTrainer.total_steps)
@@ -267,9 +274,7 @@ class ModelTrainer:
     def frontend_lr(self) -> Optional[float]:
         """The largest learning rate of the front-end's groups (named ``frontend.*`` / ``transformer.*`` by the
         model's ``parameter_groups``); None when the front-end has no group (it does not train)."""
-        rates = [g["lr"] for g in self.optimizer.param_groups
-                 if str(g.get("name", "")).startswith(FRONTEND_GROUPS)]
-        return max(rates) if rates else None
+        return frontend_rate({str(g.get("name", i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
 
     def save(self, path: str, epoch: int, config: Dict[str, Any], step: int = 0,
              random_states: Optional[Any] = None) -> None:
