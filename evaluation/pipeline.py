@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from evaluation.reports import (
     write_score_file,
     write_threshold_file,
 )
-from evaluation.scoring import Scored, protocol_parts, score_all
+from evaluation.scoring import Scored, StatsAhead, cohort_size, protocol_parts, score_all, subtract_mean
 from evaluation.shares import file_shares
 from evaluation.trials import Trials, file_lines, list_name, list_paths, read_trials
 
@@ -87,13 +87,33 @@ def check_trial_files(config: Dict[str, Any], paths: List[str]) -> None:
                     f"{format_problems(problems)}{hint}")
 
 
-def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[str, Trials]) -> Scored:
-    """:func:`evaluation.scoring.score_all` with the scoring options of a configuration (score_norm,
-    top_n, cohort_embeddings, mean_embeddings, mean_list); the files they name are read here."""
+class ScoringInputs(NamedTuple):
+    cohort: Optional[np.ndarray]  # cohort embeddings (score_norm asnorm / snorm), else None
+    mean: Optional[np.ndarray]  # the mean embedding subtracted first (mean_embeddings), else None
+    ahead: Optional[StatsAhead]  # the cohort statistics of saved embeddings, begun early, else None
+
+
+def scoring_inputs(config: Dict[str, Any], emb: Optional[Embeddings] = None) -> ScoringInputs:
+    """The files the scoring options name (cohort_embeddings, mean_embeddings, mean_list), read once. Given the
+    embeddings ``emb`` with AS-norm / S-norm, their statistics begin at once on a background thread
+    (:class:`evaluation.scoring.StatsAhead`): the caller closes ``ahead`` when done."""
     norm = config["score_norm"]
     cohort = load_embeddings(config["cohort_embeddings"]).embeddings if norm != "none" else None
     mean = load_mean(config["mean_embeddings"], config["mean_list"]) if config["mean_embeddings"] else None
-    return score_all(emb, trial_sets, norm, cohort, config["top_n"], mean)
+    ahead = None
+    if emb is not None and cohort is not None:
+        ahead = StatsAhead(subtract_mean(emb.embeddings, mean), subtract_mean(cohort, mean),
+                           cohort_size(norm, config["top_n"], len(cohort)))
+    return ScoringInputs(cohort, mean, ahead)
+
+
+def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[str, Trials],
+                      inputs: Optional[ScoringInputs] = None) -> Scored:
+    """:func:`evaluation.scoring.score_all` with the scoring options of a configuration (score_norm,
+    top_n, cohort_embeddings, mean_embeddings, mean_list); the files they name are read here unless ``inputs``
+    (:func:`scoring_inputs` of ``emb``) holds them."""
+    cohort, mean, ahead = inputs if inputs is not None else scoring_inputs(config)
+    return score_all(emb, trial_sets, config["score_norm"], cohort, config["top_n"], mean, ahead)
 
 
 def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: torch.nn.Module,
@@ -110,13 +130,10 @@ def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: 
 def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: torch.device,
                      encoder: Optional[torch.nn.Module] = None, build_encoder: Optional[EncoderBuilder] = None,
                      context: Optional[Context] = None) -> Optional[Embeddings]:
-    """Embeddings from ``embeddings`` when set, else extracted once for the files of all lists
-    (from the embedding cache when ``initial_model`` was evaluated the same way before; not for a model
-    passed in as ``encoder``, training's, which no file names). The model is built (``build_encoder()``)
-    only when something is extracted. Data-parallel (``context`` of several processes):
-    :func:`shared_embeddings`; rank 0 gets them all, the others None."""
-    if config["embeddings"]:
-        return load_embeddings(config["embeddings"])
+    """Embeddings extracted once for the files of all lists (from the embedding cache when ``initial_model`` was
+    evaluated the same way before; not for a model passed in as ``encoder``, training's, which no file names). The
+    model is built (``build_encoder()``) only when something is extracted. Data-parallel (``context`` of several
+    processes): :func:`shared_embeddings`; rank 0 gets them all, the others None."""
     files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
     models: List[torch.nn.Module] = []  # built at the first extraction, once
 
@@ -201,18 +218,33 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
     """
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
-    if config["check_data"] and not config["embeddings"]:
+    if config["embeddings"]:  # saved: their AS-norm statistics begin on one core while the other reads the lists
+        emb = load_embeddings(config["embeddings"])
+        inputs = scoring_inputs(config, emb)
+        with inputs.ahead or contextlib.nullcontext():
+            return evaluate_lists(config, paths, lambda trial_sets: emb, inputs, parts)
+    if config["check_data"]:
         if context is None or context.main:
             check_trial_files(config, paths)
         if context is not None and context.world > 1:
             from core.distributed import barrier  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
 
             barrier(context)  # no process extracts before the files are known good (a failed check ends them all)
+    return evaluate_lists(config, paths, lambda trial_sets: trial_embeddings(config, trial_sets, device, encoder,
+                                                                             build_encoder, context), None, parts)
+
+
+def evaluate_lists(config: Dict[str, Any], paths: List[str],
+                   embeddings: Callable[[Dict[str, Trials]], Optional[Embeddings]], inputs: Optional[ScoringInputs],
+                   parts: bool) -> Optional[Dict[str, Any]]:
+    """:func:`evaluate` from the trial lists on: read and check them, get their files' ``embeddings(trial_sets)``
+    (None on a data-parallel process other than rank 0, which then returns None), score (with ``inputs`` when
+    read already), calibrate, report."""
     trial_sets = {list_name(p): read_trials(p) for p in paths}
     for path, trials in zip(paths, trial_sets.values(), strict=True):  # before any extraction
         require_both_labels(path, trials)
     extra = {QMF_LIST: read_trials(config["qmf_list"])} if config["qmf_list"] else {}
-    emb = trial_embeddings(config, {**trial_sets, **extra}, device, encoder, build_encoder, context)
+    emb = embeddings({**trial_sets, **extra})
     if emb is None:
         return None
     if config["save_embeddings"]:
@@ -220,7 +252,7 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
         logger.info("Embeddings saved to %s", config["save_embeddings"])
     if config["score_file"] and any(t.labels is not None for t in trial_sets.values()):
         import_plotting_in_background()  # the DET plots' imports, beside the scoring (AS-norm's products)
-    scored = configured_scores(config, emb, {**trial_sets, **extra})
+    scored = configured_scores(config, emb, {**trial_sets, **extra}, inputs)
     scores = scored.scores
     if extra:
         scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST,

@@ -14,6 +14,7 @@ mean and standard deviation of the top-N cosines of x against the cohort,
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -137,9 +138,11 @@ def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple
     Exact, and several times faster than ``np.partition`` over whole rows for AS-norm's 300 of ~6,000: the
     ``k``-th largest of a row's first ``SELECTION_SAMPLE`` columns, k = 1.3 x n x sample / C + 6, is almost always
     below the row's n-th largest (the sample holds about n x sample / C of the row's top n); the values at or above
-    it (about 1.6 n per row) are gathered (a flat ``np.compress``, the fastest NumPy gather) and only they are
-    partitioned. A row with fewer than n such values (about 1 in 1,000 rows for 300 of 5,994, columns in no
-    particular order) takes the whole-row partition instead, so the result is exact either way.
+    it (about 1.35 n per row) are gathered and only they are partitioned. The gather takes their flat positions
+    (one ``np.flatnonzero``) and each row's count from those positions by a search, as ``np.compress`` with
+    ``np.count_nonzero`` per row would at a third more cost. A row with fewer than n such values (about 1 in 1,000
+    rows for 300 of 5,994, columns in no particular order) takes the whole-row partition instead, so the result is
+    exact either way.
     Population std (ddof 0), as wespeaker's ``bin/score_norm.py`` (``np.std`` of the sorted top-N
     cohort scores), so normalised scores match its own, not only up to a constant factor.
 
@@ -161,19 +164,19 @@ def top_n_moments(sims: np.ndarray, top_n: int, in_place: bool = False) -> Tuple
         return _partition_moments(sims if in_place else sims.copy(), n)
     head = sims[:, :sample].copy()
     head.partition(sample - k, axis=1)
-    keep = sims >= head[:, sample - k, None]  # [R, C]: a superset of each row's top n where the count allows
-    counts = np.count_nonzero(keep, axis=1)
+    at = np.flatnonzero(sims >= head[:, sample - k, None])  # flat positions of a superset of each row's top n
+    ends = np.searchsorted(at, np.arange(1, rows + 1) * cols)  # (count_nonzero per row costs as much again)
+    counts = np.diff(ends, prepend=0)
     short = counts < n
     mean, std = np.empty(rows), np.empty(rows)
     if short.any():
         mean[short], std[short] = _partition_moments(sims[short], n)
-        keep[short], counts[short] = False, 0
+        at = at[~np.repeat(short, counts)]
+        counts = counts[~short]
     done = ~short
     if done.any():
-        values = np.compress(keep.ravel(), sims.ravel())  # row by row (as sims[keep], 15 % faster)
-        counts = counts[done]
         dense = np.full((len(counts), int(counts.max())), -np.inf, dtype=sims.dtype)
-        dense[np.arange(dense.shape[1]) < counts[:, None]] = values  # row-major, as the gather: row r's first counts[r]
+        dense[np.arange(dense.shape[1]) < counts[:, None]] = sims.ravel().take(at)  # row r: its first counts[r]
         mean[done], std[done] = _partition_moments(dense, n)
     return mean, std
 
@@ -205,25 +208,98 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, chunk: int = COH
     Returns:
         (mean [R], std [R]) float64.
     """
-    if top_n < 2:
-        raise ConfigError(f"top_n must be at least 2 (a standard deviation needs two cohort scores), got {top_n}.")
-    unit_c = l2_normalise(cohort)
-    n = min(top_n, len(unit_c))
     count = len(x) if rows is None else len(rows)
     mean, std = np.empty(count), np.empty(count)
-    cohort_t = np.ascontiguousarray(unit_c.T)
-
-    def block(start: int, stop: int) -> None:
-        part = np.asarray(x[start:stop] if rows is None else np.take(x, rows[start:stop], axis=0), dtype=np.float32)
-        sims = l2_normalise(part) @ cohort_t  # [rows, C]
-        for first in range(0, stop - start, SELECT_ROWS):
-            last = min(first + SELECT_ROWS, stop - start)
-            mean[start + first:start + last], std[start + first:start + last] = top_n_moments(
-                sims[first:last], n, in_place=True)
-
+    block = _StatsBlocks(x, cohort, top_n, rows, mean, std)
     with threadpool_limits(1, user_api="blas"):
         in_threads(block, count, max(1, chunk // 4))
     return mean, std
+
+
+class _StatsBlocks:
+    """``block(start, stop)`` writes the top-n moments of rows ``start:stop`` of ``x`` (of ``x[rows]``) into
+    ``mean`` and ``std``: the one computation of :func:`cohort_stats` and :class:`StatsAhead`."""
+
+    def __init__(self, x: np.ndarray, cohort: np.ndarray, top_n: int, rows: Optional[np.ndarray],
+                 mean: np.ndarray, std: np.ndarray):
+        if top_n < 2:
+            raise ConfigError(f"top_n must be at least 2 (a standard deviation needs two cohort scores), got "
+                              f"{top_n}.")
+        unit_c = l2_normalise(cohort)
+        self.n = min(top_n, len(unit_c))
+        self.cohort_t = np.ascontiguousarray(unit_c.T)
+        self.x, self.rows, self.mean, self.std = x, rows, mean, std
+
+    def __call__(self, start: int, stop: int) -> None:
+        x, rows = self.x, self.rows
+        part = np.asarray(x[start:stop] if rows is None else np.take(x, rows[start:stop], axis=0), dtype=np.float32)
+        sims = l2_normalise(part) @ self.cohort_t  # [rows, C]
+        for first in range(0, stop - start, SELECT_ROWS):
+            last = min(first + SELECT_ROWS, stop - start)
+            self.mean[start + first:start + last], self.std[start + first:start + last] = top_n_moments(
+                sims[first:last], self.n, in_place=True)
+
+
+class StatsAhead:
+    """:func:`cohort_stats` of every row of ``x``, begun on one background thread before it is known which rows
+    are needed (the evaluation starts it from saved embeddings, then reads the trial lists on the other core).
+
+    :meth:`stats` stops the thread after its current block of ``chunk / 4`` rows and computes the rows asked for
+    that it has not done, on all cores. A row's moments are the same bits either way (each row's cosines and
+    selection do not depend on the other rows of its block). Use as a context manager, or call :meth:`close`:
+    the thread ends there on every path, an error included.
+    """
+
+    def __init__(self, x: np.ndarray, cohort: np.ndarray, top_n: int, chunk: int = COHORT_CHUNK):
+        self.x, self.cohort, self.top_n, self.chunk = x, cohort, top_n, chunk
+        self.block_rows = max(1, chunk // 4)
+        self.mean, self.std = np.full(len(x), np.nan), np.full(len(x), np.nan)
+        self.done = np.zeros(len(x), dtype=bool)
+        self.blocks = _StatsBlocks(x, cohort, top_n, None, self.mean, self.std)  # checks top_n here, in the caller
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.limits = threadpool_limits(1, user_api="blas")  # one core's BLAS: the other core reads the trials
+        self.thread = threading.Thread(target=self._run, name="cohort-stats-ahead", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for start in range(0, len(self.x), self.block_rows):
+                if self.stop.is_set():
+                    return
+                stop = min(start + self.block_rows, len(self.x))
+                self.blocks(start, stop)
+                self.done[start:stop] = True
+        except BaseException as err:  # noqa: BLE001 (re-raised in the caller by stats())
+            self.error = err
+
+    def close(self) -> None:
+        """Stop the thread (after its current block) and restore the BLAS thread count; idempotent."""
+        self.stop.set()
+        self.thread.join()
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+            self.limits = None
+
+    def __enter__(self) -> StatsAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) [F] of every row in ``rows`` (indices into x), NaN elsewhere, as
+        :func:`file_cohort_stats` gives them."""
+        self.close()
+        if self.error is not None:
+            raise self.error
+        used = np.zeros(len(self.x), dtype=bool)
+        used[rows] = True
+        missing = np.flatnonzero(used & ~self.done)
+        mu, sigma = np.where(used, self.mean, np.nan), np.where(used, self.std, np.nan)
+        if missing.size:
+            mu[missing], sigma[missing] = cohort_stats(self.x, self.cohort, self.top_n, self.chunk, rows=missing)
+        return mu, sigma
 
 
 def adaptive_snorm(scores: np.ndarray, mean_e: np.ndarray, std_e: np.ndarray, mean_t: np.ndarray,
@@ -241,7 +317,8 @@ class Scored(NamedTuple):
 
 
 def score_all(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "none",
-              cohort: Optional[np.ndarray] = None, top_n: int = 0, mean: Optional[np.ndarray] = None) -> Scored:
+              cohort: Optional[np.ndarray] = None, top_n: int = 0, mean: Optional[np.ndarray] = None,
+              ahead: Optional[StatsAhead] = None) -> Scored:
     """Scores of one or several trial lists from one set of embeddings, with the trial rows
     and cohort statistics they were made from (QMF reuses both).
 
@@ -254,16 +331,21 @@ def score_all(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "non
         method: 'none', 'asnorm' (top-N cohort) or 'snorm' (whole cohort); needs ``cohort``.
         top_n: N of AS-norm (option ``top_n``).
         mean: subtracted from every embedding (and the cohort) before normalisation.
+        ahead: the AS-norm/S-norm statistics of these embeddings (mean-subtracted, with this cohort and N), begun
+            before the trial lists were read; they replace ``cohort`` and ``top_n``.
     """
     rows = trial_rows(emb, trial_sets)
     whole = subtract_mean(emb.embeddings, mean)
     crops = None if emb.crop_embeddings is None else subtract_mean(emb.crop_embeddings, mean)
     stats = None
     if method != "none":
-        if cohort is None:
+        used = np.concatenate([r for pair in rows.values() for r in pair])
+        if ahead is not None:
+            stats = ahead.stats(used)
+        elif cohort is None:
             raise ConfigError(f"score_norm {method!r} needs cohort embeddings (cohort_embeddings).")
-        stats = file_cohort_stats(whole, np.concatenate([r for pair in rows.values() for r in pair]),
-                                  subtract_mean(cohort, mean), method, top_n)
+        else:
+            stats = file_cohort_stats(whole, used, subtract_mean(cohort, mean), method, top_n)
     scores = {}
     for name, (e, t) in rows.items():
         scores[name] = trial_scores(whole, e, t, crops)
@@ -293,15 +375,20 @@ def file_cohort_stats(whole: np.ndarray, rows: np.ndarray, cohort: np.ndarray, m
     Returns [F] arrays, NaN outside ``rows``; computing only the files that occur in the
     trials (once for several lists) is what keeps AS-norm cheap.
     """
-    if method not in ("asnorm", "snorm"):
-        raise ConfigError(f"score_norm must be none, asnorm or snorm, got {method!r}.")
     seen = np.zeros(len(whole), dtype=bool)
     seen[rows] = True  # the rows in use, sorted (np.unique of a million trials' rows takes ~20x longer)
     used = np.flatnonzero(seen)
-    n = cohort.shape[0] if method == "snorm" else top_n
+    n = cohort_size(method, top_n, len(cohort))
     mu, sigma = np.full(len(whole), np.nan), np.full(len(whole), np.nan)
     mu[used], sigma[used] = cohort_stats(whole, cohort, n, rows=None if len(used) == len(whole) else used)
     return mu, sigma
+
+
+def cohort_size(method: str, top_n: int, cohort_rows: int) -> int:
+    """N of the statistics of ``score_norm`` ``method``: ``top_n`` for AS-norm, the whole cohort for S-norm."""
+    if method not in ("asnorm", "snorm"):
+        raise ConfigError(f"score_norm must be none, asnorm or snorm, got {method!r}.")
+    return cohort_rows if method == "snorm" else top_n
 
 
 def normalise_scores(scores: np.ndarray, emb: Embeddings, trials: Trials, cohort: np.ndarray, method: str,

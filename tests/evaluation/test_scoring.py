@@ -169,3 +169,56 @@ def test_cohort_stats_of_chosen_rows_in_selection_slices_equal_sorting(monkeypat
     copied = cohort_stats(x[rows], cohort, 40, chunk=4 * 50)
     np.testing.assert_array_equal(mean, copied[0])
     np.testing.assert_array_equal(std, copied[1])
+
+
+def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_thread_finished(monkeypatch):
+    """StatsAhead: rows the background thread did (all of them, once it ran to the end), rows it never reached (it
+    stopped after its first block) and rows outside the request (NaN) give cohort_stats' bits for the rows asked."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(230, 16)).astype(np.float32)
+    cohort = rng.normal(size=(700, 16)).astype(np.float32)
+    asked = np.sort(rng.choice(230, size=90, replace=False))
+    expected = cohort_stats(x, cohort, 40, rows=asked)
+
+    def check(ahead):
+        with ahead:
+            mu, sigma = ahead.stats(np.concatenate([asked, asked[::3]]))  # rows may repeat, as trials' do
+        np.testing.assert_array_equal(mu[asked], expected[0])
+        np.testing.assert_array_equal(sigma[asked], expected[1])
+        outside = np.setdiff1d(np.arange(230), asked)
+        assert np.isnan(mu[outside]).all() and np.isnan(sigma[outside]).all()
+        return ahead
+
+    finished = scoring.StatsAhead(x, cohort, 40, chunk=4 * 50)  # blocks of 50 rows
+    finished.thread.join()
+    assert check(finished).done.all()
+
+    def first_block_only(self):
+        self.blocks(0, self.block_rows)
+        self.done[:self.block_rows] = True
+
+    monkeypatch.setattr(scoring.StatsAhead, "_run", first_block_only)
+    stopped = check(scoring.StatsAhead(x, cohort, 40, chunk=4 * 50))
+    assert stopped.done.sum() == 50
+
+
+def test_statistics_ahead_report_errors_in_the_caller_and_end_their_thread(monkeypatch):
+    """A failure on the background thread is raised by stats(); top_n below 2 is refused at once; close() (the
+    context's exit, on an error too) ends the thread and gives BLAS its threads back."""
+    from threadpoolctl import threadpool_info
+
+    x, cohort = np.ones((10, 4), np.float32), np.ones((20, 4), np.float32)
+    with pytest.raises(scoring.ConfigError, match="top_n must be at least 2"):
+        scoring.StatsAhead(x, cohort, 1)
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    def broken(self, start, stop):
+        raise MemoryError("no room for the block")
+
+    monkeypatch.setattr(scoring._StatsBlocks, "__call__", broken)
+    ahead = scoring.StatsAhead(x, cohort, 5)
+    with pytest.raises(MemoryError, match="no room"):
+        with ahead:
+            ahead.stats(np.arange(10))
+    assert not ahead.thread.is_alive()
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == blas
