@@ -14,7 +14,10 @@ mean and standard deviation of the top-N cosines of x against the cohort,
 """
 from __future__ import annotations
 
-import threading
+import mmap
+import os
+import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -241,45 +244,58 @@ class _StatsBlocks:
 
 
 class StatsAhead:
-    """:func:`cohort_stats` of every row of ``x``, begun on one background thread before it is known which rows
-    are needed (the evaluation starts it from saved embeddings, then reads the trial lists on the other core).
+    """:func:`cohort_stats` of every row of ``x``, begun before it is known which rows are needed: the evaluation
+    starts it from saved embeddings, then reads the trial lists. The rows are done in order by a forked process
+    on the other core, through shared memory: a thread would wait for the GIL, which reading the lists holds in
+    long C calls. Linux only (elsewhere nothing starts ahead, and :meth:`stats` computes every row asked for).
 
-    :meth:`stats` stops the thread after its current block of ``chunk / 4`` rows and computes the rows asked for
-    that it has not done, on all cores. A row's moments are the same bits either way (each row's cosines and
-    selection do not depend on the other rows of its block). Use as a context manager, or call :meth:`close`:
-    the thread ends there on every path, an error included.
+    :meth:`stats` stops the process after its current block of ``chunk / 4`` rows and computes the rows asked
+    for that it has not done, on all cores. A row's moments are the same bits either way (each row's cosines and
+    selection do not depend on the other rows of its block), and a process that failed only leaves more rows to
+    do (an error that is real recurs there). Use as a context manager, or call :meth:`close`: the process ends
+    there on every path, an error included, and also ends by itself when its parent is gone.
     """
 
     def __init__(self, x: np.ndarray, cohort: np.ndarray, top_n: int, chunk: int = COHORT_CHUNK):
         self.x, self.cohort, self.top_n, self.chunk = x, cohort, top_n, chunk
         self.block_rows = max(1, chunk // 4)
-        self.mean, self.std = np.full(len(x), np.nan), np.full(len(x), np.nan)
-        self.done = np.zeros(len(x), dtype=bool)
+        rows = len(x)
+        self.shared = mmap.mmap(-1, 17 * rows + 1)  # anonymous and shared: what the process writes is seen here
+        self.mean = np.frombuffer(self.shared, np.float64, rows, 0)
+        self.std = np.frombuffer(self.shared, np.float64, rows, 8 * rows)
+        self.done = np.frombuffer(self.shared, np.bool_, rows, 16 * rows)
+        self.halt = np.frombuffer(self.shared, np.bool_, 1, 17 * rows)
         self.blocks = _StatsBlocks(x, cohort, top_n, None, self.mean, self.std)  # checks top_n here, in the caller
-        self.stop = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.limits = threadpool_limits(1, user_api="blas")  # one core's BLAS: the other core reads the trials
-        self.thread = threading.Thread(target=self._run, name="cohort-stats-ahead", daemon=True)
-        self.thread.start()
+        self.pid = None
+        if sys.platform.startswith("linux") and rows > 0:
+            parent = os.getpid()
+            self.pid = os.fork()
+            if self.pid == 0:
+                self._child(parent)
 
-    def _run(self) -> None:
+    def _child(self, parent: int) -> None:
+        """The forked process: blocks in row order until told to stop or orphaned; never returns."""
+        code = 1
         try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # none of the parent's handlers run here
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            threadpool_limits(1, user_api="blas")  # one core: the parent reads the trial lists on the other
             for start in range(0, len(self.x), self.block_rows):
-                if self.stop.is_set():
-                    return
+                if self.halt[0] or os.getppid() != parent:
+                    break
                 stop = min(start + self.block_rows, len(self.x))
                 self.blocks(start, stop)
                 self.done[start:stop] = True
-        except BaseException as err:  # noqa: BLE001 (re-raised in the caller by stats())
-            self.error = err
+            code = 0
+        finally:
+            os._exit(code)
 
     def close(self) -> None:
-        """Stop the thread (after its current block) and restore the BLAS thread count; idempotent."""
-        self.stop.set()
-        self.thread.join()
-        if self.limits is not None:
-            self.limits.restore_original_limits()
-            self.limits = None
+        """Stop the process (after its current block) and wait for it; idempotent."""
+        if self.pid:
+            self.halt[0] = True
+            os.waitpid(self.pid, 0)
+            self.pid = None
 
     def __enter__(self) -> StatsAhead:
         return self
@@ -291,8 +307,6 @@ class StatsAhead:
         """(mu, sigma) [F] of every row in ``rows`` (indices into x), NaN elsewhere, as
         :func:`file_cohort_stats` gives them."""
         self.close()
-        if self.error is not None:
-            raise self.error
         used = np.zeros(len(self.x), dtype=bool)
         used[rows] = True
         missing = np.flatnonzero(used & ~self.done)

@@ -1,5 +1,7 @@
 """Scoring from embeddings (evaluation/scoring.py): the original protocol, AS-/S-norm and mean subtraction
 against plain loops, several lists in one pass, blocks on several threads."""
+import os
+
 import numpy as np
 import pytest
 
@@ -171,9 +173,9 @@ def test_cohort_stats_of_chosen_rows_in_selection_slices_equal_sorting(monkeypat
     np.testing.assert_array_equal(std, copied[1])
 
 
-def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_thread_finished(monkeypatch):
-    """StatsAhead: rows the background thread did (all of them, once it ran to the end), rows it never reached (it
-    stopped after its first block) and rows outside the request (NaN) give cohort_stats' bits for the rows asked."""
+def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_process_finished(monkeypatch):
+    """StatsAhead: rows its process did (all of them, once it ran to the end), rows it never reached (it failed
+    after its first block) and rows outside the request (NaN) give cohort_stats' bits for the rows asked."""
     rng = np.random.default_rng(12)
     x = rng.normal(size=(230, 16)).astype(np.float32)
     cohort = rng.normal(size=(700, 16)).astype(np.float32)
@@ -190,35 +192,40 @@ def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_thread_finished(
         return ahead
 
     finished = scoring.StatsAhead(x, cohort, 40, chunk=4 * 50)  # blocks of 50 rows
-    finished.thread.join()
+    os.waitpid(finished.pid, 0)  # ran to the end
+    finished.pid = None
     assert check(finished).done.all()
 
-    def first_block_only(self):
-        self.blocks(0, self.block_rows)
-        self.done[:self.block_rows] = True
+    parent, block = os.getpid(), scoring._StatsBlocks.__call__
 
-    monkeypatch.setattr(scoring.StatsAhead, "_run", first_block_only)
-    stopped = check(scoring.StatsAhead(x, cohort, 40, chunk=4 * 50))
-    assert stopped.done.sum() == 50
+    def fails_in_the_child_after_one_block(self, start, stop):
+        if os.getpid() != parent and start > 0:
+            raise MemoryError("the child is out of memory")
+        block(self, start, stop)
+
+    monkeypatch.setattr(scoring._StatsBlocks, "__call__", fails_in_the_child_after_one_block)
+    failed = scoring.StatsAhead(x, cohort, 40, chunk=4 * 50)
+    _, status = os.waitpid(failed.pid, 0)
+    failed.pid = None
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert check(failed).done.sum() == 50
 
 
-def test_statistics_ahead_report_errors_in_the_caller_and_end_their_thread(monkeypatch):
-    """A failure on the background thread is raised by stats(); top_n below 2 is refused at once; close() (the
-    context's exit, on an error too) ends the thread and gives BLAS its threads back."""
-    from threadpoolctl import threadpool_info
-
+def test_statistics_ahead_raise_real_errors_in_the_caller_and_end_their_process(monkeypatch):
+    """top_n below 2 is refused at once; an error that recurs in the caller is raised by stats(); the context's
+    exit (on an error too) reaps the process."""
     x, cohort = np.ones((10, 4), np.float32), np.ones((20, 4), np.float32)
     with pytest.raises(scoring.ConfigError, match="top_n must be at least 2"):
         scoring.StatsAhead(x, cohort, 1)
-    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
     def broken(self, start, stop):
         raise MemoryError("no room for the block")
 
     monkeypatch.setattr(scoring._StatsBlocks, "__call__", broken)
     ahead = scoring.StatsAhead(x, cohort, 5)
+    pid = ahead.pid
     with pytest.raises(MemoryError, match="no room"):
         with ahead:
             ahead.stats(np.arange(10))
-    assert not ahead.thread.is_alive()
-    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == blas
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
