@@ -351,20 +351,17 @@ def score_all(emb: Embeddings, trial_sets: Dict[str, Trials], method: str = "non
     rows = trial_rows(emb, trial_sets)
     whole = subtract_mean(emb.embeddings, mean)
     crops = None if emb.crop_embeddings is None else subtract_mean(emb.crop_embeddings, mean)
+    if method != "none" and ahead is None and cohort is None:
+        raise ConfigError(f"score_norm {method!r} needs cohort embeddings (cohort_embeddings).")
+    # the raw scores first: the statistics begun ahead go on meanwhile
+    scores = {name: trial_scores(whole, e, t, crops) for name, (e, t) in rows.items()}
     stats = None
     if method != "none":
         used = np.concatenate([r for pair in rows.values() for r in pair])
-        if ahead is not None:
-            stats = ahead.stats(used)
-        elif cohort is None:
-            raise ConfigError(f"score_norm {method!r} needs cohort embeddings (cohort_embeddings).")
-        else:
-            stats = file_cohort_stats(whole, used, subtract_mean(cohort, mean), method, top_n)
-    scores = {}
-    for name, (e, t) in rows.items():
-        scores[name] = trial_scores(whole, e, t, crops)
-        if stats is not None:
-            mu, sigma = stats
+        stats = (ahead.stats(used) if ahead is not None
+                 else file_cohort_stats(whole, used, subtract_mean(cohort, mean), method, top_n))
+        mu, sigma = stats
+        for name, (e, t) in rows.items():
             scores[name] = adaptive_snorm(scores[name], mu[e], sigma[e], mu[t], sigma[t])
     return Scored(scores, rows, stats)
 
