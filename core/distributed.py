@@ -2,6 +2,9 @@
 processes of a launcher (``torchrun`` / SLURM with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set).
 
 ``launch(fn, config)`` runs ``fn(config, context)`` in every process and returns rank 0's result.
+The processes it starts run with its own torch thread count (``torch.get_num_threads()``): CPU kernels split their
+sums by thread count, so results equal one process's bit for bit only at the same count (torchrun sets
+``OMP_NUM_THREADS=1`` with ``--nproc_per_node`` > 1 unless it is set).
 Collectives time out after ``dist_timeout`` minutes, so a rank that died never leaves the others waiting
 for ever; an error in any rank ends them all, and a toolkit error keeps its one-line message.
 """
@@ -55,7 +58,8 @@ def _init(config: Dict[str, Any], rank: int, world: int, local_rank: int) -> Con
     return Context(rank, world, device)
 
 
-def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, results: Any) -> None:
+def _worker(local_rank: int, fn: Callable, config: Dict[str, Any], world: int, results: Any, threads: int) -> None:
+    torch.set_num_threads(threads)  # the launching process's: the results of one process, bit for bit
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(config["port"]))
     context = _init(config, local_rank, world, local_rank)
@@ -101,8 +105,8 @@ def launch(fn: Callable[[Dict[str, Any], Context], Any], config: Dict[str, Any])
         raise ConfigError("distributed: no process to start (nproc_per_node must be at least 1).")
     results = mp.get_context("spawn").SimpleQueue()
     try:
-        processes = mp.start_processes(_worker, args=(fn, config, world, results), nprocs=world, join=False,
-                                       start_method="spawn")
+        processes = mp.start_processes(_worker, args=(fn, config, world, results, torch.get_num_threads()),
+                                       nprocs=world, join=False, start_method="spawn")
         with forwarded_signals(processes.processes):
             while not processes.join():
                 pass

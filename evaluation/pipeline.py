@@ -35,7 +35,6 @@ from evaluation.reports import (
     write_threshold_file,
 )
 from evaluation.scoring import Scored, StatsAhead, cohort_size, protocol_parts, score_all, subtract_mean
-from evaluation.shares import file_shares
 from evaluation.trials import Trials, file_lines, list_name, list_paths, read_trials
 
 if TYPE_CHECKING:  # annotations only: scoring saved embeddings imports neither torch nor the extraction
@@ -117,14 +116,16 @@ def configured_scores(config: Dict[str, Any], emb: Embeddings, trial_sets: Dict[
 
 
 def extract_files(config: Dict[str, Any], files: List[str], root: str, encoder: torch.nn.Module,
-                  device: torch.device, verbose: bool = True) -> Embeddings:
-    """:func:`evaluation.extraction.extract_embeddings` with the extraction options of a configuration."""
+                  device: torch.device, verbose: bool = True, chunks: Optional[List[int]] = None) -> Embeddings:
+    """:func:`evaluation.extraction.extract_embeddings` with the extraction options of a configuration;
+    ``chunks``: the files' chunks of the batch plan of a longer list (a share of :mod:`evaluation.shares`)."""
     from evaluation.extraction import extract_embeddings  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
 
     return extract_embeddings(encoder, files, root, config["eval_frames"], config["num_eval"],
                               config["max_eval_seconds"], device, workers=loader_workers(config),
                               verbose=verbose, batch_seconds=config["eval_batch_seconds"],
-                              autocast=config["eval_autocast"], long_files=config["eval_long_files"])
+                              autocast=config["eval_autocast"], long_files=config["eval_long_files"],
+                              chunks=chunks)
 
 
 def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], device: torch.device,
@@ -137,11 +138,11 @@ def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], devi
     files = sorted(set().union(*(set(t.enroll) | set(t.test) for t in trial_sets.values())))
     models: List[torch.nn.Module] = []  # built at the first extraction, once
 
-    def extract(keys: List[str]) -> Embeddings:
+    def extract(keys: List[str], chunks: Optional[List[int]] = None) -> Embeddings:
         if not models:
             models.append(encoder if encoder is not None else build_encoder())
         return extract_files(config, keys, config["test_path"], models[0], device,
-                             verbose=context is None or context.main)
+                             verbose=context is None or context.main, chunks=chunks)
 
     cached = encoder is None and bool(config["initial_model"]) and config["embedding_cache"]
     if context is not None and context.world > 1:
@@ -151,29 +152,33 @@ def trial_embeddings(config: Dict[str, Any], trial_sets: Dict[str, Trials], devi
     return extract(files)
 
 
-def shared_embeddings(config: Dict[str, Any], files: List[str], extract: Callable[[List[str]], Embeddings],
-                      context: Context, cached: bool) -> Optional[Embeddings]:
-    """The embeddings of ``files`` extracted by ``context.world`` processes: each ``extract``s its share
-    (:func:`evaluation.shares.file_shares`: near-equal audio, the same split in every process), rank 0 gathers
-    them in the order of ``files`` and returns them; the other ranks return None.
+def shared_embeddings(config: Dict[str, Any], files: List[str],
+                      extract: Callable[[List[str], Optional[List[int]]], Embeddings], context: Context,
+                      cached: bool) -> Optional[Embeddings]:
+    """The embeddings of ``files`` extracted by ``context.world`` processes: each ``extract``s its share with
+    its files' chunks of the batch plan of all ``files`` (:func:`evaluation.shares.extraction_shares`: whole
+    chunks, near-equal audio, the same split in every process), so its batches are those one process runs; rank
+    0 gathers the shares in the order of ``files`` and returns them (bit-identical to one process's); the other
+    ranks return None.
 
     With the embedding cache (``cached``): when every process sees the entry of all the files, none extracts
     and rank 0 reads it; otherwise each process reads or writes the entry of its share, and rank 0 writes the
     entry of all the files, which a later run of one process reads (module docstring of :mod:`evaluation.cache`).
     """
     from core.distributed import all_gather, barrier, everywhere  # deferred (tests/test_layout.py DEFERRED_IMPORTS)
+    from evaluation.shares import extraction_shares  # deferred: the batch plan imports the extraction (torch)
 
     model, root = config["initial_model"], config["test_path"]
     whole = cache_path(model, root, files, config) if cached else ""
     if cached and all(everywhere(os.path.isfile(whole), context)):
         return read_cache(whole, len(files)) if context.main else None
-    share = file_shares(files, root, config, context.world)[context.rank]
+    share, chunks = extraction_shares(files, root, config, context.world)[context.rank]
     logger.info("%d processes extract the embeddings of %d files (rank 0: %d)", context.world, len(files),
                 len(share))
     mine = None
-    if share:  # more processes than files leave some without any
-        mine = (cached_embeddings(model, root, share, config, lambda: extract(share)) if cached
-                else extract(share))
+    if share:  # more processes than chunks leave some without any
+        mine = (cached_embeddings(model, root, share, config, lambda: extract(share, chunks)) if cached
+                else extract(share, chunks))
     parts = all_gather(mine, context)
     emb = None if parts is None else merge_embeddings([p for p in parts if p is not None], files)
     if cached:

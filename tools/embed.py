@@ -9,15 +9,19 @@ Keys: a folder gives the paths of its .wav/.flac files relative to it (as trial 
 data folder (or its wav.scp) the utterance ids; a list file its lines (the last field of each: a
 'speaker path' training list works), relative to --root.
 
-Resumable: every --save_every files go (atomically) to a file of the folder OUT.parts/ with a digest of the
-job (model file, files, embedding options); the same command continues after them, another job refuses the
-folder. It is removed when OUT is written.
+The files are embedded a chunk of the batch plan at a time (:mod:`evaluation.extraction`: runs of files in
+length order that share no batch with other files), so the batches are those of one extraction of all of them.
+Resumable: every --save_every files, rounded up to the end of a chunk, go (atomically) to a file of the folder
+OUT.parts/ with a digest of the job (model file, files, embedding options); the same command continues after
+them, another job refuses the folder. It is removed when OUT is written.
 
 Data-parallel with --distributed (the launcher of training: one process per GPU, nproc_per_node CPU processes,
-or the processes of torchrun / SLURM): each process embeds a share of the files (near-equal audio, read from the
-headers) into OUT.parts/rank<R>of<W>/, with the digest of its share, and continues there after an interruption
-on the same number of processes; rank 0 gathers the shares and writes OUT in the order of the keys. Parts of a
-run on another number of processes (or of a single-process run) are refused, naming the folder.
+or the processes of torchrun / SLURM): each process embeds a share of the files (whole chunks of the batch plan,
+near-equal audio, read from the headers: :mod:`evaluation.shares`) into OUT.parts/rank<R>of<W>/, with the
+digest of its share, and continues there after an interruption on the same number of processes; rank 0 gathers
+the shares and writes OUT in the order of the keys: the embeddings of one process, bit for bit with the same
+kernels (on CPU, the same torch thread count). Parts of a run on another number of processes (or of a
+single-process run) are refused, naming the folder.
 
 Usage:
   python -m tools.embed --initial_model M.model --input vox1/wav --out exp/vox1.npz
@@ -50,7 +54,7 @@ from dataprep.lists import is_kaldi_folder
 from evaluation.cache import cache_key
 from evaluation.embeddings import Embeddings, merge_embeddings, save_embeddings
 from evaluation.pipeline import extract_files
-from evaluation.shares import file_shares
+from evaluation.shares import Share, extraction_shares
 from model_files import build_speaker_encoder, with_model_file
 
 logger = logging.getLogger(__name__)
@@ -172,19 +176,36 @@ def embed_command(config: Dict[str, Any]) -> Optional[str]:
     return launch(functools.partial(embed_process, keys=keys, root=root), config)
 
 
+def process_share(keys: List[str], root: str, config: Dict[str, Any], rank: int, world: int) -> Share:
+    """The files of ``keys`` that process ``rank`` of ``world`` embeds (all of them in one process), a chunk of
+    the batch plan of all ``keys`` at a time (by chunk, then in the order of the keys), with their chunks."""
+    files, chunks = extraction_shares(keys, root, config, world)[rank]
+    order = sorted(range(len(files)), key=lambda i: (chunks[i], i))
+    return Share([files[i] for i in order], [chunks[i] for i in order])
+
+
+def part_end(chunks: Sequence[int], start: int, save_every: int) -> int:
+    """Where the part of files ``start``... of a share ends (with ``chunks``, the files' chunks in share
+    order): at the end of the chunk that its ``save_every``-th file is in, or of the share."""
+    end = min(start + save_every, len(chunks))
+    while 0 < end < len(chunks) and chunks[end] == chunks[end - 1]:
+        end += 1
+    return end
+
+
 def embed_process(config: Dict[str, Any], context: Context, keys: List[str], root: str) -> Optional[str]:
-    """One process's part of :func:`embed_command`: embed its share of ``keys`` (all of them in one process) in
-    chunks of ``save_every`` files, each saved to its parts folder, after the parts an interrupted run of that
-    share left; rank 0 gathers the shares, writes OUT and removes OUT.parts. Returns OUT on rank 0, None on the
-    others."""
+    """One process's part of :func:`embed_command`: embed its share of ``keys`` (:func:`process_share`) in
+    parts of ``save_every`` files or a little more (:func:`part_end`), each saved to its parts folder, after
+    the parts an interrupted run of that share left; rank 0 gathers the shares, writes OUT and removes
+    OUT.parts. Returns OUT on rank 0, None on the others."""
     if context.world > 1:
         setup_logging(main=context.main, rank=context.rank)  # rank 0 logs; the others their errors only
     folder = config["out"] + ".parts"
-    share = file_shares(keys, root, config, context.world)[context.rank]
+    share = process_share(keys, root, config, context.rank, context.world)
     mine = share_folder(folder, context.rank, context.world)
-    digest = job_digest(config, share, root)
-    parts = load_parts(mine, digest, share)
-    resumed = all_gather((sum(len(p.keys) for p in parts), len(share), mine), context)
+    digest = job_digest(config, share.files, root)
+    parts = load_parts(mine, digest, share.files)
+    resumed = all_gather((sum(len(p.keys) for p in parts), len(share.files), mine), context)
     for done, total, where in resumed or ():  # rank 0 says where every process continues
         if done:
             logger.info("Continuing after %d of %d files (%s)", done, total, where)
@@ -197,25 +218,30 @@ def embed_process(config: Dict[str, Any], context: Context, keys: List[str], roo
     return config["out"]
 
 
-def embed_share(config: Dict[str, Any], share: List[str], root: str, folder: str, digest: str,
+def embed_share(config: Dict[str, Any], share: Share, root: str, folder: str, digest: str,
                 parts: List[Embeddings], context: Context) -> Optional[Embeddings]:
-    """The embeddings of ``share`` (None when it is empty: more processes than files): ``parts``, those of its
-    first files that an interrupted run saved, then the rest, extracted a chunk at a time, each chunk saved to
+    """The embeddings of ``share`` (:func:`process_share`; None when it is empty: more processes than chunks):
+    ``parts``, those of its first files that an interrupted run saved, then the rest, extracted a part
+    (:func:`part_end`: whole chunks, with their chunks of the batch plan) at a time, each part saved to
     ``folder`` with the job's ``digest``."""
-    if not share:
+    files, chunks = share
+    if not files:
         return None
     done = sum(len(p.keys) for p in parts)
-    if done < len(share):
+    if done < len(files):
         encoder = build_speaker_encoder(config, context.device)
-        with tqdm(total=len(share), initial=done, desc="embedding", unit="file", disable=not context.main,
+        with tqdm(total=len(files), initial=done, desc="embedding", unit="file", disable=not context.main,
                   **progress_options()) as bar:
-            for start in range(done, len(share), config["save_every"]):
-                part = extract_files(config, share[start:start + config["save_every"]], root, encoder,
-                                     context.device, verbose=False)
+            start = done
+            while start < len(files):
+                end = part_end(chunks, start, config["save_every"])
+                part = extract_files(config, files[start:end], root, encoder, context.device, verbose=False,
+                                     chunks=chunks[start:end])
                 save_part(part, digest, folder, start)
                 parts.append(part)
                 bar.update(len(part.keys))
-    return merge_embeddings(parts, share)
+                start = end
+    return merge_embeddings(parts, files)
 
 
 def embed_parser() -> argparse.ArgumentParser:
@@ -225,7 +251,8 @@ def embed_parser() -> argparse.ArgumentParser:
                                                        "wav.scp), or a list file (last field of each line)")
     parser.add_argument("--root", default="", help="folder the paths of a list file are relative to")
     parser.add_argument("--out", required=True, help="the embeddings .npz to write")
-    parser.add_argument("--save_every", type=int, default=500, help="write the results so far every N files "
+    parser.add_argument("--save_every", type=int, default=500, help="write the results so far every N files, "
+                                                                      "rounded up to a chunk of the batch plan "
                                                                       "(OUT.parts/; default 500)")
     return parser
 

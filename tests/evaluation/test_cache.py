@@ -122,13 +122,13 @@ def test_data_parallel_processes_cache_their_shares_and_rank_0_all_the_files(tmp
     root, keys = corpus
     model = tmp_path / "m.model"
     model.write_bytes(b"weights")
-    config = {**config, "initial_model": str(model), "test_path": root}
+    config = {**config, "initial_model": str(model), "test_path": root, "eval_frames": 0}  # 4 chunks of the batch plan
     shares = file_shares(keys, root, config, 2)
     rng = np.random.default_rng(0)
     rows = {key: rng.normal(size=4).astype(np.float32) for key in keys}
     extracted = []
 
-    def extract(files):
+    def extract(files, chunks=None):
         extracted.append(list(files))
         return Embeddings(list(files), np.stack([rows[k] for k in files]), None)
 
@@ -154,7 +154,7 @@ def test_data_parallel_processes_cache_their_shares_and_rank_0_all_the_files(tmp
     assert extracted == [shares[0]]  # rank 1 read its share's entry
     assert sorted(os.listdir(os.path.dirname(whole))) == [os.path.basename(whole)]  # the shares' entries are gone
 
-    def no_extraction(files):
+    def no_extraction(files, chunks=None):
         raise AssertionError(f"extracted {files} although the cache holds them")
 
     again = cached_embeddings(str(model), root, keys, config, lambda: no_extraction(keys))  # one process

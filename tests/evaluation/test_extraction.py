@@ -1,4 +1,5 @@
-"""Batched extraction equals one-file-at-a-time extraction; caps are logged; files too short to embed are named."""
+"""Batched extraction equals one-file-at-a-time extraction; caps are logged; files too short to embed are named; the
+batch plan (batching rule, chunks) matches the batches the extraction runs."""
 import logging
 import os
 
@@ -8,8 +9,9 @@ import soundfile
 import torch
 
 import trainSpeakerNet_Eval
-from core.audio import load_audio
+from core.audio import frames_to_samples, load_audio
 from core.errors import ConfigError, DataError
+from evaluation import extraction
 from evaluation.dataset import EvalDataset, eval_crops, shortest_input
 from evaluation.extraction import extract_embeddings
 from tests.fakes import run_main
@@ -141,3 +143,130 @@ def test_a_cap_shorter_than_one_frame_is_a_config_error(tiny_encoder, tmp_path):
     write_noise(tmp_path / "ok.wav", 16000)
     with pytest.raises(ConfigError, match=r"max_eval_seconds 0\.01 .*'.*ok\.wav' to 160 samples"):
         extract_embeddings(tiny_encoder, ["ok.wav"], str(tmp_path), 0, 1, 0.01, torch.device("cpu"), verbose=False)
+
+
+# ----------------------------------------------------------------------------- the batch plan
+
+VARIED = 120  # files of 6,000..64,000 samples (seed 10): at the default batching, forced and natural cuts
+
+
+def write_varied_corpus(root, count=VARIED, seed=10):
+    """``count`` noise files of random lengths under ``root``: their keys (not in length order) and lengths."""
+    lengths = np.random.default_rng(seed).integers(6000, 64000, count)
+    keys = [f"s{i % 7}/{i}.wav" for i in range(count)]
+    for i, (key, samples) in enumerate(zip(keys, lengths, strict=True)):
+        write_noise(os.path.join(str(root), key), int(samples), seed=i)
+    return keys, [int(n) for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    root = tmp_path_factory.mktemp("varied")
+    return (str(root), *write_varied_corpus(root))
+
+
+class Probe(torch.nn.Module):
+    """An encoder whose embedding of a row says which batch it was in: [sum of the row, sum of the batch, rows,
+    padded samples, its length]. Equal embeddings mean equal batches."""
+
+    def forward(self, wav, lengths=None):
+        rows, padded = wav.shape
+        own = torch.full((rows,), padded) if lengths is None else lengths
+        return torch.stack([wav.sum(1), wav.sum().expand(rows), torch.full((rows,), rows), torch.full((rows,), padded),
+                            own], 1).float()
+
+
+def batch_trace(monkeypatch):
+    """Every forward pass of the extraction's queues: (whole files or crops, the files in it)."""
+    batches = []
+    flush = extraction._Batcher.flush
+
+    def recorded(self):
+        if self.wavs:
+            batches.append(("whole" if self.pad_ratio == extraction.PAD_RATIO else "crops",
+                            sorted({slot[0] for slot in self.slots})))
+        flush(self)
+
+    monkeypatch.setattr(extraction._Batcher, "flush", recorded)
+    return batches
+
+
+def unspanned(batches, positions, count):
+    """The positions 1..count-1 in extraction order before which no batch of ``batches`` holds an earlier file
+    (both queues ran there); ``positions``: each file's place in that order."""
+    cut = set(range(1, count))
+    for _, files in batches:
+        places = sorted(positions[i] for i in files)
+        cut -= set(range(places[0] + 1, places[-1] + 1))
+    return cut
+
+
+def chunk_starts(chunks, order):
+    return {p for p in range(1, len(order)) if chunks[order[p]] != chunks[order[p - 1]]}
+
+
+@pytest.mark.parametrize("cap,long_files", [(43.75, "cut"), (2.0, "chunks")])
+def test_the_plan_cuts_where_both_queues_run_and_forces_a_cut_after_its_bound(varied, monkeypatch, cap, long_files):
+    """The default batching (60 s, 5 crops of 300 frames) on 120 files: the chunks of batch_chunks, from the
+    lengths alone, start exactly where the extraction's real batches leave both queues empty; where a chunk has
+    CHUNK_BATCHES batch limits of inputs, the next file starts another (both queues run there). Up to the first
+    forced cut the batches are those of an extraction without a plan (no cut of its own)."""
+    root, keys, lengths = varied
+    pieces = extraction.whole_pieces(lengths, cap, long_files)
+    chunks = extraction.batch_chunks(pieces, 300, 5, 60.0)
+    order = extraction.file_order(pieces)
+    positions = {int(i): p for p, i in enumerate(order)}
+    work = [sum(p) + 5 * frames_to_samples(300) for p in pieces]
+    bound = extraction.CHUNK_BATCHES * 60 * 16000
+    starts = sorted(chunk_starts(chunks, order))
+    forced = [s for s in starts if sum(work[i] for i in order[:s] if chunks[i] == chunks[order[s - 1]]) >= bound]
+    natural = [s for s in starts if s not in forced]
+    assert forced and natural  # this corpus has both
+    for chunk in range(int(chunks.max()) + 1):  # forced cuts bound every chunk
+        assert sum(w for w, c in zip(work, chunks, strict=True) if c == chunk) < bound + max(work)
+
+    trace = batch_trace(monkeypatch)
+    got = extract_embeddings(Probe(), keys, root, 300, 5, cap, torch.device("cpu"), verbose=False,
+                             long_files=long_files)
+    planned = list(trace)
+    assert unspanned(planned, positions, len(keys)) == set(starts)
+    assert max(len(files) for kind, files in planned if kind == "whole") > 1  # batched (padded) whole files
+    assert any(len(set(np.array(lengths)[files])) > 1 for kind, files in planned if kind == "whole")
+    trace.clear()
+    alone = extract_embeddings(Probe(), keys, root, 300, 5, cap, torch.device("cpu"), verbose=False,
+                               long_files=long_files, chunks=np.zeros(len(keys), dtype=np.int64))  # no plan
+    plain = list(trace)
+    first = set(range(1, forced[0]))  # up to the first forced cut
+    assert unspanned(plain, positions, len(keys)) & first == set(natural) & first  # the natural cuts are where
+    # one extraction empties both queues anyway
+    cut = forced[0]
+    before = [(kind, files) for kind, files in plain if max(positions[i] for i in files) < cut]
+    spanning = [(kind, [i for i in files if positions[i] < cut]) for kind, files in plain
+                if min(positions[i] for i in files) < cut <= max(positions[i] for i in files)]
+    assert spanning  # not a natural cut: the plan runs these batches early
+    planned_before = [(kind, files) for kind, files in planned if max(positions[i] for i in files) < cut]
+    assert planned_before[:len(before)] == before and sorted(planned_before[len(before):]) == sorted(spanning)
+    assert planned != plain and not (np.array_equal(got.embeddings, alone.embeddings)  # the forced cuts change
+                                     and np.array_equal(got.crop_embeddings, alone.crop_embeddings))  # batches
+    assert len(planned) <= len(plain) + 2 * len(forced)  # at most a batch more per queue and forced cut
+
+
+def test_a_list_without_natural_cuts_is_cut_after_the_bound():
+    """Equal files of 6.25 s: 9 to a whole-file batch, the crops of 19/5 files to a crop batch, so both queues
+    empty together every 171 files; the plan cuts every 46 files instead (16 batch limits of 341,200 samples each),
+    the same whatever follows. Without crops the whole-file queue alone decides: a chunk per batch of 9."""
+    pieces = [[100000]] * 400
+    chunks = extraction.batch_chunks(pieces, 300, 5, 60.0)
+    assert np.bincount(chunks).tolist() == [46] * 8 + [400 - 8 * 46]
+    assert extraction.batch_chunks(pieces[:200], 300, 5, 60.0).tolist() == chunks[:200].tolist()
+    assert np.bincount(extraction.batch_chunks(pieces, 0, 5, 60.0)).tolist() == [9] * 44 + [4]
+    # one input per forward pass: every file is a chunk
+    assert extraction.batch_chunks([[5000], [4000], [4000]], 40, 2, 0.01).tolist() == [2, 0, 1]
+
+
+def test_the_batching_rule():
+    assert extraction.joins_batch(0, 0, 0, 10**9, 1, 1.0)  # an empty queue takes anything
+    assert extraction.joins_batch(2, 100, 120, 125, 375, 1.25)  # 125 <= 1.25 * 100, 3 rows of 125 <= 375
+    assert not extraction.joins_batch(2, 100, 120, 126, 1000, 1.25)
+    assert not extraction.joins_batch(2, 100, 120, 125, 374, 1.25)  # 3 rows padded to 125 > 374 samples
+    assert extraction.joins_batch(2, 100, 120, 80, 360, 1.5) and not extraction.joins_batch(2, 100, 120, 79, 360, 1.5)

@@ -11,12 +11,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 import trainSpeakerNet_Eval
 from core.cli import build_parser
 from core.config import load_config
+from core.options import defaults
 from evaluation import pipeline
 from evaluation.embeddings import load_embeddings, save_embeddings
+from evaluation.shares import extraction_shares
 from runs.evaluate import ModelResult, evaluate_model, format_evaluation
 from tests.fakes import ROOT, free_port, random_embeddings, random_trials, run_main, save_self_contained_model
 
@@ -111,11 +114,11 @@ def test_rescoring_saved_embeddings_imports_no_torch(tmp_path):
 
 # ----------------------------------------------------------------------------- data-parallel evaluation
 
-# One input per forward pass (eval_batch_seconds below one crop): then no batch holds other files in two processes
-# than in one, and the embeddings are equal bit for bit. With the default batching, the shares' batches differ and
-# embeddings differ in the last bits (tests/evaluation/test_shares.py: to 1e-6), enough to move the sixth decimal
-# of a few scores in the score file.
-EXACT = ["--eval_batch_seconds", "0.01", "--nDataLoaderThread", "0"]
+# Batched as by default (several files per forward pass: whole files of 16,000 and 20,000 samples padded together,
+# the crops of 6 files together), in 5 s batches so that the 8 files are two chunks of the batch plan (6 | 2 files)
+# and both processes extract (the default 60 s makes the tiny corpus one chunk). Each process runs the batches of
+# one process for its chunks, so the embeddings are equal bit for bit, and the score files byte for byte.
+BATCHED = ["--eval_batch_seconds", "5", "--nDataLoaderThread", "0"]
 CHECKPOINTS = ("model000000001", "model000000002")
 
 
@@ -131,11 +134,10 @@ def ddp_eval(tiny_checkpoint, corpus, tmp_path_factory):
     for name, heads in zip(CHECKPOINTS, (2, 4), strict=True):
         save_self_contained_model(tiny_checkpoint, tmp / "run" / "model" / f"{name}.model", eval_frames=40,
                                   num_eval=2, head_nb=heads)
-    files = keys[:6]  # the 5,000-sample file (wrap-padded crops) and the longest among them
-    (tmp / "trials.txt").write_text("".join(f"{(i + j) % 2} {files[i]} {files[j]}\n"
-                                            for i in range(len(files)) for j in range(i)))
+    (tmp / "trials.txt").write_text("".join(f"{(i + j) % 2} {keys[i]} {keys[j]}\n"  # all 8 files: 28 trials
+                                            for i in range(len(keys)) for j in range(i)))
     common = ["--eval", "--save_path", str(tmp / "run"), "--eval_checkpoints", "2", "--test_list",
-              str(tmp / "trials.txt"), "--test_path", root, *EXACT]
+              str(tmp / "trials.txt"), "--test_path", root, *BATCHED]
     one = run_main(trainSpeakerNet_Eval, *common, "--score_file", str(tmp / "one" / "s.txt"), "--save_embeddings",
                    str(tmp / "one" / "e.npz"), "--embedding_cache", "false")
     assert one.returncode == 0, one.stderr[-3000:]
@@ -146,10 +148,15 @@ def ddp_eval(tiny_checkpoint, corpus, tmp_path_factory):
     return {"tmp": tmp, "common": common, "one": one, "two": two}
 
 
-def test_two_processes_evaluate_every_checkpoint_as_one_does(ddp_eval):
-    """--distributed --nproc_per_node 2 (gloo): the same result lines, score files, threshold files and embeddings
-    as one process; rank 0 alone writes, and nothing else."""
+def test_two_processes_evaluate_every_checkpoint_as_one_does(ddp_eval, corpus):
+    """--distributed --nproc_per_node 2 (gloo), batched, each process a chunk of the batch plan: the same result
+    lines, score files and threshold files (byte for byte) and embeddings (bit for bit) as one process; rank 0
+    alone writes, and nothing else."""
     tmp, one, two = ddp_eval["tmp"], ddp_eval["one"], ddp_eval["two"]
+    root, keys = corpus
+    config = {**defaults(), "eval_frames": 40, "num_eval": 2, "eval_batch_seconds": 5.0}  # the models' protocol
+    shares = extraction_shares(sorted(keys), root, config, 2)  # the trial lists' files, as the evaluation lists them
+    assert [len(s.files) for s in shares] == [6, 2] and [set(s.chunks) for s in shares] == [{0}, {1}]
     assert two.stdout == one.stdout and [line.split()[0] for line in one.stdout.splitlines()] == list(CHECKPOINTS)
     outputs = sorted(f"{stem}.{name}{ext}" for name in CHECKPOINTS
                      for stem, ext in (("s", ".txt"), ("s", ".txt.det.png"), ("s", ".txt.threshold.json"),
@@ -161,7 +168,7 @@ def test_two_processes_evaluate_every_checkpoint_as_one_does(ddp_eval):
         alone, shared = (load_embeddings(str(tmp / run / f"e.{name}.npz")) for run in ("one", "two"))
         assert shared.keys == alone.keys
         for field in ("embeddings", "crop_embeddings", "durations"):
-            np.testing.assert_allclose(getattr(shared, field), getattr(alone, field), rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(getattr(shared, field), getattr(alone, field))
 
 
 def test_the_cache_of_two_processes_serves_one(ddp_eval, monkeypatch, capsys):
@@ -186,8 +193,9 @@ def test_the_cache_of_two_processes_serves_one(ddp_eval, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_torchrun_on_two_nodes_evaluates_as_one_process(ddp_eval, tmp_path):
-    """Two torchrun agents on this machine as nodes 0 and 1 of one job (one process each): the score file and
-    the embeddings of one process; node 1 prints nothing."""
+    """Two torchrun agents on this machine as nodes 0 and 1 of one job (one process each, batched, a chunk of the
+    batch plan each): the score file (byte for byte) and the embeddings (bit for bit) of one process; node 1
+    prints nothing."""
     tmp = ddp_eval["tmp"]
     port = free_port()
     args = [*ddp_eval["common"], "--initial_model", str(tmp / "run" / "model" / f"{CHECKPOINTS[0]}.model"),
@@ -203,9 +211,34 @@ def test_torchrun_on_two_nodes_evaluates_as_one_process(ddp_eval, tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     assert outs[0][0].startswith("EER ") and outs[1][0] == ""
     assert (tmp_path / "s.txt").read_text() == (tmp / "one" / f"s.{CHECKPOINTS[0]}.txt").read_text()
-    np.testing.assert_allclose(load_embeddings(str(tmp_path / "e.npz")).embeddings,
-                               load_embeddings(str(tmp / "one" / f"e.{CHECKPOINTS[0]}.npz")).embeddings,
-                               rtol=0, atol=1e-6)
+    assert "2 processes extract the embeddings of 8 files (rank 0: 6)" in outs[0][1], outs[0][1][-3000:]
+    got, want = (load_embeddings(str(path)) for path in (tmp_path / "e.npz", tmp / "one" / f"e.{CHECKPOINTS[0]}.npz"))
+    np.testing.assert_array_equal(got.embeddings, want.embeddings)
+    np.testing.assert_array_equal(got.crop_embeddings, want.crop_embeddings)
+
+
+def test_the_processes_run_with_the_launching_process_thread_count(ddp_eval, tmp_path):
+    """CPU kernels (the CNN's convolutions, the positional convolution's FFT and weight norm) give other last bits on
+    another torch thread count; the launcher starts its processes with its own count (here 1, not the default of
+    the machine), so they give the embeddings of one process with that count, bit for bit."""
+    tmp = ddp_eval["tmp"]
+    args = [*ddp_eval["common"], "--initial_model", str(tmp / "run" / "model" / f"{CHECKPOINTS[0]}.model"),
+            "--embedding_cache", "false"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_main(trainSpeakerNet_Eval, *args, "--score_file", str(tmp_path / "one.txt"), "--save_embeddings",
+                       str(tmp_path / "one.npz"))
+        two = run_main(trainSpeakerNet_Eval, *args, "--score_file", str(tmp_path / "two.txt"), "--save_embeddings",
+                       str(tmp_path / "two.npz"), "--distributed", "--nproc_per_node", "2", "--port", free_port(),
+                       "--dist_timeout", "2")
+    finally:
+        torch.set_num_threads(threads)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert (tmp_path / "two.txt").read_text() == (tmp_path / "one.txt").read_text()
+    alone, shared = (load_embeddings(str(tmp_path / f"{run}.npz")) for run in ("one", "two"))
+    np.testing.assert_array_equal(shared.embeddings, alone.embeddings)
+    np.testing.assert_array_equal(shared.crop_embeddings, alone.crop_embeddings)
 
 
 def test_a_failing_process_ends_the_others_with_its_message(ddp_eval, corpus, tmp_path):
@@ -219,7 +252,7 @@ def test_a_failing_process_ends_the_others_with_its_message(ddp_eval, corpus, tm
     proc = run_main(trainSpeakerNet_Eval, "--eval", "--initial_model",
                     str(ddp_eval["tmp"] / "run" / "model" / f"{CHECKPOINTS[0]}.model"), "--test_list",
                     str(tmp_path / "trials.txt"), "--test_path", str(folder), "--check_data", "false",
-                    "--score_file", str(tmp_path / "s.txt"), "--embedding_cache", "false", *EXACT, "--distributed",
+                    "--score_file", str(tmp_path / "s.txt"), "--embedding_cache", "false", *BATCHED, "--distributed",
                     "--nproc_per_node", "2", "--port", free_port(), "--dist_timeout", "2")
     assert proc.returncode == 2 and proc.stdout == ""
     assert re.search(r"error: rank \d: 1 audio file\(s\) shorter than one frame", proc.stderr), proc.stderr[-2000:]

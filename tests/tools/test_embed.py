@@ -1,6 +1,6 @@
 """tools/embed.py: a folder, a Kaldi data folder or a list embedded into the evaluation's .npz, which re-scores
-to the evaluation's scores; an interrupted run continues where it stopped; two data-parallel processes embed as
-one does, each continuing its own share."""
+to the evaluation's scores; an interrupted run continues where it stopped (parts of whole chunks of the batch
+plan); two data-parallel processes embed as one does, bit for bit, each continuing its own share."""
 import os
 
 import numpy as np
@@ -13,7 +13,6 @@ from core.config import load_config
 from core.distributed import Context
 from evaluation.embeddings import load_embeddings
 from evaluation.reports import read_score_file
-from evaluation.shares import file_shares
 from model_files import with_model_file
 from tests.fakes import free_port, save_self_contained_model
 from tools.embed import main as embed_main
@@ -76,12 +75,23 @@ def test_a_kaldi_folder_gives_its_utterance_ids(evaluated):
                                read_score_file(str(tmp / "scores.txt"))[1], rtol=0, atol=1e-5)
 
 
+# 2 s batches: the 8 files are 4 chunks of 2 (5,000 and 12,345 | 2 x 16,000 | 16,000 and 20,000 | 20,000 and
+# 30,000 samples), whole files of equal length 2 to a batch, the crops of 2 files together (the default 60 s makes
+# the tiny corpus one chunk, one part, one process's share)
+BATCHED = ["--eval_batch_seconds", "2", "--nDataLoaderThread", "0"]
+
+
 def test_an_interrupted_run_continues_where_it_stopped(evaluated, monkeypatch, capsys):
+    """Parts of whole chunks: --save_every 1 saves a chunk (2 files, a chunk of the batch plan at a time) per
+    part; the second run embeds only the last two chunks."""
     model, root, keys, tmp = evaluated
     (tmp / "plain.txt").write_text("".join(f"{k}\n" for k in keys))
     out = str(tmp / "resumed.npz")
     args = ["--initial_model", model, "--input", str(tmp / "plain.txt"), "--root", root, "--out", out,
-            "--nDataLoaderThread", "0", "--save_every", "3"]
+            *BATCHED, "--save_every", "1"]
+    files, chunks = tools.embed.process_share(keys, root, with_model_file(load_config(tools.embed.embed_parser(),
+                                                                                      args)), 0, 1)
+    assert sorted(files) == sorted(keys) and chunks == [0, 0, 1, 1, 2, 2, 3, 3]
     extract, asked = tools.embed.extract_files, []
 
     def stops_after_two_chunks(config, files, *rest, **options):
@@ -93,46 +103,45 @@ def test_an_interrupted_run_continues_where_it_stopped(evaluated, monkeypatch, c
     monkeypatch.setattr(tools.embed, "extract_files", stops_after_two_chunks)
     with pytest.raises(KeyboardInterrupt):
         embed_main(args)
-    assert sorted(os.listdir(out + ".parts")) == ["000000000.npz", "000000003.npz"] and not os.path.exists(out)
+    assert sorted(os.listdir(out + ".parts")) == ["000000000.npz", "000000002.npz"] and not os.path.exists(out)
     with pytest.raises(SystemExit):  # another job (other options) refuses the partial results
         embed_main(args + ["--num_eval", "3"])
     assert "holds partial results of another job" in capsys.readouterr().err
     monkeypatch.setattr(tools.embed, "extract_files", lambda config, files, *rest, **options:
                         asked.append(list(files)) or extract(config, files, *rest, **options))
     embed_main(args)
-    assert asked == [keys[0:3], keys[3:6], keys[6:8]]  # the second run embedded only the last two
+    assert asked == [files[0:2], files[2:4], files[4:6], files[6:8]]  # the second run: only the last two parts
     np.testing.assert_allclose(rescored(tmp, out, "resumed.txt")[1], read_score_file(str(tmp / "scores.txt"))[1],
                                rtol=0, atol=1e-5)
     assert not os.path.exists(out + ".parts")
 
 
-EXACT = ["--eval_batch_seconds", "0.01", "--nDataLoaderThread", "0"]  # one input per forward pass (see
-# tests/runs/test_evaluate.py): the batches of a share are those of one process, so the embeddings are equal
-
-
 def test_two_processes_embed_as_one_each_continuing_its_own_share(evaluated, tmp_path, monkeypatch, capfd):
-    """--distributed --nproc_per_node 2: each process embeds its share into OUT.parts/rank<R>of2/, continuing the
-    parts an interrupted run of that share left (rank 1's here); OUT holds one process's embeddings in the order
-    of the keys, re-scores to the same score file, and OUT.parts is gone."""
+    """--distributed --nproc_per_node 2, batched (2 s: 2 chunks each): each process embeds its share into
+    OUT.parts/rank<R>of2/, continuing the parts an interrupted run of that share left (rank 1's here); OUT holds
+    one process's embeddings bit for bit in the order of the keys, re-scores to the same score file (byte for
+    byte), and OUT.parts is gone."""
     model, root, keys, tmp = evaluated
     (tmp_path / "plain.txt").write_text("".join(f"{k}\n" for k in keys))
-    args = ["--initial_model", model, "--input", str(tmp_path / "plain.txt"), "--root", root, *EXACT]
+    args = ["--initial_model", model, "--input", str(tmp_path / "plain.txt"), "--root", root, *BATCHED]
     embed_main([*args, "--out", str(tmp_path / "one.npz")])
     out = str(tmp_path / "two.npz")
     interrupted = [*args, "--out", out, "--save_every", "2", "--distributed", "--nproc_per_node", "2"]
     config = with_model_file(load_config(tools.embed.embed_parser(), interrupted))
-    share = file_shares(keys, root, config, 2)[1]
+    shares = [tools.embed.process_share(keys, root, config, rank, 2) for rank in (0, 1)]
+    assert [len(set(s.chunks)) for s in shares] == [2, 2]  # both processes have work, in two parts each
+    share = shares[1]
     extract = tools.embed.extract_files
 
     def stops_after_one_chunk(config, files, *rest, **options):
-        if list(files) != share[:2]:
+        if list(files) != share.files[:2]:
             raise KeyboardInterrupt
         return extract(config, files, *rest, **options)
 
     monkeypatch.setattr(tools.embed, "extract_files", stops_after_one_chunk)
     folder = tools.embed.share_folder(out + ".parts", 1, 2)
     with pytest.raises(KeyboardInterrupt):  # rank 1 of 2, stopped after its first chunk
-        tools.embed.embed_share(config, share, root, folder, tools.embed.job_digest(config, share, root), [],
+        tools.embed.embed_share(config, share, root, folder, tools.embed.job_digest(config, share.files, root), [],
                                 Context(1, 2, torch.device("cpu")))
     assert os.listdir(out + ".parts") == ["rank1of2"] and os.listdir(out + ".parts/rank1of2") == ["000000000.npz"]
     monkeypatch.undo()
@@ -140,11 +149,11 @@ def test_two_processes_embed_as_one_each_continuing_its_own_share(evaluated, tmp
     embed_main([*interrupted, "--port", free_port(), "--dist_timeout", "2"])
     captured = capfd.readouterr()
     assert f"embeddings written to {out}" in captured.out
-    assert f"Continuing after 2 of {len(share)} files ({folder})" in captured.err, captured.err[-3000:]
+    assert f"Continuing after 2 of {len(share.files)} files ({folder})" in captured.err, captured.err[-3000:]
     one, two = load_embeddings(str(tmp_path / "one.npz")), load_embeddings(out)
     assert two.keys == one.keys == keys
     for field in ("embeddings", "crop_embeddings", "durations"):
-        np.testing.assert_allclose(getattr(two, field), getattr(one, field), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(getattr(two, field), getattr(one, field))
     assert not os.path.exists(out + ".parts")
     rescored(tmp, str(tmp_path / "one.npz"), "one_scores.txt")
     rescored(tmp, out, "two_scores.txt")
