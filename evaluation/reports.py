@@ -21,7 +21,7 @@ def write_score_file(path: str, trials: Trials, scores: np.ndarray) -> None:
                                                                               scores.tolist()]
     line = ("" if trials.labels is None else "%d ") + "%s %s %.6f\n"
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("".join(map(line.__mod__, zip(*columns, strict=True))))  # one pass in C (550 k lines: 0.4 s)
+        handle.writelines(map(line.__mod__, zip(*columns, strict=True)))  # in C, line by line (no copy of the file)
 
 
 def threshold_path(score_file: str) -> str:
