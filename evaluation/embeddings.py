@@ -81,10 +81,8 @@ def save_embeddings(emb: Embeddings, path: str, **extra: np.ndarray) -> None:
         np.savez(handle, **arrays)  # a file object: numpy appends ".npz" only to a name
 
 
-def load_embeddings(path: str, mapped: bool = False) -> Embeddings:
-    """Read an embeddings file (REFERENCE §4); a missing, unreadable or malformed file is a DataError naming it.
-    ``mapped``: the whole-file embeddings are a read-only memory map of the file where its member is stored
-    uncompressed (:func:`save_embeddings` writes it so): no copy is made, and pages are read as they are used."""
+def load_embeddings(path: str) -> Embeddings:
+    """Read an embeddings file (REFERENCE §4); a missing, unreadable or malformed file is a DataError naming it."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
@@ -92,34 +90,10 @@ def load_embeddings(path: str, mapped: bool = False) -> Embeddings:
     with data:
         if "keys" not in data or "embeddings" not in data:
             raise DataError(f"Embeddings file '{path}' must hold 'keys' and 'embeddings' (found {list(data)}).")
-        mapping = mapped_member(path, "embeddings.npy") if mapped else None
-        keys, embeddings = data["keys"].tolist(), data["embeddings"] if mapping is None else mapping
+        keys, embeddings = data["keys"].tolist(), data["embeddings"]
         crops = data["crop_embeddings"] if "crop_embeddings" in data else None
         durations = data["durations"] if "durations" in data else None
     if embeddings.ndim != 2 or len(keys) != len(embeddings):
         raise DataError(f"Embeddings file '{path}': 'embeddings' must be [N, D] with N = len(keys) = {len(keys)}, "
                         f"got shape {embeddings.shape}.")
     return Embeddings(keys, embeddings, crops, durations)
-
-
-def mapped_member(path: str, name: str) -> Optional[np.ndarray]:
-    """A read-only memory map of the array ``name`` of the ``.npz`` at ``path``, or None where it cannot be
-    mapped (a compressed member, an npy format version other than 1.0 / 2.0, an object array)."""
-    with zipfile.ZipFile(path) as archive:
-        member = archive.getinfo(name)
-    if member.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as handle:
-        handle.seek(member.header_offset)
-        local = handle.read(30)  # the member's local header: its name and extra field lengths at bytes 26-29
-        handle.seek(member.header_offset + 30 + int.from_bytes(local[26:28], "little")
-                    + int.from_bytes(local[28:30], "little"))
-        version = np.lib.format.read_magic(handle)
-        if version not in ((1, 0), (2, 0)):
-            return None
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(handle)
-        offset = handle.tell()
-    if dtype.hasobject:
-        return None
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

@@ -224,7 +224,7 @@ def evaluate(config: Dict[str, Any], device: Optional[torch.device], encoder: Op
     evaluation_paths(config, reads_model_file=encoder is None)
     paths = list_paths(config["test_list"])
     if config["embeddings"]:  # saved: their AS-norm statistics begin on one core while the other reads the lists
-        emb = load_embeddings(config["embeddings"], mapped=True)  # read as the products use it: no copy
+        emb = load_embeddings(config["embeddings"])
         inputs = scoring_inputs(config, emb)
         with inputs.ahead or contextlib.nullcontext():
             return evaluate_lists(config, paths, lambda trial_sets: emb, inputs, parts)

@@ -58,22 +58,3 @@ def test_trial_rows_from_file_codes_equal_name_by_name_and_name_a_missing_file()
     missing = Trials(None, ["nope.wav"], [emb.keys[0]], *file_codes(["nope.wav"], [emb.keys[0]]))
     with pytest.raises(DataError, match="nope.wav"):
         trial_rows(emb, {"a": missing})
-
-
-def test_mapped_embeddings_are_the_file_read_in_place(tmp_path):
-    """mapped=True: the whole-file embeddings are a read-only map of the uncompressed member (what
-    save_embeddings writes), equal to the copy, in C and Fortran order; a compressed file is read as a copy."""
-    emb = random_embeddings(9, 5)
-    save_embeddings(emb, str(tmp_path / "e.npz"))
-    mapped, copied = load_embeddings(str(tmp_path / "e.npz"), mapped=True), load_embeddings(str(tmp_path / "e.npz"))
-    assert isinstance(mapped.embeddings, np.memmap) and not mapped.embeddings.flags.writeable
-    np.testing.assert_array_equal(mapped.embeddings, copied.embeddings)
-    np.testing.assert_array_equal(mapped.crop_embeddings, copied.crop_embeddings)
-    assert mapped.keys == copied.keys
-    fortran = np.asfortranarray(emb.embeddings)
-    np.savez(tmp_path / "f.npz", keys=np.asarray(emb.keys), embeddings=fortran)
-    np.testing.assert_array_equal(load_embeddings(str(tmp_path / "f.npz"), mapped=True).embeddings, fortran)
-    np.savez_compressed(tmp_path / "z.npz", keys=np.asarray(emb.keys), embeddings=emb.embeddings)
-    packed = load_embeddings(str(tmp_path / "z.npz"), mapped=True).embeddings
-    assert not isinstance(packed, np.memmap)
-    np.testing.assert_array_equal(packed, emb.embeddings)
