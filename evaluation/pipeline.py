@@ -9,6 +9,7 @@ the encoder, or a function that builds it (called only when embeddings must be e
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -17,7 +18,8 @@ import numpy as np
 
 from core.audio import quiet_conversions
 from core.config import PATHS_IF_SET, frontend_paths, loader_workers, require_paths, require_paths_if_set
-from core.errors import DataError, TrialListError
+from core.errors import DataError, OutputError, TrialListError
+from core.forks import CAN_FORK, Forked
 from core.options import THRESHOLD, with_role
 from dataprep.check import cache_file, check_files, format_problems
 from dataprep.lists import key_paths
@@ -263,7 +265,7 @@ def evaluate_lists(config: Dict[str, Any], paths: List[str],
         scores = calibrate_lists(emb, {**trial_sets, **extra}, scores, QMF_LIST,
                                  None if scored.stats is None else scored.stats[0], config["dcf_p_target"],
                                  rows=scored.rows)
-    reported = {name: report(config, name, trials, scores[name], len(trial_sets) > 1)
+    reported = {name: report(config, name, trials, scores[name], len(trial_sets) > 1, aside=inputs is not None)
                 for name, trials in trial_sets.items()}
     results = {name: result for name, (result, _) in reported.items()}
     curves = [curve for _, curve in reported.values() if curve is not None]
@@ -281,14 +283,33 @@ def evaluate_lists(config: Dict[str, Any], paths: List[str],
     return {"lists": labelled} if labelled else None
 
 
-def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray,
-           several: bool) -> Tuple[Optional[Dict[str, Any]], Optional[DetCurve]]:
+def report(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray, several: bool,
+           aside: bool = False) -> Tuple[Optional[Dict[str, Any]], Optional[DetCurve]]:
     """Score file, metrics, DET plot (``det_plot`` separate, or one list alone) and EER-threshold file of one list;
-    returns its metrics and DET curve (None, None for an unlabelled list)."""
+    returns its metrics and DET curve (None, None for an unlabelled list). ``aside`` (re-scoring saved embeddings,
+    where no torch runs): the score file is written by a forked process (:mod:`core.forks`) while this one
+    computes the metrics and draws the plot (half a second at Vox1-H size; both hold the GIL, so a thread would
+    not help); its error is raised here as it would have been."""
     score_file = score_file_for(config["score_file"], name, several)
-    if score_file:
+    writing = None
+    if score_file and aside and CAN_FORK:
+        writing = Forked(functools.partial(write_score_file, score_file, trials, scores))
+    elif score_file:
         write_score_file(score_file, trials, scores)
+    try:
+        outcome = list_results(config, name, trials, scores, score_file, several)
+    finally:
+        failed = writing.join() if writing is not None else None
+    if failed is not None:
+        raise OutputError(failed)
+    if score_file:
         logger.info("Scores written to %s", score_file)
+    return outcome
+
+
+def list_results(config: Dict[str, Any], name: str, trials: Trials, scores: np.ndarray, score_file: str,
+                 several: bool) -> Tuple[Optional[Dict[str, Any]], Optional[DetCurve]]:
+    """:func:`report` but the score file: the metrics, DET plot and threshold file of one list."""
     if trials.labels is None:
         logger.warning("Trial list %s has no labels: scores only, no EER.", name)
         return None, None

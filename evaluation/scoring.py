@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -26,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from core.config import available_cpus
 from core.errors import ConfigError
+from core.forks import CAN_FORK, Forked
 from evaluation.embeddings import Embeddings, trial_rows
 from evaluation.trials import Trials
 
@@ -247,7 +246,8 @@ class StatsAhead:
     """:func:`cohort_stats` of every row of ``x``, begun before it is known which rows are needed: the evaluation
     starts it from saved embeddings, then reads the trial lists. The rows are done in order by a forked process
     on the other core, through shared memory: a thread would wait for the GIL, which reading the lists holds in
-    long C calls. Linux only (elsewhere nothing starts ahead, and :meth:`stats` computes every row asked for).
+    long C calls (:mod:`core.forks`; where it cannot fork, nothing starts ahead and :meth:`stats` computes every
+    row asked for).
 
     :meth:`stats` stops the process after its current block of ``chunk / 4`` rows and computes the rows asked
     for that it has not done, on all cores. A row's moments are the same bits either way (each row's cosines and
@@ -266,36 +266,24 @@ class StatsAhead:
         self.done = np.frombuffer(self.shared, np.bool_, rows, 16 * rows)
         self.halt = np.frombuffer(self.shared, np.bool_, 1, 17 * rows)
         self.blocks = _StatsBlocks(x, cohort, top_n, None, self.mean, self.std)  # checks top_n here, in the caller
-        self.pid = None
-        if sys.platform.startswith("linux") and rows > 0:
-            parent = os.getpid()
-            self.pid = os.fork()
-            if self.pid == 0:
-                self._child(parent)
+        self.process = Forked(self._rows) if CAN_FORK and rows > 0 else None
 
-    def _child(self, parent: int) -> None:
-        """The forked process: blocks in row order until told to stop or orphaned; never returns."""
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # none of the parent's handlers run here
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            threadpool_limits(1, user_api="blas")  # one core: the parent reads the trial lists on the other
-            for start in range(0, len(self.x), self.block_rows):
-                if self.halt[0] or os.getppid() != parent:
-                    break
-                stop = min(start + self.block_rows, len(self.x))
-                self.blocks(start, stop)
-                self.done[start:stop] = True
-            code = 0
-        finally:
-            os._exit(code)
+    def _rows(self) -> None:
+        """In the forked process: blocks in row order until told to stop or orphaned."""
+        parent = os.getppid()
+        threadpool_limits(1, user_api="blas")  # one core: the parent reads the trial lists on the other
+        for start in range(0, len(self.x), self.block_rows):
+            if self.halt[0] or os.getppid() != parent:
+                return
+            stop = min(start + self.block_rows, len(self.x))
+            self.blocks(start, stop)
+            self.done[start:stop] = True
 
     def close(self) -> None:
         """Stop the process (after its current block) and wait for it; idempotent."""
-        if self.pid:
+        if self.process is not None:
             self.halt[0] = True
-            os.waitpid(self.pid, 0)
-            self.pid = None
+            self.process.join()  # a failure leaves its rows undone, for stats() (class docstring)
 
     def __enter__(self) -> StatsAhead:
         return self

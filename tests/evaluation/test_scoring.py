@@ -192,8 +192,7 @@ def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_process_finished
         return ahead
 
     finished = scoring.StatsAhead(x, cohort, 40, chunk=4 * 50)  # blocks of 50 rows
-    os.waitpid(finished.pid, 0)  # ran to the end
-    finished.pid = None
+    assert finished.process.join() is None  # ran to the end
     assert check(finished).done.all()
 
     parent, block = os.getpid(), scoring._StatsBlocks.__call__
@@ -205,9 +204,7 @@ def test_statistics_begun_ahead_equal_cohort_stats_whatever_the_process_finished
 
     monkeypatch.setattr(scoring._StatsBlocks, "__call__", fails_in_the_child_after_one_block)
     failed = scoring.StatsAhead(x, cohort, 40, chunk=4 * 50)
-    _, status = os.waitpid(failed.pid, 0)
-    failed.pid = None
-    assert os.waitstatus_to_exitcode(status) == 1
+    assert failed.process.join() == "the child is out of memory"
     assert check(failed).done.sum() == 50
 
 
@@ -223,7 +220,7 @@ def test_statistics_ahead_raise_real_errors_in_the_caller_and_end_their_process(
 
     monkeypatch.setattr(scoring._StatsBlocks, "__call__", broken)
     ahead = scoring.StatsAhead(x, cohort, 5)
-    pid = ahead.pid
+    pid = ahead.process.pid
     with pytest.raises(MemoryError, match="no room"):
         with ahead:
             ahead.stats(np.arange(10))
