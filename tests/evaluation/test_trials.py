@@ -4,6 +4,7 @@ import logging
 import numpy as np
 import pytest
 
+from evaluation import trials as trials_module
 from evaluation.trials import read_trials
 
 
@@ -78,3 +79,26 @@ def test_trials_carry_each_file_once_with_indices_and_the_first_repeat_is_named(
     messages = [r.message for r in caplog.records]
     assert len(messages) == 1 and "2 duplicate trial(s)" in messages[0]
     assert "'a.wav b.wav', trials 2 and 3" in messages[0]
+
+
+def test_file_codes_from_the_bytes_equal_hashing_the_strings(tmp_path, monkeypatch):
+    """span_codes (through read_trials): the distinct names in order of first appearance and each trial's two
+    indices equal file_codes', across chunks, for names of many lengths (one a prefix of another, one ending in
+    a NUL byte, multi-byte UTF-8, tabs and CRLF between fields); a hash shared by two names falls back to
+    hashing the strings, with the same result."""
+    rng = np.random.default_rng(5)
+    pool = [f"id{i:05d}/{'x' * (i % 23)}/{i}.wav" for i in range(300)] + ["a.wav", "a.wav\0", "ä/ö.wav", "a.wa"]
+    lines = [f"{rng.integers(2)}\t{pool[rng.integers(len(pool))]} {pool[rng.integers(len(pool))]}\r\n"
+             for _ in range(2000)] + ["1 a.wav a.wav\0\n", "0 a.wa ä/ö.wav\n"]
+    path = tmp_path / "t.txt"
+    path.write_bytes("".join(lines).encode("utf-8"))
+    monkeypatch.setattr(trials_module, "SPAN_CHUNK", 333)  # several chunks, the last one short
+    read = read_trials(str(path))
+    names, codes = trials_module.file_codes(read.enroll, read.test)
+    assert read.names == names and np.array_equal(read.codes, codes)
+    assert {"a.wav", "a.wav\0", "a.wa", "ä/ö.wav"} <= set(read.names) and len(read.enroll) == 2002
+    unique = np.unique
+    monkeypatch.setattr(np, "unique", lambda digest, **kw: unique(np.zeros_like(digest), **kw))  # one hash for all
+    assert trials_module.span_codes(path.read_bytes(), *trials_module._field_spans(path.read_bytes())[:2]) is None
+    again = read_trials(str(path))
+    assert again.names == names and np.array_equal(again.codes, codes)
