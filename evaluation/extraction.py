@@ -127,7 +127,12 @@ class _Queue:
 def file_order(pieces: Sequence[Sequence[int]]) -> np.ndarray:
     """The order extraction visits files of whole-file ``pieces`` (their lengths): by the longest piece, ties
     in the order given (a stable sort), so equal lengths become neighbours."""
-    return np.argsort(np.array([max(p) for p in pieces], dtype=np.int64), kind="stable")
+    return np.argsort(longest_pieces(pieces), kind="stable")
+
+
+def longest_pieces(pieces: Sequence[Sequence[int]]) -> np.ndarray:
+    """The length of each file's longest whole-file piece (what extraction orders files by), int64 [N]."""
+    return np.array([max(p) for p in pieces], dtype=np.int64)
 
 
 def whole_pieces(lengths: Sequence[int], max_eval_seconds: float, long_files: str = "cut") -> List[List[int]]:
@@ -230,7 +235,7 @@ def extract_embeddings(encoder: torch.nn.Module, keys: List[str], test_path: str
     if chunks.shape != (len(keys),):
         raise ValueError(f"chunks: one per key ({len(keys)}), got {chunks.shape}")
     # a chunk at a time, each in length order (ties: the order of keys), as one extraction of the whole list
-    order = np.lexsort((np.array([max(p) for p in pieces], dtype=np.int64), chunks))
+    order = np.lexsort((longest_pieces(pieces), chunks))
     dataset = EvalDataset([keys[i] for i in order], test_path, eval_frames, num_eval, max_samples, long_files,
                           min_samples=need)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)

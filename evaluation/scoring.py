@@ -295,8 +295,7 @@ class StatsAhead:
         """(mu, sigma) [F] of every row in ``rows`` (indices into x), NaN elsewhere, as
         :func:`file_cohort_stats` gives them."""
         self.close()
-        used = np.zeros(len(self.x), dtype=bool)
-        used[rows] = True
+        used = rows_in_use(len(self.x), rows)
         missing = np.flatnonzero(used & ~self.done)
         mu, sigma = np.where(used, self.mean, np.nan), np.where(used, self.std, np.nan)
         if missing.size:
@@ -374,13 +373,19 @@ def file_cohort_stats(whole: np.ndarray, rows: np.ndarray, cohort: np.ndarray, m
     Returns [F] arrays, NaN outside ``rows``; computing only the files that occur in the
     trials (once for several lists) is what keeps AS-norm cheap.
     """
-    seen = np.zeros(len(whole), dtype=bool)
-    seen[rows] = True  # the rows in use, sorted (np.unique of a million trials' rows takes ~20x longer)
-    used = np.flatnonzero(seen)
+    used = np.flatnonzero(rows_in_use(len(whole), rows))
     n = cohort_size(method, top_n, len(cohort))
     mu, sigma = np.full(len(whole), np.nan), np.full(len(whole), np.nan)
     mu[used], sigma[used] = cohort_stats(whole, cohort, n, rows=None if len(used) == len(whole) else used)
     return mu, sigma
+
+
+def rows_in_use(count: int, rows: np.ndarray) -> np.ndarray:
+    """[count] bool: which of ``count`` rows occur in ``rows`` (repeats allowed; np.unique of a million trials'
+    rows takes ~20x longer)."""
+    used = np.zeros(count, dtype=bool)
+    used[rows] = True
+    return used
 
 
 def cohort_size(method: str, top_n: int, cohort_rows: int) -> int:
