@@ -51,11 +51,11 @@ def _field_spans(raw: bytes) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the first byte of each whitespace-separated field of ``raw`` (ASCII whitespace), the byte after its last,
     the number of fields on each non-blank line)."""
     b = np.frombuffer(raw, dtype=np.uint8)
-    is_space = np.zeros(256, dtype=np.int8)
-    is_space[[9, 10, 11, 12, 13, 32]] = 1  # \t \n \v \f \r, space
-    edge = np.ones(1, dtype=np.int8)
-    step = np.diff(is_space[b], prepend=edge, append=edge)  # -1 where a field starts, 1 just after it ends
-    starts, ends = np.flatnonzero(step == -1), np.flatnonzero(step == 1)
+    space = (b == 32) | (b - np.uint8(9) <= np.uint8(4))  # space, or \t \n \v \f \r (9..13; smaller bytes wrap)
+    first, last = ~space, ~space
+    first[1:] &= space[:-1]  # a field's first byte: none before it, or a space
+    last[:-1] &= space[1:]  # its last: the end, or a space after it
+    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
     line = np.searchsorted(np.flatnonzero(b == 10), starts)  # line of a field = number of \n before it
     counts = np.bincount(line)
     return starts, ends, counts[counts > 0]
@@ -76,10 +76,11 @@ def span_codes(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> Optional[Tup
     padded = np.frombuffer(raw + bytes(width), dtype=np.uint8)
     windows = np.lib.stride_tricks.as_strided(padded, shape=(len(raw), width), strides=(1, 1), writeable=False)
 
+    kept = (np.arange(width) < np.arange(width + 1)[:, None]).astype(np.uint8) * np.uint8(255)
+    kept = kept.view(np.uint64)  # [length, width / 8]: the words' bits that a field of that length keeps
+
     def words(fields: np.ndarray) -> np.ndarray:  # [n, width / 8]: the fields' bytes, zero after their ends
-        copied = windows[starts[fields]]
-        copied[np.arange(width) >= lengths[fields, None]] = 0
-        return copied.view(np.uint64)
+        return windows[starts[fields]].view(np.uint64) & kept[lengths[fields]]
 
     digest = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     for at in range(0, len(starts), SPAN_CHUNK):
